@@ -1,0 +1,1 @@
+"""Deployment: the local stack (Kafka + PostgreSQL without Docker), compose and Kubernetes files."""

@@ -1,0 +1,23 @@
+"""The `meterline` CLI: one sub-app or command per file in meterline/commands, no domain logic."""
+
+from __future__ import annotations
+
+import typer
+
+from meterline.commands import admin, bench, dev, migrate, pipeline, reconcile, serve
+
+app = typer.Typer(
+    name="meterline",
+    help="Usage metering and prepaid credits for LLM traffic.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+dev.register(app)
+migrate.register(app)
+pipeline.register(app)
+serve.register(app)
+reconcile.register(app)
+bench.register(app)
+admin.register(app)

@@ -1,0 +1,22 @@
+"""Shared bits for subcommands: the console and a clean exit on expected errors."""
+
+from __future__ import annotations
+
+from typing import NoReturn
+
+import typer
+from rich.console import Console
+
+console = Console(stderr=True)
+out = Console()
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    """Print an error the user can act on and exit non-zero."""
+    console.print(f"[bold red]error:[/] {message}")
+    raise typer.Exit(code)
+
+
+def not_yet(issue: int, what: str) -> NoReturn:
+    """A subcommand whose implementation lands with a later issue."""
+    fail(f"`{what}` is not implemented yet (issue #{issue}).", code=2)

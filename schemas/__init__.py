@@ -1,0 +1,1 @@
+"""The contracts of meterline: the usage event, money, topic names, settings, the SQL schema."""

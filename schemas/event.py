@@ -1,0 +1,108 @@
+"""The usage event (schema_version 1): one per model call, JSON on usage.events keyed by account."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated, Any
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeInt,
+    PlainSerializer,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+
+METADATA_MAX_BYTES = 4096
+SCHEMA_VERSION = 1
+
+EventId = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+Source = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+AccountId = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+ModelId = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+
+
+def _unit_number(d: Decimal) -> int | float:
+    # Units are counts, not money: write them as JSON numbers, integers when whole.
+    return int(d) if d == d.to_integral_value() else float(d)
+
+
+UnitCount = Annotated[
+    Decimal,
+    Field(ge=0, allow_inf_nan=False),
+    PlainSerializer(_unit_number, when_used="json"),
+]
+
+
+class UsageEvent(BaseModel):
+    """One model call's billable usage. (source, event_id) is the idempotency key."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False)
+
+    event_id: EventId
+    source: Source = "default"
+    account_id: AccountId
+    occurred_at: AwareDatetime = Field(description="RFC 3339 with offset; selects the price")
+    model: ModelId
+    provider: str | None = None
+    input_tokens: NonNegativeInt = 0
+    cached_input_tokens: NonNegativeInt = 0
+    cache_write_tokens: NonNegativeInt = 0
+    output_tokens: NonNegativeInt = 0
+    reasoning_tokens: NonNegativeInt = 0
+    requests: NonNegativeInt = 1
+    units: dict[str, UnitCount] = Field(default_factory=dict)
+    byok: bool = False
+    reported_cost: Decimal | None = Field(default=None, allow_inf_nan=False)
+    metadata: dict[str, Any] | None = None
+    schema_version: int = SCHEMA_VERSION
+
+    @field_validator("schema_version")
+    @classmethod
+    def _known_version(cls, v: int) -> int:
+        if v != SCHEMA_VERSION:
+            raise ValueError(f"schema_version must be {SCHEMA_VERSION}, got {v}")
+        return v
+
+    @field_validator("reported_cost", mode="before")
+    @classmethod
+    def _no_float_cost(cls, v: Any) -> Any:
+        if isinstance(v, float):
+            # A float has already lost exactness; keep its shortest decimal form.
+            return Decimal(repr(v))
+        return v
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata_size(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        if v is not None:
+            size = len(json.dumps(v, separators=(",", ":"), default=str).encode())
+            if size > METADATA_MAX_BYTES:
+                raise ValueError(f"metadata is {size} bytes; at most {METADATA_MAX_BYTES} allowed")
+        return v
+
+    @model_validator(mode="after")
+    def _reasoning_within_output(self) -> UsageEvent:
+        if self.reasoning_tokens > self.output_tokens:
+            raise ValueError(
+                f"reasoning_tokens ({self.reasoning_tokens}) must be <= output_tokens "
+                f"({self.output_tokens}): reasoning is part of the output"
+            )
+        return self
+
+    @property
+    def occurred_utc(self) -> datetime:
+        """occurred_at in UTC."""
+        from datetime import UTC
+
+        return self.occurred_at.astimezone(UTC)
+
+    def to_kafka(self) -> tuple[bytes, bytes]:
+        """(key, value) as published on usage.events."""
+        return self.account_id.encode(), self.model_dump_json(exclude_none=True).encode()

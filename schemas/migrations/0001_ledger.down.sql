@@ -1,0 +1,14 @@
+DROP TABLE IF EXISTS alert_outbox;
+DROP TABLE IF EXISTS idempotency_keys;
+DROP TABLE IF EXISTS coupon_redemptions;
+DROP TABLE IF EXISTS coupon_codes;
+DROP TABLE IF EXISTS openrouter_accounts;
+DROP TABLE IF EXISTS api_keys;
+DROP TABLE IF EXISTS price_versions;
+DROP TABLE IF EXISTS usage_daily;
+DROP TABLE IF EXISTS duplicate_events;
+DROP TABLE IF EXISTS usage_events;
+DROP TABLE IF EXISTS credit_transactions;
+DROP TABLE IF EXISTS monthly_spend;
+DROP TABLE IF EXISTS user_credits;
+DROP TABLE IF EXISTS tiers;
