@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import typer
 
-from meterline.commands import admin, bench, dev, migrate, pipeline, reconcile, serve
+from meterline.commands import (
+    admin,
+    bench,
+    dev,
+    migrate,
+    pipeline,
+    pricing,
+    produce,
+    reconcile,
+    serve,
+)
 
 app = typer.Typer(
     name="meterline",
@@ -17,6 +27,8 @@ app = typer.Typer(
 dev.register(app)
 migrate.register(app)
 pipeline.register(app)
+produce.register(app)
+pricing.register(app)
 serve.register(app)
 reconcile.register(app)
 bench.register(app)

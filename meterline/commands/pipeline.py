@@ -1,4 +1,4 @@
-"""`meterline worker`, `produce`, `pricing import`: the metering pipeline (issue #3)."""
+"""`meterline worker`: the Faust metering worker (issue #3)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,3 @@ def register(app: typer.Typer) -> None:
     def worker() -> None:
         """Run the Faust metering worker (lands with issue #3)."""
         not_yet(3, "meterline worker")
-
-    @app.command("produce")
-    def produce() -> None:
-        """Publish usage events from a file, stdin or a generator (lands with issue #3)."""
-        not_yet(3, "meterline produce")
