@@ -33,6 +33,11 @@ def _unit_number(d: Decimal) -> int | float:
     return int(d) if d == d.to_integral_value() else float(d)
 
 
+def _plain_decimal(d: Decimal) -> str:
+    # str(Decimal) switches to exponent form ("1E-7"); the wire wants a plain decimal string.
+    return format(d, "f")
+
+
 UnitCount = Annotated[
     Decimal,
     Field(ge=0, allow_inf_nan=False),
@@ -59,7 +64,10 @@ class UsageEvent(BaseModel):
     requests: NonNegativeInt = 1
     units: dict[str, UnitCount] = Field(default_factory=dict)
     byok: bool = False
-    reported_cost: Decimal | None = Field(default=None, allow_inf_nan=False)
+    reported_cost: (
+        Annotated[Decimal, PlainSerializer(_plain_decimal, return_type=str, when_used="json")]
+        | None
+    ) = Field(default=None, allow_inf_nan=False)
     metadata: dict[str, Any] | None = None
     schema_version: int = SCHEMA_VERSION
 
@@ -82,7 +90,10 @@ class UsageEvent(BaseModel):
     @classmethod
     def _metadata_size(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
         if v is not None:
-            size = len(json.dumps(v, separators=(",", ":"), default=str).encode())
+            # Measure the UTF-8 bytes as written on the wire, not \uXXXX escapes.
+            size = len(
+                json.dumps(v, separators=(",", ":"), default=str, ensure_ascii=False).encode()
+            )
             if size > METADATA_MAX_BYTES:
                 raise ValueError(f"metadata is {size} bytes; at most {METADATA_MAX_BYTES} allowed")
         return v
