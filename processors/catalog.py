@@ -1,0 +1,232 @@
+"""The price catalog in PostgreSQL (table price_versions): load, insert, seed, list."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from decimal import Decimal
+from importlib import resources
+from typing import Any
+
+import asyncpg
+
+from processors.pricing import Catalog, PriceVersion, plain
+
+__all__ = [
+    "DuplicatePriceVersion",
+    "insert_price_version",
+    "insert_price_versions",
+    "list_current_prices",
+    "list_price_history",
+    "load_catalog",
+    "seed_catalog",
+    "shipped_versions",
+]
+
+# The queries, each spelled out whole. units is read as text so a jsonb codec on the pool
+# cannot change what comes back.
+_SELECT_ALL = (
+    "SELECT id, model, provider, effective_from, input_per_mtok, cached_input_per_mtok,"
+    " cache_write_per_mtok, output_per_mtok, per_request, units::text AS units"
+    " FROM price_versions"
+)
+_INSERT_ONE = (
+    "INSERT INTO price_versions (model, provider, effective_from, input_per_mtok,"
+    " cached_input_per_mtok, cache_write_per_mtok, output_per_mtok, per_request, units,"
+    " created_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::text::jsonb, $10)"
+    " RETURNING id, model, provider, effective_from, input_per_mtok, cached_input_per_mtok,"
+    " cache_write_per_mtok, output_per_mtok, per_request, units::text AS units"
+)
+_INSERT_MANY = (
+    "INSERT INTO price_versions (model, provider, effective_from, input_per_mtok,"
+    " cached_input_per_mtok, cache_write_per_mtok, output_per_mtok, per_request, units,"
+    " created_by)"
+    " SELECT m, p, ef, i, ci, cw, o, pr, u::jsonb, $10"
+    " FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::numeric[], $5::numeric[],"
+    "             $6::numeric[], $7::numeric[], $8::numeric[], $9::text[])"
+    "      AS t(m, p, ef, i, ci, cw, o, pr, u)"
+    " ON CONFLICT (model, effective_from) DO NOTHING"
+    " RETURNING id, model, provider, effective_from, input_per_mtok, cached_input_per_mtok,"
+    " cache_write_per_mtok, output_per_mtok, per_request, units::text AS units"
+)
+_SELECT_CURRENT = (
+    "SELECT DISTINCT ON (model) id, model, provider, effective_from, input_per_mtok,"
+    " cached_input_per_mtok, cache_write_per_mtok, output_per_mtok, per_request,"
+    " units::text AS units"
+    " FROM price_versions WHERE effective_from <= coalesce($1::timestamptz, now())"
+    " ORDER BY model, effective_from DESC"
+)
+_SELECT_HISTORY = _SELECT_ALL + " WHERE model = ANY($1::text[]) ORDER BY model, effective_from"
+
+
+class DuplicatePriceVersion(ValueError):
+    """A price version of this model already starts at this effective_from."""
+
+    code = "duplicate_price_version"
+
+    def __init__(self, model: str, effective_from: datetime) -> None:
+        super().__init__(
+            f"model {model!r} already has a price version effective from "
+            f"{effective_from.isoformat()}; versions are immutable, so add one with a later "
+            "effective_from instead"
+        )
+        self.model = model
+        self.effective_from = effective_from
+
+
+def _units_json(units: Mapping[str, Decimal]) -> str:
+    # jsonb of decimal strings: prices stay exact and no float ever enters.
+    return json.dumps({name: plain(price) for name, price in sorted(units.items())})
+
+
+def _units_from(raw: Any) -> dict[str, Decimal]:
+    data = json.loads(raw) if isinstance(raw, str | bytes) else (raw or {})
+    return {str(name): Decimal(str(price)) for name, price in data.items()}
+
+
+def _version(row: Mapping[str, Any]) -> PriceVersion:
+    return PriceVersion(
+        id=row["id"],
+        model=row["model"],
+        provider=row["provider"],
+        effective_from=row["effective_from"],
+        input_per_mtok=row["input_per_mtok"],
+        cached_input_per_mtok=row["cached_input_per_mtok"],
+        cache_write_per_mtok=row["cache_write_per_mtok"],
+        output_per_mtok=row["output_per_mtok"],
+        per_request=row["per_request"],
+        units=_units_from(row["units"]),
+    )
+
+
+async def load_catalog(conn: asyncpg.Connection | asyncpg.Pool) -> Catalog:
+    """Every price version in the database, as a Catalog."""
+    rows = await conn.fetch(_SELECT_ALL)
+    return Catalog(_version(r) for r in rows)
+
+
+async def insert_price_version(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    *,
+    model: str,
+    effective_from: datetime,
+    input_per_mtok: Decimal,
+    output_per_mtok: Decimal,
+    provider: str | None = None,
+    cached_input_per_mtok: Decimal | None = None,
+    cache_write_per_mtok: Decimal | None = None,
+    per_request: Decimal = Decimal(0),
+    units: Mapping[str, Decimal] | None = None,
+    created_by: str | None = None,
+) -> PriceVersion:
+    """Add a new price version; raises DuplicatePriceVersion if (model, effective_from) exists."""
+    # Validates before touching the database (aware time, finite non-negative decimals).
+    v = PriceVersion(
+        id=None,
+        model=model,
+        provider=provider,
+        effective_from=effective_from,
+        input_per_mtok=input_per_mtok,
+        cached_input_per_mtok=cached_input_per_mtok,
+        cache_write_per_mtok=cache_write_per_mtok,
+        output_per_mtok=output_per_mtok,
+        per_request=per_request,
+        units=units or {},
+    )
+    try:
+        row = await conn.fetchrow(
+            _INSERT_ONE,
+            v.model,
+            v.provider,
+            v.effective_from,
+            v.input_per_mtok,
+            v.cached_input_per_mtok,
+            v.cache_write_per_mtok,
+            v.output_per_mtok,
+            v.per_request,
+            _units_json(v.units),
+            created_by,
+        )
+    except asyncpg.UniqueViolationError as exc:
+        raise DuplicatePriceVersion(v.model, v.effective_from) from exc
+    assert row is not None
+    return _version(row)
+
+
+async def insert_price_versions(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    *,
+    versions: Sequence[PriceVersion],
+    created_by: str | None = None,
+) -> list[PriceVersion]:
+    """Insert many versions in one statement, skipping (model, effective_from) already present.
+
+    Returns the versions actually inserted, with their ids.
+    """
+    if not versions:
+        return []
+    rows = await conn.fetch(
+        _INSERT_MANY,
+        [v.model for v in versions],
+        [v.provider for v in versions],
+        [v.effective_from for v in versions],
+        [v.input_per_mtok for v in versions],
+        [v.cached_input_per_mtok for v in versions],
+        [v.cache_write_per_mtok for v in versions],
+        [v.output_per_mtok for v in versions],
+        [v.per_request for v in versions],
+        [_units_json(v.units) for v in versions],
+        created_by,
+    )
+    return [_version(r) for r in rows]
+
+
+def shipped_versions() -> list[PriceVersion]:
+    """The catalog shipped with meterline (processors/data/prices.json), without ids."""
+    text = resources.files("processors").joinpath("data/prices.json").read_text("utf-8")
+    doc = json.loads(text, parse_float=Decimal)
+    default_from = doc["effective_from"]
+    out: list[PriceVersion] = []
+    for m in doc["models"]:
+        out.append(
+            PriceVersion(
+                id=None,
+                model=m["model"],
+                provider=m.get("provider"),
+                effective_from=datetime.fromisoformat(m.get("effective_from", default_from)),
+                input_per_mtok=Decimal(m["input_per_mtok"]),
+                cached_input_per_mtok=_opt(m.get("cached_input_per_mtok")),
+                cache_write_per_mtok=_opt(m.get("cache_write_per_mtok")),
+                output_per_mtok=Decimal(m["output_per_mtok"]),
+                per_request=Decimal(m.get("per_request", "0")),
+                units={k: Decimal(v) for k, v in (m.get("units") or {}).items()},
+            )
+        )
+    return out
+
+
+def _opt(value: str | None) -> Decimal | None:
+    return None if value is None else Decimal(value)
+
+
+async def seed_catalog(conn: asyncpg.Connection | asyncpg.Pool) -> int:
+    """Insert the shipped catalog, idempotently; returns how many versions were new."""
+    inserted = await insert_price_versions(conn, versions=shipped_versions(), created_by="seed")
+    return len(inserted)
+
+
+async def list_current_prices(
+    conn: asyncpg.Connection | asyncpg.Pool, at: datetime | None = None
+) -> list[PriceVersion]:
+    """The version in force for every model at `at` (default: now), by model."""
+    rows = await conn.fetch(_SELECT_CURRENT, at)
+    return [_version(r) for r in rows]
+
+
+async def list_price_history(
+    conn: asyncpg.Connection | asyncpg.Pool, *, models: Iterable[str]
+) -> list[PriceVersion]:
+    """Every version (past, current and scheduled) of the given model ids, oldest first."""
+    rows = await conn.fetch(_SELECT_HISTORY, list(models))
+    return [_version(r) for r in rows]
