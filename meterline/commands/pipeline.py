@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import typer
 
-from meterline.commands._common import not_yet
-
 
 def register(app: typer.Typer) -> None:
     @app.command("worker")
-    def worker() -> None:
-        """Run the Faust metering worker (lands with issue #3)."""
-        not_yet(3, "meterline worker")
+    def worker(
+        loglevel: str = typer.Option("info", help="Log level: debug, info, warning."),
+    ) -> None:
+        """Run the Faust metering worker: usage.events → price → debit (start more to scale)."""
+        import faust
+
+        from processors.app import app as faust_app
+
+        faust.Worker(faust_app, loglevel=loglevel, quiet=True).execute_from_commandline()

@@ -1,0 +1,155 @@
+"""debit_batch: a whole batch of priced usage events in one transaction, each debited at most once."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any
+
+import asyncpg
+
+from processors.ledger import queries
+from processors.ledger.models import BatchResult, LedgerPolicy, month_of
+from processors.ledger.state import evaluate
+from processors.pricing import PriceVersion, Unpriced, price_event
+from schemas.event import UsageEvent
+
+
+@dataclass(frozen=True, slots=True)
+class RatedEvent:
+    """A valid event, the price version in force at its occurred_at, and where it came from."""
+
+    event: UsageEvent
+    version: PriceVersion
+    provider: str | None = None
+    partition: int | None = None
+    offset: int | None = None
+
+
+async def debit_batch(
+    conn: asyncpg.Connection,
+    events: list[RatedEvent],
+    *,
+    policy: LedgerPolicy,
+    now: datetime | None = None,
+) -> BatchResult:
+    """Debit every event not debited before, in one transaction, in input order per account.
+
+    Duplicates — within the batch or already in usage_events — are counted, not debited.
+    Accounts seen for the first time are created with the policy's default tier. Usage is a
+    fact: it is recorded even when it overdraws or passes the cap; the account is then blocked.
+    """
+    result = BatchResult()
+    if not events:
+        return result
+    current_month = month_of(now or datetime.now(UTC))
+    async with conn.transaction():
+        seen: set[tuple[str, str]] = set()
+        batch_dups: list[tuple[str, str]] = []
+        candidates: list[tuple[int, RatedEvent]] = []
+        for position, rated in enumerate(events):
+            key = (rated.event.source, rated.event.event_id)
+            if key in seen:
+                batch_dups.append(key)
+            else:
+                seen.add(key)
+                candidates.append((position, rated))
+
+        accounts = sorted({r.event.account_id for _, r in candidates})
+        await queries.ensure_accounts(conn, account_ids=accounts, tier=policy.default_tier)
+        states = await queries.lock_accounts(conn, account_ids=accounts, month=current_month)
+
+        priced: list[tuple[RatedEvent, int]] = []
+        usage_rows: list[tuple[Any, ...]] = []
+        for position, rated in candidates:
+            ev = rated.event
+            try:
+                cost = price_event(
+                    ev,
+                    rated.version,
+                    multiplier=states[ev.account_id].price_multiplier,
+                    byok_fee_pct=policy.byok_fee_pct,
+                )
+            except Unpriced as exc:
+                result.unpriced.append((position, str(exc)))
+                continue
+            priced.append((rated, cost.cost_micros))
+            usage_rows.append((
+                ev.source, ev.event_id, ev.account_id, ev.occurred_at, ev.model, rated.provider,
+                ev.input_tokens, ev.cached_input_tokens, ev.cache_write_tokens, ev.output_tokens,
+                ev.reasoning_tokens, ev.requests,
+                json.dumps({k: str(v) for k, v in ev.units.items()}) if ev.units else None,
+                ev.byok, cost.cost_micros, rated.version.id, ev.reported_cost,
+                json.dumps(ev.metadata, default=str) if ev.metadata is not None else None,
+                rated.partition, rated.offset,
+            ))
+
+        new_keys = await queries.insert_usage_events(conn, rows=usage_rows) if usage_rows else set()
+
+        ledger_cols: dict[str, list[Any]] = defaultdict(list)
+        spend: dict[tuple[str, date], int] = defaultdict(int)
+        daily: dict[tuple[str, date, str, str], list[int]] = {}
+        dups = list(batch_dups)
+        for rated, cost_micros in priced:
+            ev = rated.event
+            key = (ev.source, ev.event_id)
+            if key not in new_keys:
+                dups.append(key)
+                continue
+            state = states[ev.account_id]
+            state.balance_micros -= cost_micros
+            occurred = ev.occurred_at.astimezone(UTC)
+            month = month_of(occurred)
+            spend[(ev.account_id, month)] += cost_micros
+            if month == current_month:
+                state.monthly_spend_micros += cost_micros
+            ledger_cols["account_ids"].append(ev.account_id)
+            ledger_cols["types"].append("usage")
+            ledger_cols["amounts"].append(-cost_micros)
+            ledger_cols["balances_after"].append(state.balance_micros)
+            ledger_cols["reasons"].append(None)
+            ledger_cols["idempotency_keys"].append(None)
+            ledger_cols["sources"].append(ev.source)
+            ledger_cols["event_ids"].append(ev.event_id)
+            ledger_cols["models"].append(ev.model)
+            ledger_cols["occurred_ats"].append(ev.occurred_at)
+            bucket = daily.setdefault(
+                (ev.account_id, occurred.date(), ev.model, rated.provider or ""), [0] * 8
+            )
+            for i, n in enumerate((1, ev.input_tokens, ev.cached_input_tokens,
+                                   ev.cache_write_tokens, ev.output_tokens, ev.reasoning_tokens,
+                                   ev.requests, cost_micros)):
+                bucket[i] += n
+            result.debited += 1
+            result.debited_micros += cost_micros
+
+        if result.debited:
+            await queries.insert_ledger_rows(conn, **ledger_cols)
+            alerts = []
+            touched = {a for a, _ in spend}
+            for account_id in sorted(touched):
+                alerts.extend(evaluate(states[account_id], policy, current_month))
+            await queries.save_account_states(conn, states=[states[a] for a in sorted(touched)])
+            keys = sorted(spend)
+            await queries.add_monthly_spend(
+                conn,
+                account_ids=[a for a, _ in keys],
+                months=[m for _, m in keys],
+                spends=[spend[k] for k in keys],
+                alerted_pcts=[
+                    states[a].alerted_pct if m == current_month else 0 for a, m in keys
+                ],
+            )
+            await queries.add_daily_usage(
+                conn, rows=[(*k, *v) for k, v in sorted(daily.items())]
+            )
+            await queries.queue_alerts(conn, alerts=alerts)
+            result.alerts = len(alerts)
+        if dups:
+            await queries.record_duplicates(
+                conn, sources=[s for s, _ in dups], event_ids=[e for _, e in dups]
+            )
+        result.duplicates = len(dups)
+    return result

@@ -1,0 +1,177 @@
+"""Single ledger writes for the API: allocations, deductions, coupons, refunds, adjustments, caps."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import asyncpg
+
+from processors.ledger import queries
+from processors.ledger.models import (
+    LEDGER_TYPES,
+    AccountState,
+    CapExceeded,
+    IdempotencyConflict,
+    InsufficientCredit,
+    LedgerPolicy,
+    LedgerRow,
+    UnknownAccount,
+    month_of,
+)
+from processors.ledger.state import evaluate
+
+# Types that count towards the monthly spend (and so against the cap).
+_SPEND_TYPES = {"usage", "deduction"}
+
+
+@dataclass(frozen=True, slots=True)
+class EntryResult:
+    """The ledger row written (or found, on an idempotent replay) and the account after it."""
+
+    row: LedgerRow
+    account: AccountState
+    replayed: bool
+
+
+async def post_entry(
+    conn: asyncpg.Connection,
+    *,
+    account_id: str,
+    type: str,
+    amount_micros: int,
+    reason: str | None,
+    idempotency_key: str | None,
+    policy: LedgerPolicy,
+    enforce_limits: bool = False,
+    create_account: bool = True,
+    model: str | None = None,
+    now: datetime | None = None,
+) -> EntryResult:
+    """Append one signed amount to an account's ledger, in its own transaction (or savepoint).
+
+    With an idempotency key, the same (type, amount, reason) returns the original row; a
+    different one raises IdempotencyConflict. With enforce_limits, a debit that would overdraw
+    the balance or pass the monthly cap is refused (InsufficientCredit, CapExceeded).
+    """
+    if type not in LEDGER_TYPES or type == "usage":
+        raise ValueError(f"type must be one of {LEDGER_TYPES[:1] + LEDGER_TYPES[2:]}, got {type!r}")
+    current_month = month_of(now or datetime.now(UTC))
+    async with conn.transaction():
+        if create_account:
+            await queries.ensure_accounts(conn, account_ids=[account_id], tier=policy.default_tier)
+        states = await queries.lock_accounts(conn, account_ids=[account_id], month=current_month)
+        state = states.get(account_id)
+        if state is None:
+            raise UnknownAccount(account_id)
+        if idempotency_key is not None:
+            original = await queries.find_idempotent_row(
+                conn, account_id=account_id, idempotency_key=idempotency_key
+            )
+            if original is not None:
+                if (original.type, original.amount_micros, original.reason) != (
+                    type, amount_micros, reason
+                ):
+                    raise IdempotencyConflict(idempotency_key, original)
+                return EntryResult(original, state, replayed=True)
+        spends = type in _SPEND_TYPES and amount_micros < 0
+        if enforce_limits and amount_micros < 0:
+            debit = -amount_micros
+            if state.balance_micros - debit < 0:
+                raise InsufficientCredit(account_id, state.balance_micros, debit)
+            cap = state.monthly_cap_micros
+            if spends and cap is not None and state.monthly_spend_micros + debit > cap:
+                raise CapExceeded(account_id, state.monthly_spend_micros, cap, debit)
+        state.balance_micros += amount_micros
+        if spends:
+            state.monthly_spend_micros -= amount_micros
+        (row,) = await queries.insert_ledger_rows(
+            conn,
+            account_ids=[account_id],
+            types=[type],
+            amounts=[amount_micros],
+            balances_after=[state.balance_micros],
+            reasons=[reason],
+            idempotency_keys=[idempotency_key],
+            sources=[None],
+            event_ids=[None],
+            models=[model],
+            occurred_ats=[None],
+        )
+        alerts = evaluate(state, policy, current_month)
+        await queries.save_account_states(conn, states=[state])
+        await queries.add_monthly_spend(
+            conn,
+            account_ids=[account_id],
+            months=[current_month],
+            spends=[-amount_micros if spends else 0],
+            alerted_pcts=[state.alerted_pct],
+        )
+        await queries.queue_alerts(conn, alerts=alerts)
+    return EntryResult(row, state, replayed=False)
+
+
+async def set_monthly_cap(
+    conn: asyncpg.Connection,
+    *,
+    account_id: str,
+    cap_micros: int | None,
+    policy: LedgerPolicy,
+    now: datetime | None = None,
+) -> AccountState:
+    """Set (or clear, with None) the monthly cap and re-evaluate the blocked state."""
+    if cap_micros is not None and cap_micros <= 0:
+        raise ValueError("monthly_cap must be positive, or null for no cap")
+    current_month = month_of(now or datetime.now(UTC))
+    async with conn.transaction():
+        await queries.ensure_accounts(conn, account_ids=[account_id], tier=policy.default_tier)
+        state = (await queries.lock_accounts(conn, account_ids=[account_id], month=current_month))[
+            account_id
+        ]
+        await conn.execute(
+            "UPDATE user_credits SET monthly_cap_micros = $2, updated_at = now()"
+            " WHERE account_id = $1",
+            account_id,
+            cap_micros,
+        )
+        state.monthly_cap_micros = cap_micros
+        if cap_micros is None or state.monthly_spend_micros * 100 // cap_micros < state.alerted_pct:
+            # A new cap starts its threshold alerts afresh.
+            state.alerted_pct = 0
+            await conn.execute(
+                "UPDATE monthly_spend SET alerted_pct = 0 WHERE account_id = $1 AND month = $2",
+                account_id,
+                current_month,
+            )
+        alerts = evaluate(state, policy, current_month)
+        await queries.save_account_states(conn, states=[state])
+        await queries.add_monthly_spend(
+            conn, account_ids=[account_id], months=[current_month], spends=[0],
+            alerted_pcts=[state.alerted_pct],
+        )
+        await queries.queue_alerts(conn, alerts=alerts)
+    return state
+
+
+async def read_account(
+    conn: asyncpg.Connection, *, account_id: str, now: datetime | None = None
+) -> AccountState | None:
+    """The account's state without locking (for reads such as balance and authorize)."""
+    r = await conn.fetchrow(
+        "SELECT u.account_id, u.balance_micros, u.tier, u.monthly_cap_micros, u.blocked,"
+        " u.low_balance_alerted, t.price_multiplier,"
+        " coalesce(m.spend_micros, 0) AS spend, coalesce(m.alerted_pct, 0) AS alerted_pct"
+        " FROM user_credits u JOIN tiers t ON t.name = u.tier"
+        " LEFT JOIN monthly_spend m ON m.account_id = u.account_id AND m.month = $2"
+        " WHERE u.account_id = $1",
+        account_id,
+        month_of(now or datetime.now(UTC)),
+    )
+    if r is None:
+        return None
+    return AccountState(
+        account_id=r["account_id"], balance_micros=r["balance_micros"], tier=r["tier"],
+        monthly_cap_micros=r["monthly_cap_micros"], monthly_spend_micros=r["spend"],
+        alerted_pct=r["alerted_pct"], blocked=r["blocked"],
+        low_balance_alerted=r["low_balance_alerted"], price_multiplier=r["price_multiplier"],
+    )

@@ -1,0 +1,143 @@
+"""The ledger's value types: account state, ledger rows, alerts, policy and errors."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+LEDGER_TYPES = ("allocation", "usage", "deduction", "coupon", "refund", "adjustment")
+CAP_THRESHOLDS = (50, 80, 100)
+
+
+@dataclass(slots=True)
+class AccountState:
+    """An account as locked inside a ledger transaction (spend is the current UTC month's)."""
+
+    account_id: str
+    balance_micros: int
+    tier: str
+    monthly_cap_micros: int | None
+    monthly_spend_micros: int
+    alerted_pct: int
+    blocked: bool
+    low_balance_alerted: bool
+    price_multiplier: Decimal = Decimal(1)
+
+    @property
+    def cap_remaining_micros(self) -> int | None:
+        """What may still be spent this month; None when there is no cap."""
+        if self.monthly_cap_micros is None:
+            return None
+        return max(self.monthly_cap_micros - self.monthly_spend_micros, 0)
+
+    def should_block(self) -> str | None:
+        """Why the account must be blocked now (overdrawn, cap reached), or None."""
+        if self.balance_micros < 0:
+            return "balance_overdrawn"
+        if self.monthly_cap_micros is not None and self.monthly_spend_micros >= self.monthly_cap_micros:
+            return "monthly_cap_reached"
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerRow:
+    """One row of credit_transactions."""
+
+    id: int
+    account_id: str
+    type: str
+    amount_micros: int
+    balance_after_micros: int
+    reason: str | None
+    idempotency_key: str | None
+    created_at: datetime
+    source: str | None = None
+    event_id: str | None = None
+    model: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """A notice for credit.alerts, written to the outbox in the transaction that caused it."""
+
+    account_id: str
+    kind: str  # cap_threshold | low_balance | blocked | unblocked
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerPolicy:
+    """Settings the ledger applies; callers build it from their service settings."""
+
+    low_balance_micros: int = 1_000_000
+    byok_fee_pct: Decimal = Decimal(5)
+    default_tier: str = "free"
+
+
+@dataclass(slots=True)
+class BatchResult:
+    """What one debit batch did."""
+
+    debited: int = 0
+    duplicates: int = 0
+    debited_micros: int = 0
+    unpriced: list[tuple[int, str]] = field(default_factory=list)  # (input index, message)
+    alerts: int = 0
+
+
+class LedgerError(Exception):
+    """A write the ledger refused; `code` is machine-readable, the message says what to do."""
+
+    code = "ledger_error"
+
+
+class InsufficientCredit(LedgerError):
+    code = "insufficient_credit"
+
+    def __init__(self, account_id: str, balance_micros: int, amount_micros: int) -> None:
+        self.account_id, self.balance_micros, self.amount_micros = (
+            account_id, balance_micros, amount_micros,
+        )
+        super().__init__(
+            f"account {account_id!r} has {balance_micros} micro-credits; "
+            f"the deduction of {amount_micros} would overdraw it"
+        )
+
+
+class CapExceeded(LedgerError):
+    code = "monthly_cap_exceeded"
+
+    def __init__(self, account_id: str, spend_micros: int, cap_micros: int, amount_micros: int):
+        self.account_id, self.spend_micros, self.cap_micros, self.amount_micros = (
+            account_id, spend_micros, cap_micros, amount_micros,
+        )
+        super().__init__(
+            f"account {account_id!r} has spent {spend_micros} of its monthly cap of {cap_micros} "
+            f"micro-credits; {amount_micros} more would pass it"
+        )
+
+
+class IdempotencyConflict(LedgerError):
+    code = "idempotency_conflict"
+
+    def __init__(self, key: str, original: LedgerRow) -> None:
+        self.key, self.original = key, original
+        super().__init__(
+            f"idempotency_key {key!r} was already used for a different request "
+            f"(a {original.type} of {original.amount_micros} micro-credits); use a new key"
+        )
+
+
+class UnknownAccount(LedgerError):
+    code = "unknown_account"
+
+    def __init__(self, account_id: str) -> None:
+        self.account_id = account_id
+        super().__init__(f"account {account_id!r} does not exist")
+
+
+def month_of(at: datetime | date) -> date:
+    """The first day of at's calendar month (callers pass UTC)."""
+    return date(at.year, at.month, 1)

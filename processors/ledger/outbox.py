@@ -1,0 +1,23 @@
+"""Publish the alert outbox to credit.alerts: at least once, in order, none lost on a crash."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import asyncpg
+
+from processors.ledger import queries
+
+# send(key, value) must return once the broker has acknowledged the record.
+Send = Callable[[bytes, bytes], Awaitable[None]]
+
+
+async def publish_pending_alerts(pool: asyncpg.Pool, send: Send, *, limit: int = 500) -> int:
+    """Publish up to `limit` pending alerts, then mark them; returns how many were published."""
+    async with pool.acquire() as conn, conn.transaction():
+        pending = await queries.claim_pending_alerts(conn, limit=limit)
+        for _, account_id, payload in pending:
+            await send(account_id.encode(), payload.encode())
+        if pending:
+            await queries.mark_alerts_published(conn, ids=[i for i, _, _ in pending])
+    return len(pending)

@@ -1,0 +1,237 @@
+"""Every SQL statement that writes balances: small functions, connection first, $n placeholders."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import date, datetime
+from typing import Any
+
+import asyncpg
+
+from processors.ledger.models import AccountState, Alert, LedgerRow
+
+
+async def ensure_accounts(
+    conn: asyncpg.Connection, *, account_ids: Sequence[str], tier: str
+) -> None:
+    """Create unknown accounts with the tier and its default cap (sorted: no lock cycles)."""
+    await conn.execute(
+        "INSERT INTO user_credits (account_id, tier, monthly_cap_micros)"
+        " SELECT a, t.name, t.default_monthly_cap_micros"
+        " FROM unnest($1::text[]) AS a, tiers t WHERE t.name = $2"
+        " ORDER BY a ON CONFLICT (account_id) DO NOTHING",
+        sorted(set(account_ids)),
+        tier,
+    )
+
+
+async def lock_accounts(
+    conn: asyncpg.Connection, *, account_ids: Sequence[str], month: date
+) -> dict[str, AccountState]:
+    """Lock the accounts' rows (in account order, so writers never deadlock) and read them.
+
+    The read is a second statement on purpose: under READ COMMITTED a locking SELECT re-reads
+    only the locked rows, so spend joined in the same statement could predate a concurrent
+    writer that held the lock before us.
+    """
+    ids = sorted(set(account_ids))
+    await conn.execute(
+        "SELECT 1 FROM user_credits WHERE account_id = ANY($1::text[])"
+        " ORDER BY account_id FOR UPDATE",
+        ids,
+    )
+    rows = await conn.fetch(
+        "SELECT u.account_id, u.balance_micros, u.tier, u.monthly_cap_micros, u.blocked,"
+        " u.low_balance_alerted, t.price_multiplier,"
+        " coalesce(m.spend_micros, 0) AS spend, coalesce(m.alerted_pct, 0) AS alerted_pct"
+        " FROM user_credits u JOIN tiers t ON t.name = u.tier"
+        " LEFT JOIN monthly_spend m ON m.account_id = u.account_id AND m.month = $2"
+        " WHERE u.account_id = ANY($1::text[])",
+        ids,
+        month,
+    )
+    return {
+        r["account_id"]: AccountState(
+            account_id=r["account_id"],
+            balance_micros=r["balance_micros"],
+            tier=r["tier"],
+            monthly_cap_micros=r["monthly_cap_micros"],
+            monthly_spend_micros=r["spend"],
+            alerted_pct=r["alerted_pct"],
+            blocked=r["blocked"],
+            low_balance_alerted=r["low_balance_alerted"],
+            price_multiplier=r["price_multiplier"],
+        )
+        for r in rows
+    }
+
+
+async def insert_ledger_rows(
+    conn: asyncpg.Connection,
+    *,
+    account_ids: Sequence[str],
+    types: Sequence[str],
+    amounts: Sequence[int],
+    balances_after: Sequence[int],
+    reasons: Sequence[str | None],
+    idempotency_keys: Sequence[str | None],
+    sources: Sequence[str | None],
+    event_ids: Sequence[str | None],
+    models: Sequence[str | None],
+    occurred_ats: Sequence[datetime | None],
+) -> list[LedgerRow]:
+    """Append ledger rows in one statement; returns them with ids, in input order."""
+    rows = await conn.fetch(
+        "INSERT INTO credit_transactions (account_id, type, amount_micros, balance_after_micros,"
+        " reason, idempotency_key, source, event_id, model, occurred_at)"
+        " SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::text[],"
+        " $6::text[], $7::text[], $8::text[], $9::text[], $10::timestamptz[])"
+        " RETURNING id, account_id, type, amount_micros, balance_after_micros, reason,"
+        " idempotency_key, created_at, source, event_id, model",
+        account_ids, types, amounts, balances_after, reasons, idempotency_keys, sources,
+        event_ids, models, occurred_ats,
+    )
+    out = [LedgerRow(**dict(r)) for r in rows]
+    out.sort(key=lambda row: row.id)
+    return out
+
+
+async def find_idempotent_row(
+    conn: asyncpg.Connection, *, account_id: str, idempotency_key: str
+) -> LedgerRow | None:
+    """The ledger row an API write with this key already made, if any."""
+    r = await conn.fetchrow(
+        "SELECT id, account_id, type, amount_micros, balance_after_micros, reason,"
+        " idempotency_key, created_at, source, event_id, model FROM credit_transactions"
+        " WHERE account_id = $1 AND idempotency_key = $2",
+        account_id,
+        idempotency_key,
+    )
+    return None if r is None else LedgerRow(**dict(r))
+
+
+async def save_account_states(
+    conn: asyncpg.Connection, *, states: Sequence[AccountState]
+) -> None:
+    """Write balances and flags of locked accounts back in one statement."""
+    await conn.execute(
+        "UPDATE user_credits u SET balance_micros = v.balance, blocked = v.blocked,"
+        " blocked_reason = v.reason, low_balance_alerted = v.low, updated_at = now()"
+        " FROM unnest($1::text[], $2::bigint[], $3::bool[], $4::text[], $5::bool[])"
+        " AS v(account_id, balance, blocked, reason, low)"
+        " WHERE u.account_id = v.account_id",
+        [s.account_id for s in states],
+        [s.balance_micros for s in states],
+        [s.blocked for s in states],
+        [s.should_block() for s in states],
+        [s.low_balance_alerted for s in states],
+    )
+
+
+async def add_monthly_spend(
+    conn: asyncpg.Connection,
+    *,
+    account_ids: Sequence[str],
+    months: Sequence[date],
+    spends: Sequence[int],
+    alerted_pcts: Sequence[int],
+) -> None:
+    """Add spend per (account, month) and raise the alerted threshold where it grew."""
+    await conn.execute(
+        "INSERT INTO monthly_spend (account_id, month, spend_micros, alerted_pct)"
+        " SELECT * FROM unnest($1::text[], $2::date[], $3::bigint[], $4::smallint[])"
+        " ON CONFLICT (account_id, month) DO UPDATE SET"
+        " spend_micros = monthly_spend.spend_micros + excluded.spend_micros,"
+        " alerted_pct = greatest(monthly_spend.alerted_pct, excluded.alerted_pct)",
+        account_ids, months, spends, alerted_pcts,
+    )
+
+
+async def insert_usage_events(
+    conn: asyncpg.Connection, *, rows: Sequence[tuple[Any, ...]]
+) -> set[tuple[str, str]]:
+    """Record debited usage events; returns the (source, event_id) that were new."""
+    cols = list(zip(*rows, strict=True)) if rows else [[] for _ in range(20)]
+    inserted = await conn.fetch(
+        "INSERT INTO usage_events (source, event_id, account_id, occurred_at, model, provider,"
+        " input_tokens, cached_input_tokens, cache_write_tokens, output_tokens, reasoning_tokens,"
+        " requests, units, byok, cost_micros, price_version_id, reported_cost, metadata,"
+        " kafka_partition, kafka_offset)"
+        " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::text[],"
+        " $6::text[], $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[],"
+        " $12::bigint[], $13::jsonb[], $14::bool[], $15::bigint[], $16::bigint[],"
+        " $17::numeric[], $18::jsonb[], $19::int[], $20::bigint[])"
+        " ON CONFLICT (source, event_id) DO NOTHING RETURNING source, event_id",
+        *cols,
+    )
+    return {(r["source"], r["event_id"]) for r in inserted}
+
+
+async def record_duplicates(
+    conn: asyncpg.Connection, *, sources: Sequence[str], event_ids: Sequence[str]
+) -> None:
+    """Count redeliveries that were recognised and not debited."""
+    await conn.execute(
+        "INSERT INTO duplicate_events (source, event_id, times_seen)"
+        " SELECT s, e, count(*) FROM unnest($1::text[], $2::text[]) AS d(s, e) GROUP BY s, e"
+        " ON CONFLICT (source, event_id) DO UPDATE SET"
+        " times_seen = duplicate_events.times_seen + excluded.times_seen, last_seen_at = now()",
+        sources,
+        event_ids,
+    )
+
+
+async def add_daily_usage(conn: asyncpg.Connection, *, rows: Sequence[tuple[Any, ...]]) -> None:
+    """Add to the daily rollup: rows of (account, day, model, provider, events, 7 counters, cost)."""
+    cols = list(zip(*rows, strict=True))
+    await conn.execute(
+        "INSERT INTO usage_daily (account_id, day, model, provider, events, input_tokens,"
+        " cached_input_tokens, cache_write_tokens, output_tokens, reasoning_tokens, requests,"
+        " cost_micros)"
+        " SELECT * FROM unnest($1::text[], $2::date[], $3::text[], $4::text[], $5::bigint[],"
+        " $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[],"
+        " $12::bigint[])"
+        " ON CONFLICT (account_id, day, model, provider) DO UPDATE SET"
+        " events = usage_daily.events + excluded.events,"
+        " input_tokens = usage_daily.input_tokens + excluded.input_tokens,"
+        " cached_input_tokens = usage_daily.cached_input_tokens + excluded.cached_input_tokens,"
+        " cache_write_tokens = usage_daily.cache_write_tokens + excluded.cache_write_tokens,"
+        " output_tokens = usage_daily.output_tokens + excluded.output_tokens,"
+        " reasoning_tokens = usage_daily.reasoning_tokens + excluded.reasoning_tokens,"
+        " requests = usage_daily.requests + excluded.requests,"
+        " cost_micros = usage_daily.cost_micros + excluded.cost_micros",
+        *cols,
+    )
+
+
+async def queue_alerts(conn: asyncpg.Connection, *, alerts: Sequence[Alert]) -> None:
+    """Write alerts to the outbox in the caller's transaction."""
+    if not alerts:
+        return
+    await conn.execute(
+        "INSERT INTO alert_outbox (account_id, kind, payload)"
+        " SELECT * FROM unnest($1::text[], $2::text[], $3::jsonb[])",
+        [a.account_id for a in alerts],
+        [a.kind for a in alerts],
+        [json.dumps(a.payload) for a in alerts],
+    )
+
+
+async def claim_pending_alerts(
+    conn: asyncpg.Connection, *, limit: int
+) -> list[tuple[int, str, str]]:
+    """Lock up to `limit` unpublished alerts (id, account_id, payload JSON); skip locked ones."""
+    rows = await conn.fetch(
+        "SELECT id, account_id, payload::text AS payload FROM alert_outbox"
+        " WHERE published_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+        limit,
+    )
+    return [(r["id"], r["account_id"], r["payload"]) for r in rows]
+
+
+async def mark_alerts_published(conn: asyncpg.Connection, *, ids: Sequence[int]) -> None:
+    """Mark outbox rows as published."""
+    await conn.execute(
+        "UPDATE alert_outbox SET published_at = now() WHERE id = ANY($1::bigint[])", list(ids)
+    )
