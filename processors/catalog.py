@@ -6,7 +6,7 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
-from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -184,7 +184,9 @@ async def insert_price_versions(
 
 def shipped_versions() -> list[PriceVersion]:
     """The catalog shipped with meterline (processors/data/prices.json), without ids."""
-    text = resources.files("processors").joinpath("data/prices.json").read_text("utf-8")
+    # Beside this module rather than importlib.resources: an editable install can present
+    # `processors` as a namespace package, which resources.files() cannot read from.
+    text = (Path(__file__).parent / "data" / "prices.json").read_text("utf-8")
     doc = json.loads(text, parse_float=Decimal)
     default_from = doc["effective_from"]
     out: list[PriceVersion] = []

@@ -109,7 +109,7 @@ def parse_litellm(
         raw_provider = entry.get("litellm_provider")
         prov = _provider(raw_provider)
         if provider is not None and raw_provider != provider and prov != provider:
-            result.skipped.append((name, f"provider not selected ({raw_provider})"))
+            result.skipped.append((name, f"provider is not {provider}"))
             continue
         if entry.get(_INPUT) is None and entry.get(_OUTPUT) is None:
             mode = entry.get("mode") or "unknown"
