@@ -17,7 +17,7 @@ import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
@@ -61,6 +61,7 @@ class PublishError(Exception):
         self.failures = failures or []
 
 
+T = TypeVar("T")
 OnDelivery = Callable[[UsageEvent, Delivery | BaseException], None]
 
 
@@ -188,7 +189,7 @@ class UsagePublisher:
             if on_delivery is not None:
                 on_delivery(ev, outcome)
 
-        async for event in _aiter(events):
+        async for event in aiter_any(events):
             try:
                 fut = await self._send(event)
             except KafkaError as exc:  # refused before queueing, e.g. too large
@@ -204,15 +205,14 @@ class UsagePublisher:
         return result
 
 
-async def _aiter(
-    events: Iterable[UsageEvent] | AsyncIterable[UsageEvent],
-) -> AsyncIterator[UsageEvent]:
-    if isinstance(events, AsyncIterable):
-        async for event in events:
-            yield event
+async def aiter_any(items: Iterable[T] | AsyncIterable[T]) -> AsyncIterator[T]:
+    """Iterate a plain or an async iterable alike."""
+    if isinstance(items, AsyncIterable):
+        async for item in items:
+            yield item
     else:
-        for event in events:
-            yield event
+        for item in items:
+            yield item
 
 
 async def paced(
@@ -221,7 +221,7 @@ async def paced(
     """The events at no more than `rate` per second (all at once when rate is None)."""
     start = time.monotonic()
     n = 0
-    async for event in _aiter(events):
+    async for event in aiter_any(events):
         if rate:
             ahead = start + n / rate - time.monotonic()
             if ahead > 0:

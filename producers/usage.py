@@ -120,9 +120,7 @@ def openai_buckets(usage: Mapping[str, Any], path: str = "usage") -> dict[str, A
         idet, "cache_creation_tokens", ipath
     )
     if cached + cache_write > prompt:
-        what = f"{at(ipath, 'cached_tokens')} ({cached})"
-        if cache_write:
-            what += f" + cache writes ({cache_write})"
+        what = f"{cached}" + (f" (+ {cache_write} cache writes)" if cache_write else "")
         raise AdapterError(
             at(ipath, "cached_tokens"),
             f"{what} exceeds {at(path, prompt_key)} ({prompt}): "

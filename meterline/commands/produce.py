@@ -2,13 +2,191 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
 import typer
 
-from meterline.commands._common import not_yet
+from meterline.commands._common import console, fail, out
+
+if TYPE_CHECKING:
+    from producers.pump import ProduceSummary
+
+_FORMATS = ("auto", "event", "openai", "anthropic", "litellm", "cloudevents")
+_SHOW_BAD = 50  # bad lines printed one by one; the rest are counted
 
 
 def register(app: typer.Typer) -> None:
     @app.command("produce")
-    def produce() -> None:
-        """Publish usage events from a file, stdin or a generator (lands with issue #3)."""
-        not_yet(3, "meterline produce")
+    def produce(
+        file: str | None = typer.Argument(
+            None, help="JSON-lines file to publish, or - for stdin.", show_default=False
+        ),
+        fmt: str = typer.Option(
+            "auto", "--format", help=f"Input shape: {'|'.join(_FORMATS)} (auto: per line)."
+        ),
+        synthetic: int | None = typer.Option(
+            None, "--synthetic", min=0, help="Publish N generated events instead of a file."
+        ),
+        accounts: int = typer.Option(100, "--accounts", min=1, help="Synthetic accounts."),
+        seed: int | None = typer.Option(
+            None, "--seed", help="Synthetic seed (same seed, same events); random if unset."
+        ),
+        byok_fraction: float = typer.Option(
+            0.0,
+            "--byok-fraction",
+            min=0.0,
+            max=1.0,
+            help="Share of byok events.",
+        ),
+        rate: float | None = typer.Option(
+            None,
+            "--rate",
+            min=0.0,
+            help="At most R events/s (default: as fast as possible).",
+        ),
+        source: str | None = typer.Option(
+            None, "--source", help="Source for events that name none."
+        ),
+        account_field: str = typer.Option(
+            "user_api_key_user_id",
+            "--litellm-account-field",
+            help="LiteLLM field naming the account: end_user, user_api_key_team_id, ...",
+        ),
+        bootstrap: str | None = typer.Option(None, "--bootstrap", help="Kafka bootstrap servers."),
+        topic: str | None = typer.Option(None, "--topic", help="Topic (default: usage.events)."),
+    ) -> None:
+        """Publish usage events (any supported shape) from a file, stdin or a generator."""
+        if fmt not in _FORMATS:
+            fail(f"--format must be one of {', '.join(_FORMATS)}; got {fmt!r}", code=2)
+        if synthetic is not None and file is not None:
+            fail("give either a FILE or --synthetic N, not both", code=2)
+        if synthetic is None and file is None:
+            if sys.stdin.isatty():
+                fail("give a JSON-lines FILE, - for stdin, or --synthetic N", code=2)
+            file = "-"
+        if file is not None and file != "-" and not Path(file).is_file():
+            fail(f"no such file: {file}", code=2)
+
+        from schemas.settings import get_settings
+
+        settings = get_settings()
+        target_bootstrap = bootstrap or settings.kafka_bootstrap
+        target_topic = topic or settings.topic_usage_events
+        defaults: dict[str, Any] = {"source": source, "litellm_account_field": account_field}
+        summary = _run(
+            file=file,
+            fmt=fmt,
+            synthetic=synthetic,
+            accounts=accounts,
+            seed=seed,
+            byok_fraction=byok_fraction,
+            rate=rate,
+            defaults=defaults,
+            bootstrap=target_bootstrap,
+            topic=target_topic,
+        )
+        for failure in summary.failed[:_SHOW_BAD]:
+            console.print(
+                f"[red]not delivered:[/] event {failure.event.event_id!r}: {failure.error!r}"
+            )
+        out.print(
+            f"published {summary.published}, bad {len(summary.bad)}, failed {len(summary.failed)}"
+            f" in {summary.seconds:.2f}s ({summary.events_per_second:.0f} events/s)"
+            f" to {target_topic}"
+        )
+        if not summary.ok:
+            raise typer.Exit(1)
+
+
+def _run(
+    *,
+    file: str | None,
+    fmt: str,
+    synthetic: int | None,
+    accounts: int,
+    seed: int | None,
+    byok_fraction: float,
+    rate: float | None,
+    defaults: dict[str, Any],
+    bootstrap: str,
+    topic: str,
+) -> ProduceSummary:
+    import asyncio
+    import random
+
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    from producers.jsonlines import BadLine
+    from producers.publisher import PublishError
+    from producers.pump import produce, read_items
+    from producers.synthetic import synthetic_events
+
+    items: Any
+    total: int | None
+    stream = None
+    if synthetic is not None:
+        if seed is None:
+            seed = random.SystemRandom().randrange(1 << 31)
+            console.print(f"synthetic seed {seed} (pass --seed {seed} to repeat this run)")
+        total = synthetic
+        items = synthetic_events(
+            synthetic,
+            accounts,
+            seed=seed,
+            byok_fraction=byok_fraction,
+            source=defaults["source"] or "synthetic",
+        )
+    else:
+        if file == "-":
+            stream, total = sys.stdin, None
+        else:
+            assert file is not None
+            with open(file, encoding="utf-8") as f:
+                total = sum(1 for line in f if line.strip())
+            stream = open(file, encoding="utf-8")  # closed in the finally below
+        items = read_items(stream, format=fmt, **defaults)
+
+    shown = 0
+
+    with Progress(
+        TextColumn("[bold]producing"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    ) as progress:
+        task = progress.add_task("produce", total=total)
+
+        def on_bad(bad: BadLine) -> None:
+            nonlocal shown
+            shown += 1
+            if shown <= _SHOW_BAD:
+                progress.console.print(f"[yellow]bad[/] {bad}")
+            elif shown == _SHOW_BAD + 1:
+                progress.console.print("[yellow]more bad lines: only counted from here[/]")
+
+        try:
+            return asyncio.run(
+                produce(
+                    items,
+                    bootstrap=bootstrap,
+                    topic=topic,
+                    rate=rate,
+                    on_progress=lambda n: progress.advance(task, n),
+                    on_bad=on_bad,
+                )
+            )
+        except PublishError as exc:
+            fail(str(exc))
+        finally:
+            if stream is not None and stream is not sys.stdin:
+                stream.close()
