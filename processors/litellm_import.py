@@ -57,8 +57,13 @@ def per_mtok(value: Any) -> Decimal:
         # repr() is the shortest string that round-trips: the number the file meant,
         # without the binary float's tail.
         dec = Decimal(repr(value))
-    elif isinstance(value, Decimal | int | str):
-        dec = Decimal(str(value).strip()) if isinstance(value, str) else Decimal(value)
+    elif isinstance(value, Decimal | int):
+        dec = Decimal(value)
+    elif isinstance(value, str):
+        try:
+            dec = Decimal(value.strip())
+        except InvalidOperation:
+            raise ValueError(f"{value!r} is not a decimal number") from None
     else:
         raise ValueError(f"{value!r} is not a price")
     if not dec.is_finite() or dec < 0:
