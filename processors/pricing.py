@@ -25,6 +25,8 @@ from decimal import (
 )
 from typing import Any, Protocol
 
+from schemas.money import format_micros
+
 __all__ = [
     "Catalog",
     "CostBreakdown",
@@ -224,10 +226,8 @@ class CostBreakdown:
 
     def as_wire(self) -> dict[str, Any]:
         """The JSON form: the cost with 6 places, every other amount as a plain decimal string."""
-        sign = "-" if self.cost_micros < 0 else ""
-        whole, frac = divmod(abs(self.cost_micros), 1_000_000)
         return {
-            "cost": f"{sign}{whole}.{frac:06d}",
+            "cost": format_micros(self.cost_micros),
             "breakdown": {
                 "input": plain(self.input),
                 "cached_input": plain(self.cached_input),
