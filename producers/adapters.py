@@ -154,7 +154,7 @@ def _provider_fields(obj: Mapping[str, Any], kind: Flavour, path: str = "") -> d
                 fields["occurred_at"] = epoch(resp[key], f"{rpre}{key}")
                 break
     model = obj.get("model") if obj.get("model") is not None else resp.get("model")
-    if model is not None and not bare:
+    if model is not None:
         fields["model"] = model
     for key in _PASSTHROUGH:
         if obj.get(key) is not None:
