@@ -1,6 +1,16 @@
 """The ledger: the only code that writes balances. Invariants in README.md beside this file."""
 
+from processors.ledger.accounts import UnknownTier, ensure_account, set_account_tier
 from processors.ledger.batch import RatedEvent, debit_batch
+from processors.ledger.coupons import (
+    CouponAlreadyRedeemed,
+    CouponError,
+    CouponExhausted,
+    CouponExpired,
+    CouponNotFound,
+    Redemption,
+    redeem_coupon,
+)
 from processors.ledger.entries import EntryResult, post_entry, read_account, set_monthly_cap
 from processors.ledger.models import (
     LEDGER_TYPES,
@@ -24,6 +34,11 @@ __all__ = [
     "Alert",
     "BatchResult",
     "CapExceeded",
+    "CouponAlreadyRedeemed",
+    "CouponError",
+    "CouponExhausted",
+    "CouponExpired",
+    "CouponNotFound",
     "EntryResult",
     "IdempotencyConflict",
     "InsufficientCredit",
@@ -31,11 +46,16 @@ __all__ = [
     "LedgerPolicy",
     "LedgerRow",
     "RatedEvent",
+    "Redemption",
     "UnknownAccount",
+    "UnknownTier",
     "debit_batch",
+    "ensure_account",
     "month_of",
     "post_entry",
     "publish_pending_alerts",
     "read_account",
+    "redeem_coupon",
+    "set_account_tier",
     "set_monthly_cap",
 ]

@@ -1,0 +1,172 @@
+"""FastAPI dependencies as Annotated aliases: the pool, settings, the caller's key and account."""
+
+from __future__ import annotations
+
+import math
+import time
+from functools import lru_cache
+from typing import Annotated
+
+import asyncpg
+from fastapi import Depends, Query, Request
+from limits import RateLimitItem, parse
+from limits.aio.strategies import MovingWindowRateLimiter
+from limits.storage import storage_from_string
+
+from api.errors import Problem
+from api.security import Principal, authenticate_key
+from api.settings import ApiSettings
+from producers.publisher import UsagePublisher
+
+__all__ = [
+    "AdminKey",
+    "AuthedKey",
+    "Pool",
+    "Principal",
+    "Publisher",
+    "SettingsDep",
+    "TargetAccount",
+    "make_rate_limiter",
+]
+
+
+def get_pool(request: Request) -> asyncpg.Pool:
+    """The app's asyncpg pool (created in the lifespan)."""
+    pool: asyncpg.Pool = request.app.state.pool
+    return pool
+
+
+def get_app_settings(request: Request) -> ApiSettings:
+    """The settings the app was created with."""
+    settings: ApiSettings = request.app.state.settings
+    return settings
+
+
+def get_publisher(request: Request) -> UsagePublisher:
+    """The started UsagePublisher, or 503 when Kafka was unreachable at start-up."""
+    publisher: UsagePublisher | None = getattr(request.app.state, "publisher", None)
+    if publisher is None:
+        raise Problem(
+            503,
+            "kafka_unavailable",
+            "the usage publisher is not connected to Kafka; retry later",
+            headers={"Retry-After": "5"},
+        )
+    return publisher
+
+
+Pool = Annotated[asyncpg.Pool, Depends(get_pool)]
+SettingsDep = Annotated[ApiSettings, Depends(get_app_settings)]
+Publisher = Annotated[UsagePublisher, Depends(get_publisher)]
+
+
+def make_rate_limiter(storage_uri: str) -> MovingWindowRateLimiter:
+    """A moving-window limiter over the async limits storage named by the URI."""
+    uri = storage_uri if storage_uri.startswith("async+") else "async+" + storage_uri
+    return MovingWindowRateLimiter(storage_from_string(uri))
+
+
+@lru_cache(maxsize=256)
+def parse_limit(text: str) -> RateLimitItem:
+    """A rate-limit string such as "20/second" (validated where tiers are written)."""
+    return parse(text)
+
+
+def _unauthorized(detail: str) -> Problem:
+    return Problem(
+        401,
+        "unauthorized",
+        detail,
+        headers={"WWW-Authenticate": 'Bearer realm="meterline"'},
+    )
+
+
+async def _rate_limit(request: Request, principal: Principal, settings: ApiSettings) -> None:
+    limiter: MovingWindowRateLimiter | None = getattr(request.app.state, "limiter", None)
+    if limiter is None:
+        return
+    item = parse_limit(principal.rate_limit or settings.admin_rate_limit)
+    if await limiter.hit(item, "key", principal.key_id):
+        return
+    stats = await limiter.get_window_stats(item, "key", principal.key_id)
+    retry_after = max(1, math.ceil(stats.reset_time - time.time()))
+    raise Problem(
+        429,
+        "rate_limited",
+        f"rate limit of {item} for this key (tier {principal.tier or 'admin'}) exceeded; "
+        f"retry after {retry_after} s",
+        headers={"Retry-After": str(retry_after)},
+        limit=str(item),
+        retry_after=retry_after,
+    )
+
+
+async def authenticate(request: Request, pool: Pool, settings: SettingsDep) -> Principal:
+    """The principal of the Bearer key (401 when missing or wrong), rate-limited by its tier."""
+    header = request.headers.get("authorization")
+    if not header:
+        raise _unauthorized("missing API key: send 'Authorization: Bearer <key>'")
+    scheme, _, key = header.partition(" ")
+    if scheme.lower() != "bearer" or not key.strip():
+        raise _unauthorized("the Authorization header must be 'Bearer <key>'")
+    principal = await authenticate_key(pool, key.strip(), default_tier=settings.default_tier)
+    if principal is None:
+        raise _unauthorized("the API key is invalid or revoked")
+    await _rate_limit(request, principal, settings)
+    return principal
+
+
+AuthedKey = Annotated[Principal, Depends(authenticate)]
+
+
+async def require_admin(principal: AuthedKey) -> Principal:
+    """The principal, which must hold an admin key (403 otherwise)."""
+    if not principal.is_admin:
+        raise Problem(403, "forbidden", "this route needs an admin key; this key has scope 'user'")
+    return principal
+
+
+AdminKey = Annotated[Principal, Depends(require_admin)]
+
+
+async def target_account(
+    principal: AuthedKey,
+    account_id: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=128,
+            description="The account to act on: admin keys must give it; a user key may only "
+            "give its own account.",
+        ),
+    ] = None,
+) -> str:
+    """The account a user route acts on: the key's own, or the one an admin names."""
+    if principal.is_admin:
+        if account_id is None:
+            raise Problem(
+                422,
+                "validation_error",
+                "invalid request: query.account_id: an admin key must name the account "
+                "(rule: missing)",
+                errors=[
+                    {
+                        "field": "query.account_id",
+                        "rule": "missing",
+                        "message": "an admin key must name the account",
+                    }
+                ],
+            )
+        return account_id
+    own = principal.account_id
+    assert own is not None  # the schema requires an account for user keys
+    if account_id is not None and account_id != own:
+        raise Problem(
+            403,
+            "forbidden",
+            "a user key can only act on its own account; drop account_id or use an admin key",
+        )
+    return own
+
+
+TargetAccount = Annotated[str, Depends(target_account)]

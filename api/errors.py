@@ -1,0 +1,245 @@
+"""Every error as application/problem+json (RFC 9457): type, title, status, detail, code, extras."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from processors.catalog import DuplicatePriceVersion
+from processors.ledger import (
+    CapExceeded,
+    IdempotencyConflict,
+    InsufficientCredit,
+    UnknownAccount,
+    UnknownTier,
+)
+from schemas.money import format_micros
+
+log = logging.getLogger("meterline.api")
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+PROBLEM_TYPE_BASE = "https://meterline.dev/problems/"
+
+
+class Problem(Exception):
+    """An error answered as problem+json; raise it anywhere in a route or a dependency.
+
+    ``code`` is machine-readable (``insufficient_credit``), ``detail`` says what happened and
+    what to do; extra keyword arguments become extra members of the body. ``headers`` (a
+    keyword) are sent with the answer, e.g. WWW-Authenticate or Retry-After.
+    """
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        detail: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.code = code
+        self.detail = detail
+        self.headers = dict(headers or {})
+        self.extra = extra
+
+
+def _title(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
+
+
+def problem_body(status: int, code: str, detail: str, **extra: Any) -> dict[str, Any]:
+    """The JSON body of a problem."""
+    return {
+        "type": PROBLEM_TYPE_BASE + code,
+        "title": _title(status),
+        "status": status,
+        "detail": detail,
+        "code": code,
+        **extra,
+    }
+
+
+def problem_response(
+    status: int,
+    code: str,
+    detail: str,
+    *,
+    headers: Mapping[str, str] | None = None,
+    **extra: Any,
+) -> JSONResponse:
+    """A problem+json response."""
+    return JSONResponse(
+        problem_body(status, code, detail, **extra),
+        status_code=status,
+        headers=dict(headers or {}),
+        media_type=PROBLEM_MEDIA_TYPE,
+    )
+
+
+def _field(loc: Sequence[Any]) -> str:
+    return ".".join(str(part) for part in loc)
+
+
+def validation_errors(errors: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
+    """Pydantic / FastAPI errors as [{field, rule, message}] (never echoing the input)."""
+    out = []
+    for err in errors:
+        message = str(err.get("msg", "invalid"))
+        ctx = err.get("ctx") or {}
+        if "error" in ctx and message.startswith("Value error, "):
+            message = message.removeprefix("Value error, ")
+        out.append(
+            {
+                "field": _field(err.get("loc", ())),
+                "rule": str(err.get("type", "invalid")),
+                "message": message,
+            }
+        )
+    return out
+
+
+def validation_problem(errors: list[dict[str, str]]) -> JSONResponse:
+    """422 naming each field and the rule it broke."""
+    parts = [f"{e['field']}: {e['message']} (rule: {e['rule']})" for e in errors[:5]]
+    more = f" and {len(errors) - 5} more" if len(errors) > 5 else ""
+    return problem_response(
+        422, "validation_error", "invalid request: " + "; ".join(parts) + more, errors=errors
+    )
+
+
+async def _on_problem(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, Problem)
+    return problem_response(exc.status, exc.code, exc.detail, headers=exc.headers, **exc.extra)
+
+
+async def _on_validation(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    return validation_problem(validation_errors(exc.errors()))
+
+
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    429: "rate_limited",
+}
+
+
+async def _on_http(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code = _HTTP_CODES.get(exc.status_code, "http_error")
+    detail = exc.detail if isinstance(exc.detail, str) else _title(exc.status_code)
+    if exc.status_code == 404 and detail == "Not Found":
+        detail = f"no route matches {request.method} {request.url.path}"
+    return problem_response(exc.status_code, code, detail, headers=exc.headers)
+
+
+async def _on_insufficient(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, InsufficientCredit)
+    return problem_response(
+        402,
+        "insufficient_credit",
+        f"account {exc.account_id!r} has a balance of {format_micros(exc.balance_micros)}; "
+        f"{format_micros(exc.amount_micros)} would overdraw it. Add credit or deduct less.",
+        account_id=exc.account_id,
+        balance=format_micros(exc.balance_micros),
+        amount=format_micros(exc.amount_micros),
+    )
+
+
+async def _on_cap(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, CapExceeded)
+    remaining = max(exc.cap_micros - exc.spend_micros, 0)
+    return problem_response(
+        402,
+        "monthly_cap_exceeded",
+        f"account {exc.account_id!r} has spent {format_micros(exc.spend_micros)} of its monthly "
+        f"cap of {format_micros(exc.cap_micros)}; {format_micros(exc.amount_micros)} more would "
+        "pass it. Raise the cap or wait for next month.",
+        account_id=exc.account_id,
+        monthly_spend=format_micros(exc.spend_micros),
+        monthly_cap=format_micros(exc.cap_micros),
+        cap_remaining=format_micros(remaining),
+        amount=format_micros(exc.amount_micros),
+    )
+
+
+async def _on_idempotency(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, IdempotencyConflict)
+    return problem_response(
+        409,
+        "idempotency_conflict",
+        str(exc),
+        idempotency_key=exc.key,
+        original_transaction_id=exc.original.id,
+    )
+
+
+async def _on_unknown_account(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, UnknownAccount)
+    return problem_response(404, "unknown_account", str(exc), account_id=exc.account_id)
+
+
+async def _on_duplicate_price(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, DuplicatePriceVersion)
+    return problem_response(
+        409,
+        "duplicate_price_version",
+        str(exc),
+        model=exc.model,
+        effective_from=exc.effective_from.isoformat(),
+    )
+
+
+async def _on_unknown_tier(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, UnknownTier)
+    return problem_response(
+        422,
+        "unknown_tier",
+        str(exc),
+        tier=exc.tier,
+        errors=[{"field": "body.tier", "rule": "unknown_tier", "message": str(exc)}],
+    )
+
+
+async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+    # Logged with its traceback here; the client gets no internals (SQL, keys, paths).
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return problem_response(
+        500,
+        "internal_error",
+        "the server failed to answer this request; it has been logged. Retry later.",
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Render every error the app can raise as problem+json."""
+    app.add_exception_handler(Problem, _on_problem)
+    app.add_exception_handler(RequestValidationError, _on_validation)
+    app.add_exception_handler(StarletteHTTPException, _on_http)
+    app.add_exception_handler(InsufficientCredit, _on_insufficient)
+    app.add_exception_handler(CapExceeded, _on_cap)
+    app.add_exception_handler(IdempotencyConflict, _on_idempotency)
+    app.add_exception_handler(UnknownAccount, _on_unknown_account)
+    app.add_exception_handler(DuplicatePriceVersion, _on_duplicate_price)
+    app.add_exception_handler(UnknownTier, _on_unknown_tier)
+    app.add_exception_handler(Exception, _on_unexpected)

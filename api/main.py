@@ -1,0 +1,126 @@
+"""The FastAPI app factory: lifespan resources, error handlers, metrics, every route module."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import pkgutil
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import asyncpg
+from fastapi import APIRouter, FastAPI
+from fastapi.openapi.utils import get_openapi
+
+import api.routes
+from api.deps import make_rate_limiter
+from api.errors import PROBLEM_MEDIA_TYPE, install_error_handlers
+from api.metrics import MetricsMiddleware
+from api.settings import ApiSettings, get_api_settings
+from producers.publisher import PublishError, UsagePublisher
+from schemas.api_common import ProblemOut
+
+log = logging.getLogger("meterline.api")
+
+# Documented on every route: the answers any authenticated route can give.
+PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"model": ProblemOut, "description": "missing, malformed, unknown or revoked API key"},
+    403: {"model": ProblemOut, "description": "the key may not use this route or account"},
+    422: {"model": ProblemOut, "description": "invalid input: each field and the rule it broke"},
+    429: {"model": ProblemOut, "description": "rate limit of the key's tier exceeded"},
+}
+
+
+def route_modules() -> list[Any]:
+    """Every module of api.routes that defines a module-level `router`, by name."""
+    found = []
+    for info in sorted(pkgutil.iter_modules(api.routes.__path__), key=lambda m: m.name):
+        module = importlib.import_module(f"api.routes.{info.name}")
+        if isinstance(getattr(module, "router", None), APIRouter):
+            found.append(module)
+    return found
+
+
+def _lifespan(settings: ApiSettings) -> Any:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        pool = await asyncpg.create_pool(
+            settings.database_url, min_size=settings.pg_pool_min, max_size=settings.pg_pool_max
+        )
+        publisher: UsagePublisher | None = UsagePublisher(
+            settings.kafka_bootstrap, settings.topic_usage_events, client_id="meterline-api"
+        )
+        try:
+            assert publisher is not None
+            await publisher.start()
+        except PublishError as exc:
+            # The API still serves balances and writes; HTTP ingest answers 503 until restart.
+            log.error("usage publisher not started: %s", exc)
+            publisher = None
+        app.state.pool = pool
+        app.state.publisher = publisher
+        app.state.limiter = make_rate_limiter(settings.rate_limit_storage)
+        try:
+            yield
+        finally:
+            if publisher is not None:
+                try:
+                    await publisher.close()
+                except Exception:  # noqa: BLE001 - shutting down; the pool still closes
+                    log.exception("closing the usage publisher failed")
+            await pool.close()
+
+    return lifespan
+
+
+def _problem_media_types(schema: dict[str, Any]) -> dict[str, Any]:
+    # Error answers are application/problem+json; FastAPI documents models as application/json.
+    for path in schema.get("paths", {}).values():
+        for op in path.values():
+            for status, response in op.get("responses", {}).items():
+                content = response.get("content")
+                if str(status)[:1] in "45" and content and "application/json" in content:
+                    content[PROBLEM_MEDIA_TYPE] = content.pop("application/json")
+    return schema
+
+
+def create_app(settings: ApiSettings | None = None) -> FastAPI:
+    """The meterline API; `settings` default to the environment (METERLINE_*)."""
+    settings = settings or get_api_settings()
+    app = FastAPI(
+        title="meterline",
+        summary="Usage metering and prepaid credits for LLM traffic",
+        description=(
+            "Bearer API keys (`Authorization: Bearer ml_...`) with scope `user` (its own "
+            "account) or `admin` (any account, admin routes). Amounts are decimal strings with "
+            "up to 6 places. Errors are `application/problem+json` (RFC 9457)."
+        ),
+        version="1",
+        lifespan=_lifespan(settings),
+        docs_url="/docs",
+    )
+    app.state.settings = settings
+    install_error_handlers(app)
+    app.add_middleware(MetricsMiddleware)
+    for module in route_modules():
+        # A module may document other shared answers (ops routes need no key: ROUTER_RESPONSES={}).
+        app.include_router(
+            module.router, responses=getattr(module, "ROUTER_RESPONSES", PROBLEM_RESPONSES)
+        )
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = _problem_media_types(
+                get_openapi(
+                    title=app.title,
+                    version=app.version,
+                    summary=app.summary,
+                    description=app.description,
+                    routes=app.routes,
+                )
+            )
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app

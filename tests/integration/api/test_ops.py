@@ -1,0 +1,42 @@
+"""Operations routes: liveness, readiness against the real services, metrics."""
+
+from __future__ import annotations
+
+import httpx
+
+from tests.integration.api.conftest import assert_problem
+
+
+async def test_healthz(client: httpx.AsyncClient) -> None:
+    r = await client.get("/healthz")
+    assert r.status_code == 200
+    assert r.json() == {"status": "ok"}
+
+
+async def test_readyz_with_services_up(client: httpx.AsyncClient) -> None:
+    r = await client.get("/readyz")
+    assert r.status_code == 200, r.text
+    assert r.json() == {"status": "ready", "checks": {"postgres": "ok", "kafka": "ok"}}
+
+
+async def test_metrics_count_requests_by_route_template(client: httpx.AsyncClient) -> None:
+    await client.get("/healthz")
+    await client.get("/no/such/route")
+    r = await client.get("/metrics")
+    assert r.status_code == 200
+    text = r.text
+    assert 'meterline_api_requests_total{method="GET",route="/healthz",status="200"}' in text
+    assert 'route="<unmatched>",status="404"' in text
+    assert "meterline_api_request_seconds_bucket" in text
+    assert 'meterline_api_errors_total{class="4xx",route="<unmatched>"}' in text
+
+
+async def test_unknown_route_is_a_problem(client: httpx.AsyncClient) -> None:
+    body = assert_problem(await client.get("/api/v1/nothing-here"), 404, "not_found")
+    assert "/api/v1/nothing-here" in body["detail"]
+
+
+async def test_openapi_documents_problem_json(client: httpx.AsyncClient) -> None:
+    r = await client.get("/openapi.json")
+    assert r.status_code == 200
+    assert (await client.get("/docs")).status_code == 200
