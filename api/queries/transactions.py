@@ -1,0 +1,79 @@
+"""Ledger history reads: keyset pages (newest first) and a server-side cursor for export."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import datetime
+
+import asyncpg
+
+_COLUMNS = (
+    "SELECT id, account_id, type, amount_micros, balance_after_micros, reason, idempotency_key,"
+    " model, source, event_id, created_at FROM credit_transactions"
+)
+# Two statements rather than "$2 IS NULL OR type = $2": each keeps a plan that walks its own
+# index, (account_id, id DESC) or (account_id, type, id DESC), from the cursor down.
+_PAGE = (
+    _COLUMNS + " WHERE account_id = $1"
+    " AND ($2::bigint IS NULL OR id < $2)"
+    " AND ($3::timestamptz IS NULL OR created_at >= $3)"
+    " AND ($4::timestamptz IS NULL OR created_at < $4)"
+    " ORDER BY id DESC LIMIT $5"
+)
+_PAGE_OF_TYPE = (
+    _COLUMNS + " WHERE account_id = $1 AND type = $6"
+    " AND ($2::bigint IS NULL OR id < $2)"
+    " AND ($3::timestamptz IS NULL OR created_at >= $3)"
+    " AND ($4::timestamptz IS NULL OR created_at < $4)"
+    " ORDER BY id DESC LIMIT $5"
+)
+# The export reads the same rows with the same index; newest first, like the pages.
+_EXPORT = (
+    _COLUMNS + " WHERE account_id = $1"
+    " AND ($2::text IS NULL OR type = $2)"
+    " AND ($3::timestamptz IS NULL OR created_at >= $3)"
+    " AND ($4::timestamptz IS NULL OR created_at < $4)"
+    " ORDER BY id DESC"
+)
+
+
+async def page_transactions(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    *,
+    account_id: str,
+    type: str | None,
+    created_from: datetime | None,
+    created_to: datetime | None,
+    before_id: int | None,
+    limit: int,
+) -> list[asyncpg.Record]:
+    """Up to `limit` rows with id < before_id (all when None), newest first."""
+    if type is None:
+        return list(await conn.fetch(_PAGE, account_id, before_id, created_from, created_to, limit))
+    return list(
+        await conn.fetch(
+            _PAGE_OF_TYPE, account_id, before_id, created_from, created_to, limit, type
+        )
+    )
+
+
+async def stream_transactions(
+    conn: asyncpg.Connection,
+    *,
+    account_id: str,
+    type: str | None,
+    created_from: datetime | None,
+    created_to: datetime | None,
+    batch_size: int = 2000,
+) -> AsyncIterator[list[asyncpg.Record]]:
+    """Every matching row, newest first, in batches from a server-side cursor.
+
+    The caller holds `conn` inside a transaction (a cursor lives in one); only one batch is
+    in memory at a time.
+    """
+    cursor = await conn.cursor(_EXPORT, account_id, type, created_from, created_to)
+    while True:
+        batch = await cursor.fetch(batch_size)
+        if not batch:
+            return
+        yield batch

@@ -1,0 +1,47 @@
+"""Authorize: may a proxy make a call of this estimated cost now? One indexed read, no lock."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from fastapi import APIRouter
+
+from api.deps import Pool, SettingsDep, TargetAccount
+from api.views import account_state
+from schemas.api_credits import AuthorizeIn, AuthorizeOut, credits_to_micros, money, money_or_none
+
+router = APIRouter(prefix="/api/v1/credits", tags=["authorize"])
+
+
+@router.post("/authorize", summary="Check a call's estimated cost before making it")
+async def authorize(
+    body: AuthorizeIn,
+    account_id: TargetAccount,
+    pool: Pool,
+    settings: SettingsDep,
+) -> AuthorizeOut:
+    """`allowed` with `reason` `ok`, or denied because the account is `blocked` (overdrawn or
+    at its cap), the balance is below the estimate (`insufficient_balance`), or the estimate
+    would pass this month's cap (`monthly_cap`).
+
+    Nothing is reserved: the answer is advice read without a lock; the usage event that
+    follows the call is what debits (and may still overdraw, as streamed usage is a fact).
+    """
+    state = await account_state(pool, account_id=account_id, default_tier=settings.default_tier)
+    estimate = credits_to_micros(body.estimated_cost)
+    left = state.cap_remaining_micros
+    reason: Literal["ok", "blocked", "insufficient_balance", "monthly_cap"]
+    if state.should_block() is not None:
+        reason = "blocked"
+    elif state.balance_micros < estimate:
+        reason = "insufficient_balance"
+    elif left is not None and estimate > left:
+        reason = "monthly_cap"
+    else:
+        reason = "ok"
+    return AuthorizeOut(
+        allowed=reason == "ok",
+        reason=reason,
+        balance=money(state.balance_micros),
+        cap_remaining=money_or_none(left),
+    )

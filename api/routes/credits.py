@@ -1,0 +1,77 @@
+"""The balance and synchronous deductions of the caller's account."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Response
+
+from api.deps import Pool, SettingsDep, TargetAccount
+from api.metrics import LEDGER_WRITES
+from api.views import REPLAYED_HEADER, account_state, balance_out, entry_out
+from processors.ledger import post_entry
+from schemas.api_common import ProblemOut
+from schemas.api_credits import BalanceOut, DeductIn, EntryOut, credits_to_micros
+
+router = APIRouter(prefix="/api/v1/credits", tags=["credits"])
+
+DEDUCT_RESPONSES: dict[int | str, dict[str, Any]] = {
+    402: {
+        "model": ProblemOut,
+        "description": "refused: `insufficient_credit` (it would overdraw the balance) or "
+        "`monthly_cap_exceeded` (it would pass the monthly cap)",
+    },
+    409: {
+        "model": ProblemOut,
+        "description": "`idempotency_conflict`: the key was already used with another body",
+    },
+}
+
+
+@router.get("/balance", summary="The account's balance, monthly spend and cap")
+async def get_balance(account_id: TargetAccount, pool: Pool, settings: SettingsDep) -> BalanceOut:
+    """Balance, this UTC month's spend, the cap and what is left of it, the tier, and whether
+    the account is blocked (balance below 0, or spend at the cap), computed now.
+
+    An account that has no ledger yet answers as a new account: balance 0, the default tier
+    and its default cap.
+    """
+    state = await account_state(pool, account_id=account_id, default_tier=settings.default_tier)
+    return balance_out(state)
+
+
+@router.post(
+    "/deduct",
+    summary="Deduct credit now (idempotent)",
+    responses=DEDUCT_RESPONSES,
+)
+async def deduct(
+    body: DeductIn,
+    response: Response,
+    account_id: TargetAccount,
+    pool: Pool,
+    settings: SettingsDep,
+) -> EntryOut:
+    """Write a deduction to the ledger and answer the row and the new balance.
+
+    Refused with 402 when it would overdraw the balance or pass the monthly cap. The same
+    `idempotency_key` with the same amount and reason answers the original result
+    (`replayed: true`, header `Idempotent-Replayed: true`) and writes nothing; with another
+    amount or reason it is a 409.
+    """
+    async with pool.acquire() as conn:
+        result = await post_entry(
+            conn,
+            account_id=account_id,
+            type="deduction",
+            amount_micros=-credits_to_micros(body.amount),
+            reason=body.reason,
+            idempotency_key=body.idempotency_key,
+            policy=settings.ledger_policy(),
+            enforce_limits=True,
+        )
+    if result.replayed:
+        response.headers[REPLAYED_HEADER] = "true"
+    else:
+        LEDGER_WRITES.labels(type="deduction").inc()
+    return entry_out(result)

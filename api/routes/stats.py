@@ -1,0 +1,84 @@
+"""Usage statistics of the account from the daily rollup, by model, provider or day."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query
+
+from api.deps import Pool, TargetAccount
+from api.errors import Problem
+from api.queries import usage as q
+from schemas.api_credits import UsageGroupOut, UsageStatsOut, UsageTotalsOut, money
+
+router = APIRouter(prefix="/api/v1/credits", tags=["usage"])
+
+MAX_DAYS = 3660  # ten years: a bound on the scan, far beyond any dashboard's range
+_COUNTERS = (
+    "events",
+    "input_tokens",
+    "cached_input_tokens",
+    "cache_write_tokens",
+    "output_tokens",
+    "reasoning_tokens",
+    "requests",
+)
+
+
+def _range_problem(message: str) -> Problem:
+    return Problem(
+        422,
+        "validation_error",
+        f"invalid request: query.to: {message} (rule: range)",
+        errors=[{"field": "query.to", "rule": "range", "message": message}],
+    )
+
+
+@router.get("/usage/stats", summary="Usage and cost by model, provider or day")
+async def usage_stats(
+    account_id: TargetAccount,
+    pool: Pool,
+    day_from: Annotated[
+        date | None,
+        Query(alias="from", description="first UTC day (YYYY-MM-DD); default: this month's 1st"),
+    ] = None,
+    day_to: Annotated[
+        date | None, Query(alias="to", description="last UTC day, inclusive; default: today")
+    ] = None,
+    group_by: Annotated[
+        Literal["model", "provider", "day"], Query(description="how to group the usage")
+    ] = "model",
+) -> UsageStatsOut:
+    """Events, tokens per bucket, requests and cost of debited usage per group, with totals,
+    for UTC days from..to (both inclusive), from the daily rollup the worker keeps.
+    Groups by model or provider come most expensive first; by day, oldest first.
+    """
+    today = datetime.now(UTC).date()
+    start = day_from or today.replace(day=1)
+    end = day_to or max(today, start)
+    if end < start:
+        raise _range_problem("must be on or after from")
+    if end - start > timedelta(days=MAX_DAYS):
+        raise _range_problem(f"the range may span at most {MAX_DAYS} days")
+    rows = await q.usage_stats(
+        pool, account_id=account_id, day_from=start, day_to=end, group_by=group_by
+    )
+    groups = [
+        UsageGroupOut(key=r["key"], cost=money(r["cost_micros"]), **{c: r[c] for c in _COUNTERS})
+        for r in rows
+    ]
+    totals = UsageTotalsOut(
+        cost=money(sum(r["cost_micros"] for r in rows)),
+        **{c: sum(r[c] for r in rows) for c in _COUNTERS},
+    )
+    return UsageStatsOut.model_validate(
+        {
+            "account_id": account_id,
+            "from": start,
+            "to": end,
+            "group_by": group_by,
+            "groups": groups,
+            "totals": totals,
+        }
+    )

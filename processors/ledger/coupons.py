@@ -1,0 +1,124 @@
+"""Coupon redemption: a coupon's credit written through post_entry, never past its maximum."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import asyncpg
+
+from processors.ledger.entries import EntryResult, post_entry
+from processors.ledger.models import LedgerError, LedgerPolicy
+
+
+class CouponError(LedgerError):
+    """A redemption the ledger refused; `code` says why."""
+
+    def __init__(self, code: str, message: str) -> None:
+        self.coupon_code = code
+        super().__init__(message)
+
+
+class CouponNotFound(CouponError):
+    code = "coupon_not_found"
+
+    def __init__(self, code: str) -> None:
+        super().__init__(code, f"no coupon has the code {code!r}; check its spelling")
+
+
+class CouponExpired(CouponError):
+    code = "coupon_expired"
+
+    def __init__(self, code: str, expires_at: datetime) -> None:
+        self.expires_at = expires_at
+        super().__init__(code, f"coupon {code!r} expired at {expires_at.isoformat()}")
+
+
+class CouponExhausted(CouponError):
+    code = "coupon_exhausted"
+
+    def __init__(self, code: str, max_redemptions: int) -> None:
+        self.max_redemptions = max_redemptions
+        super().__init__(
+            code, f"coupon {code!r} has been redeemed its maximum of {max_redemptions} times"
+        )
+
+
+class CouponAlreadyRedeemed(CouponError):
+    code = "coupon_already_redeemed"
+
+    def __init__(self, code: str, account_id: str) -> None:
+        self.account_id = account_id
+        super().__init__(
+            code,
+            f"account {account_id!r} has already redeemed coupon {code!r}; "
+            "each account may redeem a coupon once",
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Redemption:
+    """The coupon's ledger entry and the coupon's redemption count after it."""
+
+    entry: EntryResult
+    code: str
+    redemptions: int
+    max_redemptions: int
+
+
+async def redeem_coupon(
+    conn: asyncpg.Connection,
+    *,
+    code: str,
+    account_id: str,
+    policy: LedgerPolicy,
+    now: datetime | None = None,
+) -> Redemption:
+    """Credit the coupon's amount to the account, once per account, never past the maximum.
+
+    The coupon row is locked first (FOR UPDATE), so concurrent redemptions queue on it and
+    the count is checked by one writer at a time; the account row is locked after it inside
+    post_entry (coupon → account, the only order any writer takes both in).
+    """
+    at = now or datetime.now(UTC)
+    async with conn.transaction():
+        coupon = await conn.fetchrow(
+            "SELECT code, amount_micros, max_redemptions, redemptions, expires_at"
+            " FROM coupon_codes WHERE code = $1 FOR UPDATE",
+            code,
+        )
+        if coupon is None:
+            raise CouponNotFound(code)
+        if coupon["expires_at"] is not None and coupon["expires_at"] <= at:
+            raise CouponExpired(code, coupon["expires_at"])
+        already = await conn.fetchval(
+            "SELECT 1 FROM coupon_redemptions WHERE code = $1 AND account_id = $2",
+            code,
+            account_id,
+        )
+        if already:
+            raise CouponAlreadyRedeemed(code, account_id)
+        if coupon["redemptions"] >= coupon["max_redemptions"]:
+            raise CouponExhausted(code, coupon["max_redemptions"])
+        entry = await post_entry(
+            conn,
+            account_id=account_id,
+            type="coupon",
+            amount_micros=coupon["amount_micros"],
+            reason=f"coupon {code}",
+            idempotency_key=None,  # once per account is coupon_redemptions' primary key
+            policy=policy,
+            now=at,
+        )
+        await conn.execute(
+            "INSERT INTO coupon_redemptions (code, account_id, transaction_id) VALUES ($1, $2, $3)",
+            code,
+            account_id,
+            entry.row.id,
+        )
+        redemptions = await conn.fetchval(
+            "UPDATE coupon_codes SET redemptions = redemptions + 1 WHERE code = $1"
+            " RETURNING redemptions",
+            code,
+        )
+    return Redemption(entry, code, int(redemptions), int(coupon["max_redemptions"]))
