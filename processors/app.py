@@ -98,8 +98,11 @@ def create_app(settings: WorkerSettings) -> tuple[faust.App, Resources]:
     @app.agent(source, concurrency=1)
     async def meter_usage(stream: faust.StreamT[bytes]) -> None:
         async for events in stream.take_events(settings.batch_max, within=settings.batch_within_s):
+            # Resources may still be starting when the first batch arrives: wait, never
+            # raise (an exception escaping take_events would ack the batch unprocessed).
+            while resources.meter is None:
+                await asyncio.sleep(0.05)
             meter = resources.meter
-            assert meter is not None
             records = [
                 RawRecord(
                     topic=e.message.topic, partition=e.message.partition,

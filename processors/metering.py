@@ -171,6 +171,14 @@ class Meter:
                 log.warning("%s failed (%r); retrying in %.1fs", what, exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.max_backoff_s)
+            except Exception:
+                # Not a known transient failure: a bug or a broken invariant. Never let it
+                # escape the batch (it would be acked unprocessed); hold the partition and
+                # keep trying, loudly, so an operator can fix it with nothing lost.
+                retries += 1
+                log.exception("%s failed unexpectedly; retrying in %.1fs", what, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.max_backoff_s)
 
     async def process(self, records: Sequence[RawRecord]) -> Outcome:
         """Debit a batch; dead letters are published before this returns (so acking is safe)."""

@@ -13,7 +13,8 @@ from schemas import migrate
 from schemas.settings import CommonSettings
 from tests.integration import services as svc
 
-TEST_DB = "meterline_test"
+# Its own database beside the stack's; METERLINE_TEST_DATABASE lets parallel runs use others.
+TEST_DB = os.environ.get("METERLINE_TEST_DATABASE", "meterline_test")
 # Tables whose rows are reference data that tests may change: reset, not emptied.
 _RESEED = {"tiers"}
 

@@ -1,0 +1,140 @@
+"""Helpers to run the real `meterline worker` as a subprocess and to publish raw records."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from processors.catalog import insert_price_version
+from schemas.settings import CommonSettings
+from tests.integration.conftest import env_for
+
+TEST_MODEL = "test/model"
+
+
+async def add_test_price(conn: asyncpg.Connection, **prices: str) -> None:
+    """test/model: 2 credits per M input, 1 per M cached, 3 per M cache write, 8 per M output."""
+    await insert_price_version(
+        conn,
+        model=prices.pop("model", TEST_MODEL),
+        provider="test",
+        effective_from=datetime(2020, 1, 1, tzinfo=UTC),
+        input_per_mtok=Decimal(prices.get("input", "2")),
+        cached_input_per_mtok=Decimal(prices.get("cached", "1")),
+        cache_write_per_mtok=Decimal(prices.get("cache_write", "3")),
+        output_per_mtok=Decimal(prices.get("output", "8")),
+        per_request=Decimal(prices.get("per_request", "0")),
+        units={},
+    )
+
+
+def event(event_id: str, account: str, **fields: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "event_id": event_id,
+        "account_id": account,
+        "occurred_at": datetime.now(UTC).isoformat(),
+        "model": TEST_MODEL,
+    }
+    body.update(fields)
+    return body
+
+
+class Worker:
+    """A `meterline worker` subprocess with the test's settings and its own consumer group."""
+
+    def __init__(self, settings: CommonSettings, group: str | None = None, **env: str) -> None:
+        self.settings = settings
+        self.group = group or f"w-{uuid.uuid4().hex[:8]}"
+        self.env = env_for(settings, METERLINE_WORKER_GROUP=self.group,
+                           METERLINE_BATCH_WITHIN_S="0.2", **env)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = f"/tmp/meterline-test-{self.group}.log"
+
+    def start(self) -> Worker:
+        log = open(self.log_path, "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "meterline", "worker"], env=self.env,
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, no commit."""
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def log(self) -> str:
+        try:
+            with open(self.log_path) as f:
+                return f.read()[-5000:]
+        except OSError:
+            return ""
+
+
+async def publish_raw(bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes]]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True,
+                                linger_ms=10, max_request_size=4 * 1024 * 1024)
+    await producer.start()
+    try:
+        futures = [await producer.send(topic, key=k, value=v) for k, v in records]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+async def publish_events(bootstrap: str, topic: str, events: list[dict[str, Any]]) -> None:
+    await publish_raw(bootstrap, topic,
+                      [(e["account_id"].encode(), json.dumps(e).encode()) for e in events])
+
+
+async def wait_for(pool: asyncpg.Pool, sql: str, expected: Any, *, timeout: float = 90,
+                   worker: Worker | None = None) -> Any:
+    """Poll a query until it returns expected (or fail with the last value and the worker log)."""
+    deadline = time.monotonic() + timeout
+    value = None
+    while time.monotonic() < deadline:
+        value = await pool.fetchval(sql)
+        if value == expected:
+            return value
+        if worker and worker.proc and worker.proc.poll() is not None:
+            break
+        await asyncio.sleep(0.25)
+    raise AssertionError(f"{sql!r} = {value!r}, expected {expected!r}\n"
+                         + (worker.log() if worker else ""))
+
+
+async def consume_all(bootstrap: str, topic: str, expected: int, timeout: float = 60) -> list[Any]:
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                                group_id=None, enable_auto_commit=False)
+    await consumer.start()
+    out: list[Any] = []
+    try:
+        deadline = time.monotonic() + timeout
+        while len(out) < expected and time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=1000)
+            for records in batch.values():
+                out.extend(records)
+    finally:
+        await consumer.stop()
+    return out
