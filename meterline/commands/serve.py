@@ -1,14 +1,28 @@
-"""`meterline api`: serve the HTTP API (issue #4)."""
+"""`meterline api`: serve the HTTP API with uvicorn (the app factory is api.main:create_app)."""
 
 from __future__ import annotations
 
 import typer
 
-from meterline.commands._common import not_yet
-
 
 def register(app: typer.Typer) -> None:
     @app.command("api")
-    def api(host: str = "127.0.0.1", port: int = 8000) -> None:
-        """Serve the HTTP API (lands with issue #4)."""
-        not_yet(4, "meterline api")
+    def api(
+        host: str = typer.Option("127.0.0.1", help="Interface to bind"),
+        port: int = typer.Option(8000, help="TCP port"),
+        workers: int = typer.Option(1, min=1, help="Worker processes"),
+        log_level: str = typer.Option("info", help="uvicorn log level"),
+        access_log: bool = typer.Option(True, help="Log every request"),
+    ) -> None:
+        """Serve the HTTP API (OpenAPI at /docs); settings from METERLINE_* variables."""
+        import uvicorn
+
+        uvicorn.run(
+            "api.main:create_app",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_level=log_level,
+            access_log=access_log,
+        )

@@ -1,6 +1,13 @@
 """The ledger: the only code that writes balances. Invariants in README.md beside this file."""
 
-from processors.ledger.accounts import UnknownTier, ensure_account, set_account_tier
+from processors.ledger.accounts import (
+    MonthlyGrant,
+    UnknownTier,
+    ensure_account,
+    grant_monthly_allocations,
+    set_account_tier,
+    upsert_tier,
+)
 from processors.ledger.batch import RatedEvent, debit_batch
 from processors.ledger.coupons import (
     CouponAlreadyRedeemed,
@@ -45,17 +52,20 @@ __all__ = [
     "LedgerError",
     "LedgerPolicy",
     "LedgerRow",
+    "MonthlyGrant",
     "RatedEvent",
     "Redemption",
     "UnknownAccount",
     "UnknownTier",
     "debit_batch",
     "ensure_account",
+    "grant_monthly_allocations",
     "month_of",
     "post_entry",
     "publish_pending_alerts",
     "read_account",
     "redeem_coupon",
     "set_account_tier",
+    "upsert_tier",
     "set_monthly_cap",
 ]

@@ -1,11 +1,18 @@
-"""Account-level writes that are not balance changes: creating an account, setting its tier."""
+"""Account-level writes: creating an account, its tier, tier terms, and the monthly grant
+(which is a balance change, so it goes through post_entry like every other)."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date
+from decimal import Decimal
 
 import asyncpg
 
 from processors.ledger import queries
-from processors.ledger.models import UnknownAccount
+from processors.ledger.entries import post_entry
+from processors.ledger.models import IdempotencyConflict, LedgerPolicy, UnknownAccount
 
 
 class UnknownTier(ValueError):
@@ -48,3 +55,87 @@ async def set_account_tier(conn: asyncpg.Connection, *, account_id: str, tier: s
         )
         if status.endswith(" 0"):
             raise UnknownAccount(account_id)
+
+
+async def upsert_tier(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    *,
+    name: str,
+    monthly_allocation_micros: int,
+    price_multiplier: Decimal,
+    default_monthly_cap_micros: int | None,
+    rate_limit: str,
+) -> tuple[asyncpg.Record, bool]:
+    """Create or replace a tier's terms; returns (the row, created)."""
+    row = await conn.fetchrow(
+        "INSERT INTO tiers AS t (name, monthly_allocation_micros, price_multiplier,"
+        " default_monthly_cap_micros, rate_limit) VALUES ($1, $2, $3, $4, $5)"
+        " ON CONFLICT (name) DO UPDATE SET"
+        " monthly_allocation_micros = EXCLUDED.monthly_allocation_micros,"
+        " price_multiplier = EXCLUDED.price_multiplier,"
+        " default_monthly_cap_micros = EXCLUDED.default_monthly_cap_micros,"
+        " rate_limit = EXCLUDED.rate_limit, updated_at = now()"
+        " RETURNING t.*, (xmax = 0) AS created",
+        name,
+        monthly_allocation_micros,
+        price_multiplier,
+        default_monthly_cap_micros,
+        rate_limit,
+    )
+    assert row is not None
+    return row, bool(row["created"])
+
+
+@dataclass(frozen=True, slots=True)
+class MonthlyGrant:
+    """What grant_monthly_allocations did."""
+
+    month: str
+    granted: int
+    already: int
+    granted_micros: int
+
+
+async def grant_monthly_allocations(
+    conn: asyncpg.Connection,
+    *,
+    month: date,
+    policy: LedgerPolicy,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> MonthlyGrant:
+    """Give every account its tier's monthly_allocation for `month`, at most once.
+
+    The idempotency key `monthly:<YYYY-MM>` makes reruns no-ops: an account already granted
+    (even an amount since changed on its tier) is counted as `already`, not granted twice.
+    """
+    label = f"{month.year:04d}-{month.month:02d}"
+    key = f"monthly:{label}"
+    rows = await conn.fetch(
+        "SELECT u.account_id, u.tier, t.monthly_allocation_micros FROM user_credits u"
+        " JOIN tiers t ON t.name = u.tier WHERE t.monthly_allocation_micros > 0"
+        " ORDER BY u.account_id"
+    )
+    granted = already = granted_micros = 0
+    for i, r in enumerate(rows, 1):
+        try:
+            result = await post_entry(
+                conn,
+                account_id=r["account_id"],
+                type="allocation",
+                amount_micros=r["monthly_allocation_micros"],
+                reason=f"monthly {r['tier']} allocation {label}",
+                idempotency_key=key,
+                policy=policy,
+                create_account=False,
+            )
+        except IdempotencyConflict:
+            already += 1  # granted before, under other terms (the tier changed since)
+        else:
+            if result.replayed:
+                already += 1
+            else:
+                granted += 1
+                granted_micros += r["monthly_allocation_micros"]
+        if on_progress is not None:
+            on_progress(i, len(rows))
+    return MonthlyGrant(label, granted, already, granted_micros)

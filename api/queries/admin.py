@@ -1,0 +1,108 @@
+"""Reads (and the coupon insert) behind the admin routes: analytics, accounts, tiers, coupons."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import TypeAlias
+
+import asyncpg
+
+Conn: TypeAlias = asyncpg.Connection | asyncpg.Pool
+
+
+async def system_totals(conn: Conn) -> asyncpg.Record:
+    """Accounts, blocked accounts and the total balance, now."""
+    row = await conn.fetchrow(
+        "SELECT count(*) AS accounts, count(*) FILTER (WHERE blocked) AS blocked_accounts,"
+        " coalesce(sum(balance_micros), 0)::bigint AS total_balance FROM user_credits"
+    )
+    assert row is not None
+    return row
+
+
+async def usage_totals(conn: Conn, *, day_from: date, day_to: date) -> asyncpg.Record:
+    """Spend, events and active accounts from the daily rollup, days inclusive."""
+    row = await conn.fetchrow(
+        "SELECT coalesce(sum(cost_micros), 0)::bigint AS spend,"
+        " coalesce(sum(events), 0)::bigint AS events,"
+        " count(DISTINCT account_id) AS active_accounts"
+        " FROM usage_daily WHERE day BETWEEN $1 AND $2",
+        day_from,
+        day_to,
+    )
+    assert row is not None
+    return row
+
+
+async def top_spenders(
+    conn: Conn, *, day_from: date, day_to: date, limit: int
+) -> list[asyncpg.Record]:
+    """The accounts with the highest usage spend in the days, inclusive."""
+    return list(
+        await conn.fetch(
+            "SELECT account_id, sum(cost_micros)::bigint AS spend, sum(events)::bigint AS events"
+            " FROM usage_daily WHERE day BETWEEN $1 AND $2"
+            " GROUP BY account_id ORDER BY spend DESC, account_id LIMIT $3",
+            day_from,
+            day_to,
+            limit,
+        )
+    )
+
+
+async def account_detail(conn: Conn, *, account_id: str, month: date) -> asyncpg.Record | None:
+    """An account with this month's spend, BYOK presence and live key count."""
+    return await conn.fetchrow(
+        "SELECT u.account_id, u.balance_micros, u.tier, u.monthly_cap_micros, u.blocked,"
+        " u.blocked_reason, u.created_at, u.updated_at,"
+        " coalesce(m.spend_micros, 0) AS spend_micros,"
+        " EXISTS (SELECT 1 FROM openrouter_accounts o WHERE o.account_id = u.account_id)"
+        "   AS byok_configured,"
+        " (SELECT count(*) FROM api_keys k WHERE k.account_id = u.account_id"
+        "   AND k.revoked_at IS NULL) AS api_keys"
+        " FROM user_credits u"
+        " LEFT JOIN monthly_spend m ON m.account_id = u.account_id AND m.month = $2"
+        " WHERE u.account_id = $1",
+        account_id,
+        month,
+    )
+
+
+async def get_tier(conn: Conn, *, name: str) -> asyncpg.Record | None:
+    """One tier's row."""
+    return await conn.fetchrow("SELECT * FROM tiers WHERE name = $1", name)
+
+
+async def list_tiers(conn: Conn) -> list[asyncpg.Record]:
+    """Every tier, by name."""
+    return list(await conn.fetch("SELECT * FROM tiers ORDER BY name"))
+
+
+async def insert_coupon(
+    conn: Conn,
+    *,
+    code: str,
+    amount_micros: int,
+    max_redemptions: int,
+    expires_at: datetime | None,
+) -> asyncpg.Record | None:
+    """Create a coupon; None when the code already exists."""
+    return await conn.fetchrow(
+        "INSERT INTO coupon_codes (code, amount_micros, max_redemptions, expires_at)"
+        " VALUES ($1, $2, $3, $4) ON CONFLICT (code) DO NOTHING RETURNING *",
+        code,
+        amount_micros,
+        max_redemptions,
+        expires_at,
+    )
+
+
+async def list_coupons(conn: Conn, *, after: str | None, limit: int) -> list[asyncpg.Record]:
+    """A page of coupons by code, after the cursor code."""
+    return list(
+        await conn.fetch(
+            "SELECT * FROM coupon_codes WHERE $1::text IS NULL OR code > $1 ORDER BY code LIMIT $2",
+            after,
+            limit,
+        )
+    )

@@ -1,0 +1,130 @@
+"""Admin account routes: read an account, set its tier; read and edit tiers."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import asyncpg
+from fastapi import APIRouter, Path, Response
+
+from api.deps import AdminKey, Pool
+from api.errors import Problem
+from api.queries import admin as q
+from processors.ledger import month_of, set_account_tier, upsert_tier
+from schemas.api_admin import AccountOut, SetTierIn, TierIn, TierOut, TiersOut
+from schemas.api_credits import credits_to_micros
+from schemas.money import format_micros
+
+router = APIRouter(prefix="/api/v1/admin", tags=["admin: accounts and tiers"])
+
+AccountPath = Annotated[str, Path(min_length=1, max_length=128, description="the account id")]
+TierPath = Annotated[str, Path(pattern=r"^[a-z0-9_-]{1,32}$", description="the tier name")]
+
+
+def _opt_money(micros: int | None) -> str | None:
+    return None if micros is None else format_micros(micros)
+
+
+async def _account(conn: Any, account_id: str) -> AccountOut:
+    r = await q.account_detail(conn, account_id=account_id, month=month_of(datetime.now(UTC)))
+    if r is None:
+        raise Problem(
+            404, "unknown_account", f"account {account_id!r} does not exist", account_id=account_id
+        )
+    cap = r["monthly_cap_micros"]
+    return AccountOut(
+        account_id=r["account_id"],
+        balance=format_micros(r["balance_micros"]),
+        monthly_spend=format_micros(r["spend_micros"]),
+        monthly_cap=_opt_money(cap),
+        cap_remaining=None if cap is None else format_micros(max(cap - r["spend_micros"], 0)),
+        tier=r["tier"],
+        blocked=r["blocked"],
+        blocked_reason=r["blocked_reason"],
+        byok_configured=r["byok_configured"],
+        api_keys=r["api_keys"],
+        created_at=r["created_at"],
+        updated_at=r["updated_at"],
+    )
+
+
+@router.get(
+    "/accounts/{account_id}",
+    response_model=AccountOut,
+    summary="An account",
+    responses={404: {"description": "no such account"}},
+)
+async def get_account(account_id: AccountPath, pool: Pool, _: AdminKey) -> AccountOut:
+    """Balance, this month's spend and cap, tier, blocked state, BYOK and key count."""
+    return await _account(pool, account_id)
+
+
+@router.put(
+    "/accounts/{account_id}/tier",
+    response_model=AccountOut,
+    summary="Move an account to a tier",
+    responses={404: {"description": "no such account"}},
+)
+async def put_account_tier(
+    account_id: AccountPath, body: SetTierIn, pool: Pool, _: AdminKey
+) -> AccountOut:
+    """Set the tier (multiplier, rate limit and monthly allocation follow); the cap is kept."""
+    async with pool.acquire() as conn:
+        await set_account_tier(conn, account_id=account_id, tier=body.tier)
+        return await _account(conn, account_id)
+
+
+def _tier_out(r: asyncpg.Record) -> TierOut:
+    return TierOut(
+        name=r["name"],
+        monthly_allocation=format_micros(r["monthly_allocation_micros"]),
+        price_multiplier=format(r["price_multiplier"].normalize(), "f"),
+        default_monthly_cap=_opt_money(r["default_monthly_cap_micros"]),
+        rate_limit=r["rate_limit"],
+        updated_at=r["updated_at"],
+    )
+
+
+@router.get("/tiers", response_model=TiersOut, summary="Every tier")
+async def list_tiers(pool: Pool, _: AdminKey) -> TiersOut:
+    """Tiers by name."""
+    return TiersOut(items=[_tier_out(r) for r in await q.list_tiers(pool)])
+
+
+@router.get(
+    "/tiers/{name}",
+    response_model=TierOut,
+    summary="A tier",
+    responses={404: {"description": "no such tier"}},
+)
+async def get_tier(name: TierPath, pool: Pool, _: AdminKey) -> TierOut:
+    """A tier's monthly allocation, price multiplier, default cap and rate limit."""
+    r = await q.get_tier(pool, name=name)
+    if r is None:
+        raise Problem(404, "unknown_tier", f"tier {name!r} does not exist", tier=name)
+    return _tier_out(r)
+
+
+@router.put(
+    "/tiers/{name}",
+    response_model=TierOut,
+    summary="Create or replace a tier",
+    responses={201: {"model": TierOut, "description": "tier created"}},
+)
+async def put_tier(
+    name: TierPath, body: TierIn, pool: Pool, _: AdminKey, response: Response
+) -> TierOut:
+    """Create or replace the tier's terms; accounts on it follow from their next request."""
+    cap = body.default_monthly_cap
+    r, created = await upsert_tier(
+        pool,
+        name=name,
+        monthly_allocation_micros=credits_to_micros(body.monthly_allocation),
+        price_multiplier=body.price_multiplier,
+        default_monthly_cap_micros=None if cap is None else credits_to_micros(cap),
+        rate_limit=body.rate_limit,
+    )
+    if created:
+        response.status_code = 201
+    return _tier_out(r)

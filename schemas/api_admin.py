@@ -1,0 +1,420 @@
+"""Request and response models of the admin routes (amounts are decimal strings on the wire)."""
+
+from __future__ import annotations
+
+import re
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    WithJsonSchema,
+)
+
+from schemas.api_credits import (
+    EntryOut,
+    IdempotencyKey,
+    Money,
+    NonNegativeCredits,
+    PositiveCredits,
+    Reason,
+)
+
+AccountId = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+TierName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9_-]{1,32}$")]
+CouponCode = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+_PRICE_RE = re.compile(r"[0-9]{1,12}(?:\.[0-9]{1,12})?")
+
+
+def _parse_price(value: Any) -> Decimal:
+    # Prices are exact decimals (finer than the micro-credit is allowed: per-token prices).
+    if isinstance(value, bool) or isinstance(value, float):
+        raise ValueError('must be a decimal string such as "0.15"; binary floats are refused')
+    if isinstance(value, int):
+        value = str(value)
+    if not isinstance(value, str) or not _PRICE_RE.fullmatch(value):
+        raise ValueError(
+            'must be a non-negative decimal string such as "0.15" (at most 12 decimal places)'
+        )
+    return Decimal(value)
+
+
+Price = Annotated[
+    Decimal,
+    BeforeValidator(_parse_price),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "pattern": r"^[0-9]{1,12}(\.[0-9]{1,12})?$"},
+                {"type": "integer", "minimum": 0},
+            ],
+            "description": "credits, a non-negative decimal string; floats are refused",
+            "examples": ["0.15"],
+        }
+    ),
+]
+
+
+def _rate_limit(value: str) -> str:
+    from limits import parse  # the API's rate limiter reads this string
+
+    try:
+        parse(value)
+    except ValueError:
+        raise ValueError(
+            'must be a rate limit such as "20/second", "1000/minute" or "10 per second"'
+        ) from None
+    return value
+
+
+RateLimit = Annotated[
+    str,
+    StringConstraints(min_length=3, max_length=64),
+    AfterValidator(_rate_limit),
+]
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# ---- credits --------------------------------------------------------------------------------
+
+
+class AllocateIn(_In):
+    """Credit to add to an account (created on first allocation); idempotent by key."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "account_id": "acct-42",
+                    "amount": "100",
+                    "reason": "March top-up, invoice 2025-031",
+                    "idempotency_key": "inv-2025-031",
+                }
+            ]
+        },
+    )
+
+    account_id: AccountId
+    amount: PositiveCredits
+    reason: Reason
+    idempotency_key: IdempotencyKey
+
+
+class BulkAllocateIn(_In):
+    """Up to 1,000 allocations, written all together or not at all."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "allocations": [
+                        {
+                            "account_id": "acct-1",
+                            "amount": "50",
+                            "reason": "promo",
+                            "idempotency_key": "promo-1",
+                        },
+                        {
+                            "account_id": "acct-2",
+                            "amount": "25.5",
+                            "reason": "promo",
+                            "idempotency_key": "promo-2",
+                        },
+                    ]
+                }
+            ]
+        },
+    )
+
+    allocations: Annotated[list[AllocateIn], Field(min_length=1, max_length=1000)]
+
+
+class BulkRowOut(EntryOut):
+    """One allocation of a bulk request, by its index in the request."""
+
+    index: int
+
+
+class BulkAllocateOut(BaseModel):
+    """Every allocation written (or replayed), in request order."""
+
+    results: list[BulkRowOut]
+    total: Money = Field(description="the sum of the allocations in this request")
+
+
+# ---- analytics ------------------------------------------------------------------------------
+
+
+class SystemAnalyticsOut(BaseModel):
+    """System-wide figures: accounts and balances now, usage in [from, to] (UTC days)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "from": "2025-03-01",
+                    "to": "2025-03-31",
+                    "accounts": 1200,
+                    "blocked_accounts": 3,
+                    "total_balance": "84211.500000",
+                    "spend": "15422.125000",
+                    "events": 9123401,
+                    "active_accounts": 411,
+                }
+            ]
+        }
+    )
+
+    from_: date = Field(alias="from", serialization_alias="from")
+    to: date
+    accounts: int
+    blocked_accounts: int
+    total_balance: Money
+    spend: Money
+    events: int
+    active_accounts: int = Field(description="accounts with usage in the period")
+
+
+class SpenderOut(BaseModel):
+    """One account's usage spend in the period."""
+
+    account_id: str
+    spend: Money
+    events: int
+
+
+class TopSpendersOut(BaseModel):
+    """The accounts that spent most in [from, to] (UTC days), highest first."""
+
+    from_: date = Field(alias="from", serialization_alias="from")
+    to: date
+    items: list[SpenderOut]
+
+
+# ---- accounts and tiers ---------------------------------------------------------------------
+
+
+class AccountOut(BaseModel):
+    """An account as an admin sees it."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "account_id": "acct-42",
+                    "balance": "87.250000",
+                    "monthly_spend": "12.750000",
+                    "monthly_cap": "50.000000",
+                    "cap_remaining": "37.250000",
+                    "tier": "pro",
+                    "blocked": False,
+                    "blocked_reason": None,
+                    "byok_configured": False,
+                    "api_keys": 2,
+                    "created_at": "2025-01-02T10:00:00Z",
+                    "updated_at": "2025-03-01T12:00:00Z",
+                }
+            ]
+        }
+    )
+
+    account_id: str
+    balance: Money
+    monthly_spend: Money
+    monthly_cap: Money | None
+    cap_remaining: Money | None
+    tier: str
+    blocked: bool
+    blocked_reason: str | None
+    byok_configured: bool
+    api_keys: int = Field(description="live (unrevoked) user keys of the account")
+    created_at: datetime
+    updated_at: datetime
+
+
+class SetTierIn(_In):
+    """The tier to move the account to."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"tier": "pro"}]})
+
+    tier: TierName
+
+
+class TierIn(_In):
+    """A tier's terms (PUT creates or replaces the tier)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "monthly_allocation": "10",
+                    "price_multiplier": "0.95",
+                    "default_monthly_cap": None,
+                    "rate_limit": "200/second",
+                }
+            ]
+        },
+    )
+
+    monthly_allocation: NonNegativeCredits = Decimal(0)
+    price_multiplier: Price = Field(default=Decimal(1), gt=0)
+    default_monthly_cap: PositiveCredits | None = None
+    rate_limit: RateLimit = "50/second"
+
+
+class TierOut(BaseModel):
+    """A tier: what its accounts get each month, pay, may spend and may call."""
+
+    name: str
+    monthly_allocation: Money
+    price_multiplier: str
+    default_monthly_cap: Money | None
+    rate_limit: str
+    updated_at: datetime
+
+
+class TiersOut(BaseModel):
+    items: list[TierOut]
+
+
+# ---- coupons --------------------------------------------------------------------------------
+
+
+class CouponIn(_In):
+    """A coupon: credit per redemption, how many accounts may redeem it, until when."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "code": "WELCOME25",
+                    "amount": "25",
+                    "max_redemptions": 100,
+                    "expires_at": "2025-12-31T23:59:59Z",
+                }
+            ]
+        },
+    )
+
+    code: CouponCode
+    amount: PositiveCredits
+    max_redemptions: int = Field(gt=0, le=10_000_000)
+    expires_at: AwareDatetime | None = None
+
+
+class CouponOut(BaseModel):
+    code: str
+    amount: Money
+    max_redemptions: int
+    redemptions: int
+    expires_at: datetime | None
+    created_at: datetime
+
+
+class CouponsPage(BaseModel):
+    """Coupons by code; pass next_cursor as cursor for the next page."""
+
+    items: list[CouponOut]
+    next_cursor: str | None = Field(description="null on the last page")
+
+
+# ---- pricing --------------------------------------------------------------------------------
+
+
+class PriceIn(_In):
+    """A new price version of a model from effective_from on (versions are immutable)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "effective_from": "2025-04-01T00:00:00Z",
+                    "provider": "openai",
+                    "input_per_mtok": "0.15",
+                    "cached_input_per_mtok": "0.075",
+                    "cache_write_per_mtok": None,
+                    "output_per_mtok": "0.6",
+                    "per_request": "0",
+                    "units": {"web_search": "0.01"},
+                }
+            ]
+        },
+    )
+
+    effective_from: AwareDatetime
+    provider: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
+    input_per_mtok: Price = Decimal(0)
+    cached_input_per_mtok: Price | None = None
+    cache_write_per_mtok: Price | None = None
+    output_per_mtok: Price = Decimal(0)
+    per_request: Price = Decimal(0)
+    units: dict[Annotated[str, StringConstraints(min_length=1, max_length=64)], Price] = Field(
+        default_factory=dict, max_length=64
+    )
+
+
+class PriceVersionOut(BaseModel):
+    """A stored price version (prices are decimal strings, credits per million tokens)."""
+
+    id: int
+    model: str
+    provider: str | None
+    effective_from: datetime
+    input_per_mtok: str
+    cached_input_per_mtok: str | None
+    cache_write_per_mtok: str | None
+    output_per_mtok: str
+    per_request: str
+    units: dict[str, str]
+
+
+# ---- API keys -------------------------------------------------------------------------------
+
+
+class ApiKeyIn(_In):
+    """A key for an account (scope user) or for admins (scope admin, account optional)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"account_id": "acct-42", "scope": "user"}]},
+    )
+
+    account_id: AccountId | None = None
+    scope: Literal["user", "admin"] = "user"
+
+
+class ApiKeyOut(BaseModel):
+    """The new key: `key` is shown this once and never stored; keep it secret."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "key_id": "3f9a1c0d5e7b2a64",
+                    "key": "ml_3f9a1c0d5e7b2a64_<43 characters>",
+                    "scope": "user",
+                    "account_id": "acct-42",
+                }
+            ]
+        }
+    )
+
+    key_id: str
+    key: str
+    scope: Literal["user", "admin"]
+    account_id: str | None
