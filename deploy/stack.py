@@ -129,9 +129,18 @@ def kafka_jars(progress: Progress) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     with resources.as_file(pom) as pom_path:
         proc = subprocess.run(
-            [mvn, "-q", "-B", "-f", str(pom_path), f"-Dkafka.version={KAFKA_VERSION}",
-             "dependency:copy-dependencies", f"-DoutputDirectory={tmp}"],
-            capture_output=True, text=True,
+            [
+                mvn,
+                "-q",
+                "-B",
+                "-f",
+                str(pom_path),
+                f"-Dkafka.version={KAFKA_VERSION}",
+                "dependency:copy-dependencies",
+                f"-DoutputDirectory={tmp}",
+            ],
+            capture_output=True,
+            text=True,
         )
     if proc.returncode != 0:
         raise StackError(f"Maven could not resolve the Kafka jars:\n{proc.stdout}{proc.stderr}")
@@ -145,28 +154,30 @@ def _kafka_dir() -> Path:
 
 
 def _kafka_properties(cfg: StackSettings, data: Path) -> str:
-    return "\n".join([
-        "process.roles=broker,controller",
-        "node.id=1",
-        f"controller.quorum.voters=1@127.0.0.1:{cfg.kafka_controller_port}",
-        f"listeners=PLAINTEXT://127.0.0.1:{cfg.kafka_port},"
-        f"CONTROLLER://127.0.0.1:{cfg.kafka_controller_port}",
-        f"advertised.listeners=PLAINTEXT://127.0.0.1:{cfg.kafka_port}",
-        "controller.listener.names=CONTROLLER",
-        "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-        "inter.broker.listener.name=PLAINTEXT",
-        f"log.dirs={data}",
-        "num.partitions=1",
-        "offsets.topic.replication.factor=1",
-        "offsets.topic.num.partitions=12",
-        "transaction.state.log.replication.factor=1",
-        "transaction.state.log.min.isr=1",
-        "share.coordinator.state.topic.replication.factor=1",
-        "group.initial.rebalance.delay.ms=0",
-        "auto.create.topics.enable=true",
-        "log.retention.hours=168",
-        "",
-    ])
+    return "\n".join(
+        [
+            "process.roles=broker,controller",
+            "node.id=1",
+            f"controller.quorum.voters=1@127.0.0.1:{cfg.kafka_controller_port}",
+            f"listeners=PLAINTEXT://127.0.0.1:{cfg.kafka_port},"
+            f"CONTROLLER://127.0.0.1:{cfg.kafka_controller_port}",
+            f"advertised.listeners=PLAINTEXT://127.0.0.1:{cfg.kafka_port}",
+            "controller.listener.names=CONTROLLER",
+            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "inter.broker.listener.name=PLAINTEXT",
+            f"log.dirs={data}",
+            "num.partitions=1",
+            "offsets.topic.replication.factor=1",
+            "offsets.topic.num.partitions=12",
+            "transaction.state.log.replication.factor=1",
+            "transaction.state.log.min.isr=1",
+            "share.coordinator.state.topic.replication.factor=1",
+            "group.initial.rebalance.delay.ms=0",
+            "auto.create.topics.enable=true",
+            "log.retention.hours=168",
+            "",
+        ]
+    )
 
 
 def _java() -> str:
@@ -202,16 +213,28 @@ def start_kafka(progress: Progress) -> tuple[str, int]:
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         proc = subprocess.run(
             [*base, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props)],
-            capture_output=True, text=True,
+            capture_output=True,
+            text=True,
         )
         if proc.returncode != 0:
             raise StackError(f"kafka-storage format failed:\n{proc.stdout}{proc.stderr}")
     progress(f"starting Kafka {KAFKA_VERSION} on {bootstrap}")
     log = open(_kafka_dir() / "kafka.log", "ab")  # noqa: SIM115 - handed to the child
     child = subprocess.Popen(
-        [*base[:1], f"-Xmx{cfg.kafka_heap}", "-Xms256m", "-XX:+UseG1GC",
-         "-Djava.awt.headless=true", *base[1:], "kafka.Kafka", str(props)],
-        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+        [
+            *base[:1],
+            f"-Xmx{cfg.kafka_heap}",
+            "-Xms256m",
+            "-XX:+UseG1GC",
+            "-Djava.awt.headless=true",
+            *base[1:],
+            "kafka.Kafka",
+            str(props),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
     )
     _save_state(kafka_pid=child.pid, kafka_bootstrap=bootstrap, kafka_dir=str(_kafka_dir()))
     deadline = time.monotonic() + cfg.start_timeout_s
@@ -270,7 +293,7 @@ def stop_kafka(progress: Progress) -> None:
     state = read_stack_state()
     pid = state.get("kafka_pid")
     needle = str(_kafka_dir() / "server.properties")
-    if not _pid_alive(pid, needle):
+    if not isinstance(pid, int) or not _pid_alive(pid, needle):
         progress("Kafka not running")
         return
     progress(f"stopping Kafka (pid {pid})")
@@ -328,7 +351,8 @@ def _as_pg_user(cmd: list[str]) -> list[str]:
         pwd.getpwnam("postgres")
     except KeyError as exc:
         raise StackError(
-            "running as root needs a `postgres` user: apt-get install postgresql, or useradd postgres"
+            "running as root needs a `postgres` user: apt-get install postgresql "
+            "(or useradd postgres)"
         ) from exc
     return [runuser, "-u", "postgres", "--", *cmd]
 
@@ -363,27 +387,70 @@ def start_postgres(progress: Progress) -> str:
             shutil.chown(pwfile, "postgres", "postgres")
         pwfile.chmod(0o600)
         try:
-            _run(_as_pg_user([str(bindir / "initdb"), "-D", str(data), "-U", "meterline",
-                              f"--pwfile={pwfile}", "--auth=scram-sha-256", "-E", "UTF8",
-                              "--locale=C.UTF-8"]), "initdb")
+            _run(
+                _as_pg_user(
+                    [
+                        str(bindir / "initdb"),
+                        "-D",
+                        str(data),
+                        "-U",
+                        "meterline",
+                        f"--pwfile={pwfile}",
+                        "--auth=scram-sha-256",
+                        "-E",
+                        "UTF8",
+                        "--locale=C.UTF-8",
+                    ]
+                ),
+                "initdb",
+            )
         finally:
             pwfile.unlink(missing_ok=True)
         _save_state(postgres_password=password)
-    _save_state(postgres_data=str(data), postgres_bin=str(bindir), database_url=dsn,
-                postgres_password=password)
-    running = subprocess.run(_as_pg_user([str(bindir / "pg_ctl"), "status", "-D", str(data)]),
-                             capture_output=True, cwd="/").returncode == 0
+    _save_state(
+        postgres_data=str(data),
+        postgres_bin=str(bindir),
+        database_url=dsn,
+        postgres_password=password,
+    )
+    running = (
+        subprocess.run(
+            _as_pg_user([str(bindir / "pg_ctl"), "status", "-D", str(data)]),
+            capture_output=True,
+            cwd="/",
+        ).returncode
+        == 0
+    )
     if running:
         progress(f"PostgreSQL already running on 127.0.0.1:{cfg.postgres_port}")
     else:
         if _port_open(cfg.postgres_port):
-            raise StackError(f"port {cfg.postgres_port} is taken; set METERLINE_STACK_POSTGRES_PORT")
+            raise StackError(
+                f"port {cfg.postgres_port} is taken; set METERLINE_STACK_POSTGRES_PORT"
+            )
         progress(f"starting PostgreSQL on 127.0.0.1:{cfg.postgres_port}")
-        opts = (f"-p {cfg.postgres_port} -k {sock} -c listen_addresses=127.0.0.1 "
-                "-c max_connections=200 -c shared_buffers=256MB")
-        _run(_as_pg_user([str(bindir / "pg_ctl"), "start", "-w", "-t",
-                          str(int(cfg.start_timeout_s)), "-D", str(data), "-o", opts,
-                          "-l", str(root / "postgres.log")]), "pg_ctl start")
+        opts = (
+            f"-p {cfg.postgres_port} -k {sock} -c listen_addresses=127.0.0.1 "
+            "-c max_connections=200 -c shared_buffers=256MB"
+        )
+        _run(
+            _as_pg_user(
+                [
+                    str(bindir / "pg_ctl"),
+                    "start",
+                    "-w",
+                    "-t",
+                    str(int(cfg.start_timeout_s)),
+                    "-D",
+                    str(data),
+                    "-o",
+                    opts,
+                    "-l",
+                    str(root / "postgres.log"),
+                ]
+            ),
+            "pg_ctl start",
+        )
     asyncio.run(_create_database(dsn))
     return dsn
 
@@ -408,8 +475,10 @@ def stop_postgres(progress: Progress) -> None:
         progress("PostgreSQL not running")
         return
     progress("stopping PostgreSQL")
-    _run(_as_pg_user([str(Path(bindir) / "pg_ctl"), "stop", "-w", "-m", "fast", "-D", data]),
-         "pg_ctl stop")
+    _run(
+        _as_pg_user([str(Path(bindir) / "pg_ctl"), "stop", "-w", "-m", "fast", "-D", data]),
+        "pg_ctl stop",
+    )
 
 
 async def _migrate(dsn: str) -> tuple[int, int]:

@@ -32,13 +32,16 @@ class Resources(Service):
         self.pool: asyncpg.Pool | None = None
         self.producer: AIOKafkaProducer | None = None
         self.meter: Meter | None = None
+        self.ready = asyncio.Event()
         super().__init__(**kwargs)
 
     async def on_start(self) -> None:
         s = self.settings
         self.pool = await asyncpg.create_pool(s.database_url, min_size=1, max_size=s.pg_pool_max)
         self.producer = AIOKafkaProducer(
-            bootstrap_servers=s.kafka_bootstrap, acks="all", enable_idempotence=True,
+            bootstrap_servers=s.kafka_bootstrap,
+            acks="all",
+            enable_idempotence=True,
             linger_ms=5,
         )
         await self.producer.start()
@@ -49,10 +52,14 @@ class Resources(Service):
                 added = await seed_catalog(conn)
             log.info("price catalog seeded (%d new versions)", added)
         self.meter = Meter(
-            self.pool, self.send_dlq, policy=s.ledger_policy(),
-            max_event_bytes=s.max_event_bytes, catalog_refresh_s=s.catalog_refresh_s,
+            self.pool,
+            self.send_dlq,
+            policy=s.ledger_policy(),
+            max_event_bytes=s.max_event_bytes,
+            catalog_refresh_s=s.catalog_refresh_s,
             max_backoff_s=s.retry_max_backoff_s,
         )
+        self.ready.set()
 
     async def on_stop(self) -> None:
         if self.producer is not None:
@@ -91,22 +98,31 @@ def create_app(settings: WorkerSettings) -> tuple[faust.App, Resources]:
         value_serializer="raw",
     )
     resources = Resources(settings, loop=app.loop, beacon=app.beacon)
-    app.service(resources)
-    source = app.topic(settings.topic_usage_events, key_type=bytes, value_type=bytes,
-                       partitions=settings.usage_events_partitions)
+    app.service(resources)  # type: ignore[arg-type]  # faust's stub wants a class
+    source = app.topic(
+        settings.topic_usage_events,
+        key_type=bytes,
+        value_type=bytes,
+        partitions=settings.usage_events_partitions,
+    )
 
     @app.agent(source, concurrency=1)
     async def meter_usage(stream: faust.StreamT[bytes]) -> None:
-        async for events in stream.take_events(settings.batch_max, within=settings.batch_within_s):
+        async for events in stream.take_events(  # type: ignore[attr-defined]
+            settings.batch_max, within=settings.batch_within_s
+        ):
             # Resources may still be starting when the first batch arrives: wait, never
             # raise (an exception escaping take_events would ack the batch unprocessed).
-            while resources.meter is None:
-                await asyncio.sleep(0.05)
+            await resources.ready.wait()
             meter = resources.meter
+            assert meter is not None
             records = [
                 RawRecord(
-                    topic=e.message.topic, partition=e.message.partition,
-                    offset=e.message.offset, key=e.message.key, value=e.message.value,
+                    topic=e.message.topic,
+                    partition=e.message.partition,
+                    offset=e.message.offset,
+                    key=e.message.key,
+                    value=e.message.value,
                 )
                 for e in events
             ]
@@ -121,7 +137,10 @@ def create_app(settings: WorkerSettings) -> tuple[faust.App, Resources]:
                 raise
             log.info(
                 "batch: %d records, %d debited, %d duplicates, dead %s",
-                outcome.records, outcome.debited, outcome.duplicates, outcome.dead or "{}",
+                outcome.records,
+                outcome.debited,
+                outcome.duplicates,
+                outcome.dead or "{}",
             )
             await _drain_alerts(resources)
 

@@ -91,7 +91,9 @@ def validate(record: RawRecord, *, max_bytes: int) -> UsageEvent | DeadLetter:
         return UsageEvent.model_validate_json(value)
     except ValidationError as exc:
         if any(e["type"] == "json_invalid" for e in exc.errors()):
-            return DeadLetter(record, "invalid_json", f"not a JSON object: {exc.errors()[0]['msg']}")
+            return DeadLetter(
+                record, "invalid_json", f"not a JSON object: {exc.errors()[0]['msg']}"
+            )
         return DeadLetter(record, "invalid_event", describe_validation_error(exc))
 
 
@@ -131,9 +133,9 @@ class Meter:
             self.catalog = await catalog_db.load_catalog(conn)
         self._catalog_loaded_at = now
 
-    async def _rate(self, events: list[tuple[RawRecord, UsageEvent]]) -> tuple[
-        list[RatedEvent], list[DeadLetter]
-    ]:
+    async def _rate(
+        self, events: list[tuple[RawRecord, UsageEvent]]
+    ) -> tuple[list[RatedEvent], list[DeadLetter]]:
         rated, dead = [], []
         missing: list[tuple[RawRecord, UsageEvent]] = []
         for rec, ev in events:
@@ -141,19 +143,38 @@ class Meter:
             if version is None:
                 missing.append((rec, ev))
             else:
-                rated.append(RatedEvent(ev, version, ev.provider or self.catalog.provider_for(ev.model),
-                                        rec.partition, rec.offset))
+                rated.append(
+                    RatedEvent(
+                        ev,
+                        version,
+                        ev.provider or self.catalog.provider_for(ev.model),
+                        rec.partition,
+                        rec.offset,
+                    )
+                )
         if missing and time.monotonic() - self._catalog_loaded_at > 1.0:
             # A price may have been added since the last load: look once more before giving up.
             await self._retrying(lambda: self.refresh_catalog(force=True), "reload catalog")
         for rec, ev in missing:
             version = self.catalog.version_at(ev.model, ev.occurred_at)
             if version is None:
-                dead.append(DeadLetter(rec, "unpriced", f"no price for model {ev.model!r} "
-                                                         f"at {ev.occurred_at.isoformat()}"))
+                dead.append(
+                    DeadLetter(
+                        rec,
+                        "unpriced",
+                        f"no price for model {ev.model!r} at {ev.occurred_at.isoformat()}",
+                    )
+                )
             else:
-                rated.append(RatedEvent(ev, version, ev.provider or self.catalog.provider_for(ev.model),
-                                        rec.partition, rec.offset))
+                rated.append(
+                    RatedEvent(
+                        ev,
+                        version,
+                        ev.provider or self.catalog.provider_for(ev.model),
+                        rec.partition,
+                        rec.offset,
+                    )
+                )
         # Keep each partition's order for balance_after.
         rated.sort(key=lambda r: (r.partition or 0, r.offset or 0))
         return rated, dead
@@ -165,8 +186,13 @@ class Meter:
             try:
                 await op()
                 return retries
-            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError,
-                    asyncio.TimeoutError, KafkaError) as exc:
+            except (
+                asyncpg.PostgresError,
+                asyncpg.InterfaceError,
+                OSError,
+                TimeoutError,
+                KafkaError,
+            ) as exc:
                 retries += 1
                 log.warning("%s failed (%r); retrying in %.1fs", what, exc, delay)
                 await asyncio.sleep(delay)
@@ -179,6 +205,11 @@ class Meter:
                 log.exception("%s failed unexpectedly; retrying in %.1fs", what, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.max_backoff_s)
+
+    async def _publish_dead(self, dead: list[DeadLetter]) -> None:
+        await asyncio.gather(
+            *(self.send_dlq(d.record.key, d.record.value or b"", d.headers()) for d in dead)
+        )
 
     async def process(self, records: Sequence[RawRecord]) -> Outcome:
         """Debit a batch; dead letters are published before this returns (so acking is safe)."""
@@ -206,19 +237,21 @@ class Meter:
             out.retries = await self._retrying(write, "debit batch")
         for position, message in result.unpriced:
             r = rated[position]
-            rec = RawRecord(topic="", partition=r.partition or 0, offset=r.offset or 0,
-                            key=None, value=None)
-            orig = next((x for x, e in valid if x.partition == rec.partition
-                         and x.offset == rec.offset), rec)
+            rec = RawRecord(
+                topic="", partition=r.partition or 0, offset=r.offset or 0, key=None, value=None
+            )
+            orig = next(
+                (x for x, e in valid if x.partition == rec.partition and x.offset == rec.offset),
+                rec,
+            )
             dead.append(DeadLetter(orig, "unpriced", message))
         out.debited, out.duplicates, out.debited_micros = (
-            result.debited, result.duplicates, result.debited_micros,
+            result.debited,
+            result.duplicates,
+            result.debited_micros,
         )
         for d in dead:
             out.dead[d.reason] = out.dead.get(d.reason, 0) + 1
-            value = d.record.value if d.record.value is not None else b""
-            await self._retrying(
-                lambda d=d, value=value: self.send_dlq(d.record.key, value, d.headers()),
-                "publish to DLQ",
-            )
+        if dead:
+            await self._retrying(lambda: self._publish_dead(dead), "publish to DLQ")
         return out

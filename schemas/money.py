@@ -15,7 +15,7 @@ class MoneyError(ValueError):
 def to_micros(value: Decimal | str | int) -> int:
     """Exact credits → micro-credits; refuses more than 6 decimal places instead of rounding."""
     if isinstance(value, float):  # pragma: no cover - guarded for callers that bypass typing
-        raise MoneyError("amounts are never binary floats; send a decimal string such as \"12.5\"")
+        raise MoneyError('amounts are never binary floats; send a decimal string such as "12.5"')
     try:
         dec = value if isinstance(value, Decimal) else Decimal(str(value).strip())
     except InvalidOperation as exc:

@@ -60,8 +60,7 @@ class CommonSettings(BaseSettings):
                 self.kafka_bootstrap = str(state.get("kafka_bootstrap") or "127.0.0.1:19092")
             if not self.database_url:
                 self.database_url = str(
-                    state.get("database_url")
-                    or "postgresql://meterline@127.0.0.1:15432/meterline"
+                    state.get("database_url") or "postgresql://meterline@127.0.0.1:15432/meterline"
                 )
         return self
 

@@ -8,8 +8,10 @@ import typer
 
 from meterline.commands._common import console, fail, out
 
-dev = typer.Typer(help="The local stack: a real Kafka broker and PostgreSQL, no Docker needed.",
-                  no_args_is_help=True)
+dev = typer.Typer(
+    help="The local stack: a real Kafka broker and PostgreSQL, no Docker needed.",
+    no_args_is_help=True,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -24,6 +26,7 @@ def up() -> None:
     started = time.monotonic()
     try:
         with console.status("starting the stack") as spinner:
+
             def progress(msg: str) -> None:
                 console.log(msg)
                 spinner.update(msg)
@@ -36,7 +39,9 @@ def up() -> None:
 
 
 @dev.command("down")
-def down(purge: bool = typer.Option(False, help="Also delete the Kafka and PostgreSQL data.")) -> None:
+def down(
+    purge: bool = typer.Option(False, help="Also delete the Kafka and PostgreSQL data."),
+) -> None:
     """Stop Kafka and PostgreSQL; leaves no process of ours behind."""
     from deploy import stack
 

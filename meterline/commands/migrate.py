@@ -9,8 +9,9 @@ import typer
 
 from meterline.commands._common import console, fail, out
 
-migrate_app = typer.Typer(help="Apply, roll back and list the SQL migrations.",
-                          no_args_is_help=True)
+migrate_app = typer.Typer(
+    help="Apply, roll back and list the SQL migrations.", no_args_is_help=True
+)
 
 
 def register(app: typer.Typer) -> None:

@@ -1,4 +1,4 @@
-"""debit_batch: a whole batch of priced usage events in one transaction, each debited at most once."""
+"""debit_batch: a batch of priced usage events in one transaction, each debited at most once."""
 
 from __future__ import annotations
 
@@ -76,15 +76,30 @@ async def debit_batch(
                 result.unpriced.append((position, str(exc)))
                 continue
             priced.append((rated, cost.cost_micros))
-            usage_rows.append((
-                ev.source, ev.event_id, ev.account_id, ev.occurred_at, ev.model, rated.provider,
-                ev.input_tokens, ev.cached_input_tokens, ev.cache_write_tokens, ev.output_tokens,
-                ev.reasoning_tokens, ev.requests,
-                json.dumps({k: str(v) for k, v in ev.units.items()}) if ev.units else None,
-                ev.byok, cost.cost_micros, rated.version.id, ev.reported_cost,
-                json.dumps(ev.metadata, default=str) if ev.metadata is not None else None,
-                rated.partition, rated.offset,
-            ))
+            usage_rows.append(
+                (
+                    ev.source,
+                    ev.event_id,
+                    ev.account_id,
+                    ev.occurred_at,
+                    ev.model,
+                    rated.provider,
+                    ev.input_tokens,
+                    ev.cached_input_tokens,
+                    ev.cache_write_tokens,
+                    ev.output_tokens,
+                    ev.reasoning_tokens,
+                    ev.requests,
+                    json.dumps({k: str(v) for k, v in ev.units.items()}) if ev.units else None,
+                    ev.byok,
+                    cost.cost_micros,
+                    rated.version.id,
+                    ev.reported_cost,
+                    json.dumps(ev.metadata, default=str) if ev.metadata is not None else None,
+                    rated.partition,
+                    rated.offset,
+                )
+            )
 
         new_keys = await queries.insert_usage_events(conn, rows=usage_rows) if usage_rows else set()
 
@@ -118,9 +133,18 @@ async def debit_batch(
             bucket = daily.setdefault(
                 (ev.account_id, occurred.date(), ev.model, rated.provider or ""), [0] * 8
             )
-            for i, n in enumerate((1, ev.input_tokens, ev.cached_input_tokens,
-                                   ev.cache_write_tokens, ev.output_tokens, ev.reasoning_tokens,
-                                   ev.requests, cost_micros)):
+            for i, n in enumerate(
+                (
+                    1,
+                    ev.input_tokens,
+                    ev.cached_input_tokens,
+                    ev.cache_write_tokens,
+                    ev.output_tokens,
+                    ev.reasoning_tokens,
+                    ev.requests,
+                    cost_micros,
+                )
+            ):
                 bucket[i] += n
             result.debited += 1
             result.debited_micros += cost_micros
@@ -138,13 +162,9 @@ async def debit_batch(
                 account_ids=[a for a, _ in keys],
                 months=[m for _, m in keys],
                 spends=[spend[k] for k in keys],
-                alerted_pcts=[
-                    states[a].alerted_pct if m == current_month else 0 for a, m in keys
-                ],
+                alerted_pcts=[states[a].alerted_pct if m == current_month else 0 for a, m in keys],
             )
-            await queries.add_daily_usage(
-                conn, rows=[(*k, *v) for k, v in sorted(daily.items())]
-            )
+            await queries.add_daily_usage(conn, rows=[(*k, *v) for k, v in sorted(daily.items())])
             await queries.queue_alerts(conn, alerts=alerts)
             result.alerts = len(alerts)
         if dups:

@@ -1,4 +1,4 @@
-"""Single ledger writes for the API: allocations, deductions, coupons, refunds, adjustments, caps."""
+"""Single ledger writes for the API: allocations, deductions, coupons, refunds, adjustments."""
 
 from __future__ import annotations
 
@@ -70,7 +70,9 @@ async def post_entry(
             )
             if original is not None:
                 if (original.type, original.amount_micros, original.reason) != (
-                    type, amount_micros, reason
+                    type,
+                    amount_micros,
+                    reason,
                 ):
                     raise IdempotencyConflict(idempotency_key, original)
                 return EntryResult(original, state, replayed=True)
@@ -146,7 +148,10 @@ async def set_monthly_cap(
         alerts = evaluate(state, policy, current_month)
         await queries.save_account_states(conn, states=[state])
         await queries.add_monthly_spend(
-            conn, account_ids=[account_id], months=[current_month], spends=[0],
+            conn,
+            account_ids=[account_id],
+            months=[current_month],
+            spends=[0],
             alerted_pcts=[state.alerted_pct],
         )
         await queries.queue_alerts(conn, alerts=alerts)
@@ -170,8 +175,13 @@ async def read_account(
     if r is None:
         return None
     return AccountState(
-        account_id=r["account_id"], balance_micros=r["balance_micros"], tier=r["tier"],
-        monthly_cap_micros=r["monthly_cap_micros"], monthly_spend_micros=r["spend"],
-        alerted_pct=r["alerted_pct"], blocked=r["blocked"],
-        low_balance_alerted=r["low_balance_alerted"], price_multiplier=r["price_multiplier"],
+        account_id=r["account_id"],
+        balance_micros=r["balance_micros"],
+        tier=r["tier"],
+        monthly_cap_micros=r["monthly_cap_micros"],
+        monthly_spend_micros=r["spend"],
+        alerted_pct=r["alerted_pct"],
+        blocked=r["blocked"],
+        low_balance_alerted=r["low_balance_alerted"],
+        price_multiplier=r["price_multiplier"],
     )

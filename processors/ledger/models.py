@@ -36,7 +36,10 @@ class AccountState:
         """Why the account must be blocked now (overdrawn, cap reached), or None."""
         if self.balance_micros < 0:
             return "balance_overdrawn"
-        if self.monthly_cap_micros is not None and self.monthly_spend_micros >= self.monthly_cap_micros:
+        if (
+            self.monthly_cap_micros is not None
+            and self.monthly_spend_micros >= self.monthly_cap_micros
+        ):
             return "monthly_cap_reached"
         return None
 
@@ -98,7 +101,9 @@ class InsufficientCredit(LedgerError):
 
     def __init__(self, account_id: str, balance_micros: int, amount_micros: int) -> None:
         self.account_id, self.balance_micros, self.amount_micros = (
-            account_id, balance_micros, amount_micros,
+            account_id,
+            balance_micros,
+            amount_micros,
         )
         super().__init__(
             f"account {account_id!r} has {balance_micros} micro-credits; "
@@ -111,7 +116,10 @@ class CapExceeded(LedgerError):
 
     def __init__(self, account_id: str, spend_micros: int, cap_micros: int, amount_micros: int):
         self.account_id, self.spend_micros, self.cap_micros, self.amount_micros = (
-            account_id, spend_micros, cap_micros, amount_micros,
+            account_id,
+            spend_micros,
+            cap_micros,
+            amount_micros,
         )
         super().__init__(
             f"account {account_id!r} has spent {spend_micros} of its monthly cap of {cap_micros} "

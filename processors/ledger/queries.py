@@ -89,8 +89,16 @@ async def insert_ledger_rows(
         " $6::text[], $7::text[], $8::text[], $9::text[], $10::timestamptz[])"
         " RETURNING id, account_id, type, amount_micros, balance_after_micros, reason,"
         " idempotency_key, created_at, source, event_id, model",
-        account_ids, types, amounts, balances_after, reasons, idempotency_keys, sources,
-        event_ids, models, occurred_ats,
+        account_ids,
+        types,
+        amounts,
+        balances_after,
+        reasons,
+        idempotency_keys,
+        sources,
+        event_ids,
+        models,
+        occurred_ats,
     )
     out = [LedgerRow(**dict(r)) for r in rows]
     out.sort(key=lambda row: row.id)
@@ -111,9 +119,7 @@ async def find_idempotent_row(
     return None if r is None else LedgerRow(**dict(r))
 
 
-async def save_account_states(
-    conn: asyncpg.Connection, *, states: Sequence[AccountState]
-) -> None:
+async def save_account_states(conn: asyncpg.Connection, *, states: Sequence[AccountState]) -> None:
     """Write balances and flags of locked accounts back in one statement."""
     await conn.execute(
         "UPDATE user_credits u SET balance_micros = v.balance, blocked = v.blocked,"
@@ -144,7 +150,10 @@ async def add_monthly_spend(
         " ON CONFLICT (account_id, month) DO UPDATE SET"
         " spend_micros = monthly_spend.spend_micros + excluded.spend_micros,"
         " alerted_pct = greatest(monthly_spend.alerted_pct, excluded.alerted_pct)",
-        account_ids, months, spends, alerted_pcts,
+        account_ids,
+        months,
+        spends,
+        alerted_pcts,
     )
 
 
@@ -152,7 +161,7 @@ async def insert_usage_events(
     conn: asyncpg.Connection, *, rows: Sequence[tuple[Any, ...]]
 ) -> set[tuple[str, str]]:
     """Record debited usage events; returns the (source, event_id) that were new."""
-    cols = list(zip(*rows, strict=True)) if rows else [[] for _ in range(20)]
+    cols: list[Any] = list(zip(*rows, strict=True)) if rows else [[] for _ in range(20)]
     inserted = await conn.fetch(
         "INSERT INTO usage_events (source, event_id, account_id, occurred_at, model, provider,"
         " input_tokens, cached_input_tokens, cache_write_tokens, output_tokens, reasoning_tokens,"
@@ -183,7 +192,7 @@ async def record_duplicates(
 
 
 async def add_daily_usage(conn: asyncpg.Connection, *, rows: Sequence[tuple[Any, ...]]) -> None:
-    """Add to the daily rollup: rows of (account, day, model, provider, events, 7 counters, cost)."""
+    """Add to the daily rollup: (account, day, model, provider, events, 7 counters, cost) rows."""
     cols = list(zip(*rows, strict=True))
     await conn.execute(
         "INSERT INTO usage_daily (account_id, day, model, provider, events, input_tokens,"

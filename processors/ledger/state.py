@@ -35,18 +35,31 @@ def evaluate(state: AccountState, policy: LedgerPolicy, month: date) -> list[Ale
         pct = state.monthly_spend_micros * 100 // state.monthly_cap_micros
         for threshold in CAP_THRESHOLDS:
             if state.alerted_pct < threshold <= pct:
-                alerts.append(Alert(state.account_id, "cap_threshold",
-                                    _payload(state, "cap_threshold", month, threshold_pct=threshold)))
+                alerts.append(
+                    Alert(
+                        state.account_id,
+                        "cap_threshold",
+                        _payload(state, "cap_threshold", month, threshold_pct=threshold),
+                    )
+                )
                 state.alerted_pct = threshold
     low = state.balance_micros < policy.low_balance_micros
     if low and not state.low_balance_alerted:
-        alerts.append(Alert(state.account_id, "low_balance", _payload(
-            state, "low_balance", month, threshold=format_micros(policy.low_balance_micros))))
+        alerts.append(
+            Alert(
+                state.account_id,
+                "low_balance",
+                _payload(
+                    state, "low_balance", month, threshold=format_micros(policy.low_balance_micros)
+                ),
+            )
+        )
     state.low_balance_alerted = low
     reason = state.should_block()
     if reason and not state.blocked:
-        alerts.append(Alert(state.account_id, "blocked",
-                            _payload(state, "blocked", month, reason=reason)))
+        alerts.append(
+            Alert(state.account_id, "blocked", _payload(state, "blocked", month, reason=reason))
+        )
     elif not reason and state.blocked:
         alerts.append(Alert(state.account_id, "unblocked", _payload(state, "unblocked", month)))
     state.blocked = reason is not None

@@ -110,7 +110,9 @@ async def topic_factory(kafka_bootstrap: str) -> AsyncIterator[TopicFactory]:
 
     async def make(name: str = "usage.events", partitions: int = 1) -> str:
         topic = f"t{run}.{name}"
-        await admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=1)])
+        await admin.create_topics(
+            [NewTopic(topic, num_partitions=partitions, replication_factor=1)]
+        )
         created.append(topic)
         return topic
 

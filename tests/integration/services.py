@@ -90,7 +90,9 @@ async def verify(services: Services) -> None:
     try:
         await _check_kafka(services.kafka_bootstrap)
     except Exception as exc:  # noqa: BLE001 - any failure means the same thing here
-        raise RuntimeError(f"Kafka at {services.kafka_bootstrap} does not answer: {exc!r}. {HOW_TO}") from exc
+        raise RuntimeError(
+            f"Kafka at {services.kafka_bootstrap} does not answer: {exc!r}. {HOW_TO}"
+        ) from exc
     try:
         await _check_postgres(services.admin_dsn)
     except Exception as exc:  # noqa: BLE001

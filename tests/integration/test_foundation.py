@@ -46,7 +46,8 @@ async def test_database_writes_and_reads_a_ledger_row(db: asyncpg.Pool) -> None:
     async with db.acquire() as conn:
         await conn.execute("INSERT INTO user_credits (account_id, balance_micros) VALUES ('a', 5)")
         await conn.execute(
-            "INSERT INTO credit_transactions (account_id, type, amount_micros, balance_after_micros,"
+            "INSERT INTO credit_transactions"
+            " (account_id, type, amount_micros, balance_after_micros,"
             " reason) VALUES ('a', 'allocation', 5, 5, 'welcome')"
         )
         row = await conn.fetchrow(
@@ -54,13 +55,17 @@ async def test_database_writes_and_reads_a_ledger_row(db: asyncpg.Pool) -> None:
             " FROM user_credits u JOIN credit_transactions t USING (account_id)"
         )
     assert dict(row) == {
-        "balance_micros": 5, "amount_micros": 5, "balance_after_micros": 5, "tier": "free"
+        "balance_micros": 5,
+        "amount_micros": 5,
+        "balance_after_micros": 5,
+        "tier": "free",
     }
 
 
 async def test_schema_refuses_a_second_usage_debit_for_the_same_event(db: asyncpg.Pool) -> None:
     insert = (
-        "INSERT INTO credit_transactions (account_id, type, amount_micros, balance_after_micros,"
+        "INSERT INTO credit_transactions"
+        " (account_id, type, amount_micros, balance_after_micros,"
         " source, event_id) VALUES ('a', 'usage', -10, $1, 'proxy-1', 'evt-1')"
     )
     async with db.acquire() as conn:

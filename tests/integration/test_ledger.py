@@ -26,17 +26,37 @@ POLICY = LedgerPolicy(low_balance_micros=1_000_000)
 NOW = datetime.now(UTC)
 # 2 credits per M input, 1 per M cached, 8 per M output: easy to compute by hand.
 VERSION = PriceVersion(
-    id=None, model="test/model", provider="test", effective_from=datetime(2020, 1, 1, tzinfo=UTC),
-    input_per_mtok=Decimal("2"), cached_input_per_mtok=Decimal("1"), cache_write_per_mtok=None,
+    id=None,
+    model="test/model",
+    provider="test",
+    effective_from=datetime(2020, 1, 1, tzinfo=UTC),
+    input_per_mtok=Decimal("2"),
+    cached_input_per_mtok=Decimal("1"),
+    cache_write_per_mtok=None,
     output_per_mtok=Decimal("8"),
 )
 
 
-def ev(event_id: str, account: str, *, inp: int = 0, cached: int = 0, out: int = 0,
-       source: str = "default", when: datetime = NOW) -> RatedEvent:
-    e = UsageEvent(event_id=event_id, source=source, account_id=account, occurred_at=when,
-                   model="test/model", input_tokens=inp, cached_input_tokens=cached,
-                   output_tokens=out)
+def ev(
+    event_id: str,
+    account: str,
+    *,
+    inp: int = 0,
+    cached: int = 0,
+    out: int = 0,
+    source: str = "default",
+    when: datetime = NOW,
+) -> RatedEvent:
+    e = UsageEvent(
+        event_id=event_id,
+        source=source,
+        account_id=account,
+        occurred_at=when,
+        model="test/model",
+        input_tokens=inp,
+        cached_input_tokens=cached,
+        output_tokens=out,
+    )
     return RatedEvent(e, VERSION, "test")
 
 
@@ -51,13 +71,24 @@ async def ledger_matches_balances(conn: asyncpg.Connection) -> None:
 
 async def test_batch_debits_exact_costs_with_running_balances(db: asyncpg.Pool) -> None:
     async with db.acquire() as conn:
-        await post_entry(conn, account_id="a", type="allocation", amount_micros=10_000_000,
-                         reason="grant", idempotency_key="g1", policy=POLICY)
-        result = await debit_batch(conn, [
-            ev("e1", "a", inp=1000, out=500),        # 0.002 + 0.004 = 0.006000
-            ev("e2", "b", inp=333, cached=1),        # 0.000666 + 0.000001 = 0.000667
-            ev("e3", "a", cached=250_000, out=1),    # 0.25 + 0.000008 = 0.250008
-        ], policy=POLICY)
+        await post_entry(
+            conn,
+            account_id="a",
+            type="allocation",
+            amount_micros=10_000_000,
+            reason="grant",
+            idempotency_key="g1",
+            policy=POLICY,
+        )
+        result = await debit_batch(
+            conn,
+            [
+                ev("e1", "a", inp=1000, out=500),  # 0.002 + 0.004 = 0.006000
+                ev("e2", "b", inp=333, cached=1),  # 0.000666 + 0.000001 = 0.000667
+                ev("e3", "a", cached=250_000, out=1),  # 0.25 + 0.000008 = 0.250008
+            ],
+            policy=POLICY,
+        )
         assert (result.debited, result.duplicates) == (3, 0)
         rows = await conn.fetch(
             "SELECT account_id, event_id, amount_micros, balance_after_micros"
@@ -82,34 +113,52 @@ async def test_batch_debits_exact_costs_with_running_balances(db: asyncpg.Pool) 
 
 async def test_duplicates_in_and_across_batches_debit_once(db: asyncpg.Pool) -> None:
     async with db.acquire() as conn:
-        first = await debit_batch(conn, [ev("e1", "a", inp=10**6), ev("e1", "a", inp=10**6)],
-                                  policy=POLICY)
-        again = await debit_batch(conn, [ev("e1", "a", inp=10**6), ev("e2", "a", inp=10**6)],
-                                  policy=POLICY)
-        other_source = await debit_batch(conn, [ev("e1", "a", inp=10**6, source="proxy-2")],
-                                         policy=POLICY)
+        first = await debit_batch(
+            conn, [ev("e1", "a", inp=10**6), ev("e1", "a", inp=10**6)], policy=POLICY
+        )
+        again = await debit_batch(
+            conn, [ev("e1", "a", inp=10**6), ev("e2", "a", inp=10**6)], policy=POLICY
+        )
+        other_source = await debit_batch(
+            conn, [ev("e1", "a", inp=10**6, source="proxy-2")], policy=POLICY
+        )
         assert (first.debited, first.duplicates) == (1, 1)
         assert (again.debited, again.duplicates) == (1, 1)
         assert (other_source.debited, other_source.duplicates) == (1, 0)
         assert await conn.fetchval("SELECT balance_micros FROM user_credits") == -6_000_000
-        assert await conn.fetchval(
-            "SELECT times_seen FROM duplicate_events WHERE event_id = 'e1'") == 2
+        assert (
+            await conn.fetchval("SELECT times_seen FROM duplicate_events WHERE event_id = 'e1'")
+            == 2
+        )
         await ledger_matches_balances(conn)
 
 
 async def test_overdraw_is_recorded_blocks_and_alerts_once(db: asyncpg.Pool) -> None:
     async with db.acquire() as conn:
-        await post_entry(conn, account_id="a", type="allocation", amount_micros=3_000_000,
-                         reason=None, idempotency_key=None, policy=POLICY)
+        await post_entry(
+            conn,
+            account_id="a",
+            type="allocation",
+            amount_micros=3_000_000,
+            reason=None,
+            idempotency_key=None,
+            policy=POLICY,
+        )
         await set_monthly_cap(conn, account_id="a", cap_micros=4_000_000, policy=POLICY)
         # 1.0 each (500k input at 2/M): spend 1,2,3,4 = 25%, 50%, 75%, 100% of the cap and
         # balance 2,1,0,-1; the last event crosses 80 % and 100 % at once: both are alerted.
         for i in range(4):
             await debit_batch(conn, [ev(f"e{i}", "a", inp=500_000)], policy=POLICY)
-        state = await conn.fetchrow("SELECT balance_micros, blocked, blocked_reason FROM user_credits")
+        state = await conn.fetchrow(
+            "SELECT balance_micros, blocked, blocked_reason FROM user_credits"
+        )
         assert tuple(state) == (-1_000_000, True, "balance_overdrawn")
-        kinds = [(r["kind"], r["t"]) for r in await conn.fetch(
-            "SELECT kind, payload->>'threshold_pct' AS t FROM alert_outbox ORDER BY id")]
+        kinds = [
+            (r["kind"], r["t"])
+            for r in await conn.fetch(
+                "SELECT kind, payload->>'threshold_pct' AS t FROM alert_outbox ORDER BY id"
+            )
+        ]
         assert kinds == [
             ("cap_threshold", "50"),
             ("low_balance", None),
@@ -118,51 +167,109 @@ async def test_overdraw_is_recorded_blocks_and_alerts_once(db: asyncpg.Pool) -> 
             ("blocked", None),
         ]
         # A top-up unblocks only if the cap allows: spend is at the cap, so still blocked.
-        await post_entry(conn, account_id="a", type="allocation", amount_micros=5_000_000,
-                         reason=None, idempotency_key=None, policy=POLICY)
-        assert await conn.fetchval("SELECT blocked_reason FROM user_credits") == "monthly_cap_reached"
+        await post_entry(
+            conn,
+            account_id="a",
+            type="allocation",
+            amount_micros=5_000_000,
+            reason=None,
+            idempotency_key=None,
+            policy=POLICY,
+        )
+        assert (
+            await conn.fetchval("SELECT blocked_reason FROM user_credits") == "monthly_cap_reached"
+        )
         await set_monthly_cap(conn, account_id="a", cap_micros=None, policy=POLICY)
         assert await conn.fetchval("SELECT blocked FROM user_credits") is False
-        assert await conn.fetchval(
-            "SELECT kind FROM alert_outbox ORDER BY id DESC LIMIT 1") == "unblocked"
+        assert (
+            await conn.fetchval("SELECT kind FROM alert_outbox ORDER BY id DESC LIMIT 1")
+            == "unblocked"
+        )
         await ledger_matches_balances(conn)
 
 
 async def test_events_of_a_past_month_count_to_that_month(db: asyncpg.Pool) -> None:
-    last_month = (NOW.replace(day=1) - timedelta(days=1))
+    last_month = NOW.replace(day=1) - timedelta(days=1)
     async with db.acquire() as conn:
-        await debit_batch(conn, [ev("old", "a", inp=10**6, when=last_month),
-                                 ev("new", "a", inp=10**6)], policy=POLICY)
+        await debit_batch(
+            conn,
+            [ev("old", "a", inp=10**6, when=last_month), ev("new", "a", inp=10**6)],
+            policy=POLICY,
+        )
         rows = dict(await conn.fetch("SELECT month, spend_micros FROM monthly_spend"))
-    assert rows == {last_month.date().replace(day=1): 2_000_000,
-                    NOW.date().replace(day=1): 2_000_000}
+    assert rows == {
+        last_month.date().replace(day=1): 2_000_000,
+        NOW.date().replace(day=1): 2_000_000,
+    }
 
 
 async def test_deduction_limits_and_idempotency(db: asyncpg.Pool) -> None:
     async with db.acquire() as conn:
-        await post_entry(conn, account_id="a", type="allocation", amount_micros=5_000_000,
-                         reason="grant", idempotency_key="k0", policy=POLICY)
+        await post_entry(
+            conn,
+            account_id="a",
+            type="allocation",
+            amount_micros=5_000_000,
+            reason="grant",
+            idempotency_key="k0",
+            policy=POLICY,
+        )
         with pytest.raises(InsufficientCredit):
-            await post_entry(conn, account_id="a", type="deduction", amount_micros=-6_000_000,
-                             reason="big", idempotency_key="k1", policy=POLICY,
-                             enforce_limits=True)
+            await post_entry(
+                conn,
+                account_id="a",
+                type="deduction",
+                amount_micros=-6_000_000,
+                reason="big",
+                idempotency_key="k1",
+                policy=POLICY,
+                enforce_limits=True,
+            )
         await set_monthly_cap(conn, account_id="a", cap_micros=2_000_000, policy=POLICY)
         with pytest.raises(CapExceeded):
-            await post_entry(conn, account_id="a", type="deduction", amount_micros=-3_000_000,
-                             reason="over cap", idempotency_key="k2", policy=POLICY,
-                             enforce_limits=True)
-        first = await post_entry(conn, account_id="a", type="deduction", amount_micros=-1_500_000,
-                                 reason="ok", idempotency_key="k3", policy=POLICY,
-                                 enforce_limits=True)
-        replay = await post_entry(conn, account_id="a", type="deduction",
-                                  amount_micros=-1_500_000, reason="ok", idempotency_key="k3",
-                                  policy=POLICY, enforce_limits=True)
+            await post_entry(
+                conn,
+                account_id="a",
+                type="deduction",
+                amount_micros=-3_000_000,
+                reason="over cap",
+                idempotency_key="k2",
+                policy=POLICY,
+                enforce_limits=True,
+            )
+        first = await post_entry(
+            conn,
+            account_id="a",
+            type="deduction",
+            amount_micros=-1_500_000,
+            reason="ok",
+            idempotency_key="k3",
+            policy=POLICY,
+            enforce_limits=True,
+        )
+        replay = await post_entry(
+            conn,
+            account_id="a",
+            type="deduction",
+            amount_micros=-1_500_000,
+            reason="ok",
+            idempotency_key="k3",
+            policy=POLICY,
+            enforce_limits=True,
+        )
         assert replay.replayed and replay.row == first.row
         assert first.row.balance_after_micros == 3_500_000
         with pytest.raises(IdempotencyConflict):
-            await post_entry(conn, account_id="a", type="deduction", amount_micros=-1_000_000,
-                             reason="ok", idempotency_key="k3", policy=POLICY,
-                             enforce_limits=True)
+            await post_entry(
+                conn,
+                account_id="a",
+                type="deduction",
+                amount_micros=-1_000_000,
+                reason="ok",
+                idempotency_key="k3",
+                policy=POLICY,
+                enforce_limits=True,
+            )
         assert await conn.fetchval("SELECT balance_micros FROM user_credits") == 3_500_000
         assert await conn.fetchval("SELECT count(*) FROM credit_transactions") == 2
         await ledger_matches_balances(conn)
@@ -170,16 +277,30 @@ async def test_deduction_limits_and_idempotency(db: asyncpg.Pool) -> None:
 
 async def test_concurrent_deductions_never_overdraw(db: asyncpg.Pool) -> None:
     async with db.acquire() as conn:
-        await post_entry(conn, account_id="a", type="allocation", amount_micros=50_000_000,
-                         reason=None, idempotency_key=None, policy=POLICY)
+        await post_entry(
+            conn,
+            account_id="a",
+            type="allocation",
+            amount_micros=50_000_000,
+            reason=None,
+            idempotency_key=None,
+            policy=POLICY,
+        )
         await set_monthly_cap(conn, account_id="a", cap_micros=None, policy=POLICY)
 
     async def deduct(i: int) -> bool:
         async with db.acquire() as conn:
             try:
-                await post_entry(conn, account_id="a", type="deduction", amount_micros=-1_000_000,
-                                 reason="call", idempotency_key=f"d{i}", policy=POLICY,
-                                 enforce_limits=True)
+                await post_entry(
+                    conn,
+                    account_id="a",
+                    type="deduction",
+                    amount_micros=-1_000_000,
+                    reason="call",
+                    idempotency_key=f"d{i}",
+                    policy=POLICY,
+                    enforce_limits=True,
+                )
                 return True
             except InsufficientCredit:
                 return False
@@ -193,16 +314,30 @@ async def test_concurrent_deductions_never_overdraw(db: asyncpg.Pool) -> None:
 
 async def test_concurrent_deductions_never_pass_the_cap(db: asyncpg.Pool) -> None:
     async with db.acquire() as conn:
-        await post_entry(conn, account_id="a", type="allocation", amount_micros=50_000_000,
-                         reason=None, idempotency_key=None, policy=POLICY)
+        await post_entry(
+            conn,
+            account_id="a",
+            type="allocation",
+            amount_micros=50_000_000,
+            reason=None,
+            idempotency_key=None,
+            policy=POLICY,
+        )
         await set_monthly_cap(conn, account_id="a", cap_micros=7_000_000, policy=POLICY)
 
     async def deduct(i: int) -> bool:
         async with db.acquire() as conn:
             try:
-                await post_entry(conn, account_id="a", type="deduction", amount_micros=-1_000_000,
-                                 reason="call", idempotency_key=f"d{i}", policy=POLICY,
-                                 enforce_limits=True)
+                await post_entry(
+                    conn,
+                    account_id="a",
+                    type="deduction",
+                    amount_micros=-1_000_000,
+                    reason="call",
+                    idempotency_key=f"d{i}",
+                    policy=POLICY,
+                    enforce_limits=True,
+                )
                 return True
             except CapExceeded:
                 return False

@@ -30,15 +30,28 @@ BALANCE_EQUALS_LEDGER = (
 async def test_events_become_exact_debits(test_settings: CommonSettings, db: asyncpg.Pool) -> None:
     async with db.acquire() as conn:
         await add_test_price(conn)
-        await post_entry(conn, account_id="alice", type="allocation", amount_micros=10_000_000,
-                         reason="grant", idempotency_key="g", policy=LedgerPolicy())
+        await post_entry(
+            conn,
+            account_id="alice",
+            type="allocation",
+            amount_micros=10_000_000,
+            reason="grant",
+            idempotency_key="g",
+            policy=LedgerPolicy(),
+        )
     events = [
         # 1000 in × 2/M + 500 out × 8/M = 0.002 + 0.004 = 0.006
         event("a1", "alice", input_tokens=1000, output_tokens=500),
         # 2000 cached × 1/M + 1000 cache write × 3/M + 100 out (40 reasoning) × 8/M
         # = 0.002 + 0.003 + 0.0008 = 0.0058
-        event("a2", "alice", cached_input_tokens=2000, cache_write_tokens=1000,
-              output_tokens=100, reasoning_tokens=40),
+        event(
+            "a2",
+            "alice",
+            cached_input_tokens=2000,
+            cache_write_tokens=1000,
+            output_tokens=100,
+            reasoning_tokens=40,
+        ),
         # byok: 5 % of (1M in × 2/M) = 0.1
         event("b1", "bob", input_tokens=1_000_000, byok=True),
         # 333 in × 2/M = 0.000666; 1 out × 8/M = 0.000008 → 0.000674
@@ -46,18 +59,24 @@ async def test_events_become_exact_debits(test_settings: CommonSettings, db: asy
     ]
     worker = Worker(test_settings).start()
     try:
-        await publish_events(test_settings.kafka_bootstrap, test_settings.topic_usage_events,
-                             events)
-        await wait_for(db, "SELECT count(*) FROM credit_transactions WHERE type = 'usage'", 4,
-                       worker=worker)
+        await publish_events(
+            test_settings.kafka_bootstrap, test_settings.topic_usage_events, events
+        )
+        await wait_for(
+            db, "SELECT count(*) FROM credit_transactions WHERE type = 'usage'", 4, worker=worker
+        )
     finally:
         worker.stop()
     balances = dict(await db.fetch("SELECT account_id, balance_micros FROM user_credits"))
     assert balances == {"alice": 10_000_000 - 6_000 - 5_800, "bob": -100_000, "carol": -674}
-    rows = await db.fetch("SELECT event_id, amount_micros, balance_after_micros"
-                          " FROM credit_transactions WHERE account_id = 'alice' ORDER BY id")
+    rows = await db.fetch(
+        "SELECT event_id, amount_micros, balance_after_micros"
+        " FROM credit_transactions WHERE account_id = 'alice' ORDER BY id"
+    )
     assert [tuple(r) for r in rows] == [
-        (None, 10_000_000, 10_000_000), ("a1", -6_000, 9_994_000), ("a2", -5_800, 9_988_200)
+        (None, 10_000_000, 10_000_000),
+        ("a1", -6_000, 9_994_000),
+        ("a2", -5_800, 9_988_200),
     ]
     tiers = dict(await db.fetch("SELECT account_id, tier FROM user_credits"))
     assert tiers["bob"] == "free"  # unknown accounts are created with the default tier
@@ -74,12 +93,15 @@ async def test_every_event_published_three_times_is_debited_once(
     await publish_events(test_settings.kafka_bootstrap, test_settings.topic_usage_events, events)
     worker = Worker(test_settings).start()
     try:
-        await publish_events(test_settings.kafka_bootstrap, test_settings.topic_usage_events,
-                             events)
-        await publish_events(test_settings.kafka_bootstrap, test_settings.topic_usage_events,
-                             events)
-        await wait_for(db, "SELECT coalesce(sum(times_seen), 0) FROM duplicate_events", 600,
-                       worker=worker)
+        await publish_events(
+            test_settings.kafka_bootstrap, test_settings.topic_usage_events, events
+        )
+        await publish_events(
+            test_settings.kafka_bootstrap, test_settings.topic_usage_events, events
+        )
+        await wait_for(
+            db, "SELECT coalesce(sum(times_seen), 0) FROM duplicate_events", 600, worker=worker
+        )
     finally:
         worker.stop()
     assert await db.fetchval("SELECT count(*) FROM credit_transactions") == 300
@@ -98,10 +120,12 @@ async def test_bad_records_go_to_the_dlq_with_their_reason_and_good_ones_are_deb
         b"": "invalid_json",
         json.dumps(event("w1", "acct", input_tokens="many")).encode(): "invalid_event",
         json.dumps(event("n1", "acct", input_tokens=-5)).encode(): "invalid_event",
-        json.dumps(event("r1", "acct", output_tokens=10, reasoning_tokens=11)).encode():
-            "invalid_event",
-        json.dumps({k: v for k, v in event("m1", "x").items() if k != "account_id"}).encode():
-            "invalid_event",
+        json.dumps(
+            event("r1", "acct", output_tokens=10, reasoning_tokens=11)
+        ).encode(): "invalid_event",
+        json.dumps(
+            {k: v for k, v in event("m1", "x").items() if k != "account_id"}
+        ).encode(): "invalid_event",
         json.dumps(event("o1", "acct", metadata={"blob": "x" * 70_000})).encode(): "oversized",
         json.dumps(event("u1", "acct", model="nobody/unknown-model")).encode(): "unpriced",
     }
@@ -114,8 +138,9 @@ async def test_bad_records_go_to_the_dlq_with_their_reason_and_good_ones_are_deb
     worker = Worker(test_settings).start()
     try:
         await publish_raw(test_settings.kafka_bootstrap, test_settings.topic_usage_events, records)
-        dead = await consume_all(test_settings.kafka_bootstrap, test_settings.topic_usage_dlq,
-                                 expected=len(bad))
+        dead = await consume_all(
+            test_settings.kafka_bootstrap, test_settings.topic_usage_dlq, expected=len(bad)
+        )
         await wait_for(db, "SELECT count(*) FROM credit_transactions", 6, worker=worker)
     finally:
         worker.stop()
@@ -141,8 +166,10 @@ async def test_sigkill_mid_stream_loses_nothing_and_debits_nothing_twice(
         await add_test_price(conn)
     n, accounts = 20_000, 50
     events = [event(f"k{i}", f"acct-{i % accounts}", input_tokens=1 + i % 1000) for i in range(n)]
-    expected = {f"acct-{a}": -sum(2 * (1 + i % 1000) for i in range(a, n, accounts))
-                for a in range(accounts)}
+    expected = {
+        f"acct-{a}": -sum(2 * (1 + i % 1000) for i in range(a, n, accounts))
+        for a in range(accounts)
+    }
     worker = Worker(test_settings, METERLINE_BATCH_MAX="500").start()
     await publish_events(test_settings.kafka_bootstrap, test_settings.topic_usage_events, events)
     # Kill it once part of the stream is debited, mid-flight.
@@ -155,8 +182,9 @@ async def test_sigkill_mid_stream_loses_nothing_and_debits_nothing_twice(
     assert debited_at_kill < n, "the worker finished before it could be killed"
     restarted = Worker(test_settings, group=worker.group).start()
     try:
-        await wait_for(db, "SELECT count(*) FROM credit_transactions", n, timeout=180,
-                       worker=restarted)
+        await wait_for(
+            db, "SELECT count(*) FROM credit_transactions", n, timeout=180, worker=restarted
+        )
         # Let it drain whatever was redelivered after the kill.
         await asyncio.sleep(2)
     finally:
@@ -172,23 +200,41 @@ async def test_alerts_reach_credit_alerts_once(
 ) -> None:
     async with db.acquire() as conn:
         await add_test_price(conn)
-        await post_entry(conn, account_id="dave", type="allocation", amount_micros=2_000_000,
-                         reason=None, idempotency_key=None, policy=LedgerPolicy())
+        await post_entry(
+            conn,
+            account_id="dave",
+            type="allocation",
+            amount_micros=2_000_000,
+            reason=None,
+            idempotency_key=None,
+            policy=LedgerPolicy(),
+        )
     # free tier cap is 5.0: spend 3.0 (60 %) then 3.0 more (120 %, overdrawn)
-    events = [event("d1", "dave", input_tokens=1_500_000), event("d2", "dave",
-                                                                  input_tokens=1_500_000)]
+    events = [
+        event("d1", "dave", input_tokens=1_500_000),
+        event("d2", "dave", input_tokens=1_500_000),
+    ]
     worker = Worker(test_settings).start()
     try:
-        await publish_events(test_settings.kafka_bootstrap, test_settings.topic_usage_events,
-                             events)
-        alerts = await consume_all(test_settings.kafka_bootstrap,
-                                   test_settings.topic_credit_alerts, expected=5)
+        await publish_events(
+            test_settings.kafka_bootstrap, test_settings.topic_usage_events, events
+        )
+        alerts = await consume_all(
+            test_settings.kafka_bootstrap, test_settings.topic_credit_alerts, expected=5
+        )
     finally:
         worker.stop()
     payloads = [json.loads(r.value) for r in alerts]
     assert {r.key for r in alerts} == {b"dave"}
     kinds = sorted((p["kind"], p.get("threshold_pct")) for p in payloads)
-    assert kinds == sorted([("cap_threshold", 50), ("low_balance", None),
-                            ("cap_threshold", 80), ("cap_threshold", 100), ("blocked", None)])
+    assert kinds == sorted(
+        [
+            ("cap_threshold", 50),
+            ("low_balance", None),
+            ("cap_threshold", 80),
+            ("cap_threshold", 100),
+            ("blocked", None),
+        ]
+    )
     blocked = next(p for p in payloads if p["kind"] == "blocked")
     assert blocked["balance"] == "-4.000000" and blocked["monthly_cap"] == "5.000000"

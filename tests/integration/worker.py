@@ -57,16 +57,20 @@ class Worker:
     def __init__(self, settings: CommonSettings, group: str | None = None, **env: str) -> None:
         self.settings = settings
         self.group = group or f"w-{uuid.uuid4().hex[:8]}"
-        self.env = env_for(settings, METERLINE_WORKER_GROUP=self.group,
-                           METERLINE_BATCH_WITHIN_S="0.2", **env)
+        self.env = env_for(
+            settings, METERLINE_WORKER_GROUP=self.group, METERLINE_BATCH_WITHIN_S="0.2", **env
+        )
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = f"/tmp/meterline-test-{self.group}.log"
 
     def start(self) -> Worker:
         log = open(self.log_path, "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "meterline", "worker"], env=self.env,
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            [sys.executable, "-m", "meterline", "worker"],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         return self
 
@@ -92,9 +96,16 @@ class Worker:
             return ""
 
 
-async def publish_raw(bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes]]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True,
-                                linger_ms=10, max_request_size=4 * 1024 * 1024)
+async def publish_raw(
+    bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes]]
+) -> None:
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=10,
+        max_request_size=4 * 1024 * 1024,
+    )
     await producer.start()
     try:
         futures = [await producer.send(topic, key=k, value=v) for k, v in records]
@@ -104,12 +115,19 @@ async def publish_raw(bootstrap: str, topic: str, records: list[tuple[bytes | No
 
 
 async def publish_events(bootstrap: str, topic: str, events: list[dict[str, Any]]) -> None:
-    await publish_raw(bootstrap, topic,
-                      [(e["account_id"].encode(), json.dumps(e).encode()) for e in events])
+    await publish_raw(
+        bootstrap, topic, [(e["account_id"].encode(), json.dumps(e).encode()) for e in events]
+    )
 
 
-async def wait_for(pool: asyncpg.Pool, sql: str, expected: Any, *, timeout: float = 90,
-                   worker: Worker | None = None) -> Any:
+async def wait_for(
+    pool: asyncpg.Pool,
+    sql: str,
+    expected: Any,
+    *,
+    timeout: float = 90,
+    worker: Worker | None = None,
+) -> Any:
     """Poll a query until it returns expected (or fail with the last value and the worker log)."""
     deadline = time.monotonic() + timeout
     value = None
@@ -120,13 +138,19 @@ async def wait_for(pool: asyncpg.Pool, sql: str, expected: Any, *, timeout: floa
         if worker and worker.proc and worker.proc.poll() is not None:
             break
         await asyncio.sleep(0.25)
-    raise AssertionError(f"{sql!r} = {value!r}, expected {expected!r}\n"
-                         + (worker.log() if worker else ""))
+    raise AssertionError(
+        f"{sql!r} = {value!r}, expected {expected!r}\n" + (worker.log() if worker else "")
+    )
 
 
 async def consume_all(bootstrap: str, topic: str, expected: int, timeout: float = 60) -> list[Any]:
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                                group_id=None, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        group_id=None,
+        enable_auto_commit=False,
+    )
     await consumer.start()
     out: list[Any] = []
     try:
