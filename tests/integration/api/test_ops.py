@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 
-from tests.integration.api.conftest import assert_problem
+from tests.integration.api.conftest import assert_problem, auth
 
 
 async def test_healthz(client: httpx.AsyncClient) -> None:
@@ -40,3 +40,12 @@ async def test_openapi_documents_problem_json(client: httpx.AsyncClient) -> None
     r = await client.get("/openapi.json")
     assert r.status_code == 200
     assert (await client.get("/docs")).status_code == 200
+
+
+async def test_metrics_label_path_routes_by_template(
+    client: httpx.AsyncClient, admin_key: str
+) -> None:
+    await client.get("/api/v1/admin/accounts/some-account-123", headers=auth(admin_key))
+    text = (await client.get("/metrics")).text
+    assert 'route="/api/v1/admin/accounts/{account_id}",status="404"' in text
+    assert "some-account-123" not in text

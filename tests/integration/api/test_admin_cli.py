@@ -1,0 +1,98 @@
+"""`meterline admin` against the real database: create-key, allocate, grant-monthly (idempotent)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from datetime import UTC, datetime
+
+import asyncpg
+import httpx
+
+from api.settings import ApiSettings
+from tests.integration.api.conftest import auth
+from tests.integration.conftest import env_for
+
+
+def _run(settings: ApiSettings, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "meterline", "admin", *args],
+        env=env_for(settings),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+async def test_create_key_and_allocate(
+    api_settings: ApiSettings, client: httpx.AsyncClient, db: asyncpg.Pool
+) -> None:
+    r = _run(api_settings, "create-key", "--account", "cli-acct", "--scope", "user")
+    assert r.returncode == 0, r.stderr
+    key = r.stdout.strip()
+    assert key.startswith("ml_")
+    r = _run(
+        api_settings,
+        "allocate",
+        "--account",
+        "cli-acct",
+        "--amount",
+        "10",
+        "--reason",
+        "cli",
+        "--idempotency-key",
+        "cli-1",
+    )
+    assert r.returncode == 0, r.stderr
+    assert "balance 10.000000" in r.stdout
+    r = _run(
+        api_settings,
+        "allocate",
+        "--account",
+        "cli-acct",
+        "--amount",
+        "10",
+        "--reason",
+        "cli",
+        "--idempotency-key",
+        "cli-1",
+    )
+    assert r.returncode == 0 and "replay" in r.stdout
+    bad = _run(
+        api_settings,
+        "allocate",
+        "--account",
+        "cli-acct",
+        "--amount",
+        "1.0000001",
+        "--reason",
+        "cli",
+    )
+    assert bad.returncode != 0 and "6 decimal places" in bad.stderr
+    balance = await client.get("/api/v1/credits/balance", headers=auth(key))
+    assert balance.json()["balance"] == "10.000000"
+
+
+async def test_grant_monthly_is_once_per_month(api_settings: ApiSettings, db: asyncpg.Pool) -> None:
+    for account, tier in (("f1", "free"), ("f2", "free"), ("p1", "pro")):
+        await db.execute(
+            "INSERT INTO user_credits (account_id, tier) VALUES ($1, $2)", account, tier
+        )
+    await db.execute("UPDATE tiers SET monthly_allocation_micros = 3000000 WHERE name = 'pro'")
+    r = _run(api_settings, "grant-monthly", "--month", "2025-03")
+    assert r.returncode == 0, r.stderr
+    assert "granted 3 account(s) 5 credits" in r.stdout
+    again = _run(api_settings, "grant-monthly", "--month", "2025-03")
+    assert "granted 0 account(s)" in again.stdout and "3 already" in again.stdout
+    # A changed allocation does not grant the same month twice.
+    await db.execute("UPDATE tiers SET monthly_allocation_micros = 4000000 WHERE name = 'pro'")
+    third = _run(api_settings, "grant-monthly", "--month", "2025-03")
+    assert "granted 0 account(s)" in third.stdout
+    balances = dict(await db.fetch("SELECT account_id, balance_micros FROM user_credits"))
+    assert balances == {"f1": 1_000_000, "f2": 1_000_000, "p1": 3_000_000}
+    keys = {r["idempotency_key"] for r in await db.fetch("SELECT * FROM credit_transactions")}
+    assert keys == {"monthly:2025-03"}
+    now = datetime.now(UTC)
+    this_month = _run(api_settings, "grant-monthly")
+    assert f"{now.year:04d}-{now.month:02d}: granted 3" in this_month.stdout
+    assert _run(api_settings, "grant-monthly", "--month", "March").returncode != 0
