@@ -1,0 +1,1 @@
+"""Benchmark harnesses (`meterline bench ...`): they print figures and never gate CI."""
