@@ -17,3 +17,31 @@ def register(app: typer.Typer) -> None:
 def pipeline() -> None:
     """End-to-end metering throughput and latency (lands with issue #3)."""
     not_yet(3, "meterline bench pipeline")
+
+
+@bench_app.command("api")
+def api(
+    duration: float = typer.Option(10.0, help="Seconds per load phase"),
+    clients: int = typer.Option(50, help="Concurrent httpx clients (one connection each)"),
+    accounts: int = typer.Option(1000, help="Seeded accounts"),
+    ledger_rows: int = typer.Option(10_000_000, help="Ledger rows of the paged account"),
+    page_requests: int = typer.Option(300, help="Requests per transactions-page shape"),
+    workers: int = typer.Option(1, help="uvicorn worker processes"),
+    database: str = typer.Option("meterline_bench", help="The bench's own database"),
+) -> None:
+    """GET balance / POST authorize under load, then transactions pages on a large ledger."""
+    import asyncio
+    import sys
+    from pathlib import Path
+
+    from meterline.commands._common import console, out
+
+    # bench/ sits beside the packages but is not one of pyproject's installed packages.
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    from bench.api import ApiBenchConfig, run_api_bench, summary
+
+    cfg = ApiBenchConfig(duration_s=duration, clients=clients, accounts=max(accounts, clients),
+                         ledger_rows=ledger_rows, page_requests=page_requests, workers=workers,
+                         database=database)
+    results = asyncio.run(run_api_bench(cfg, lambda m: console.print(m, highlight=False)))
+    out.print(summary(results), highlight=False)
