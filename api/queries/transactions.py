@@ -64,7 +64,7 @@ async def stream_transactions(
     type: str | None,
     created_from: datetime | None,
     created_to: datetime | None,
-    batch_size: int = 2000,
+    batch_size: int = 500,
 ) -> AsyncIterator[list[asyncpg.Record]]:
     """Every matching row, newest first, in batches from a server-side cursor.
 
