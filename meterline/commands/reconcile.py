@@ -1,19 +1,264 @@
-"""`meterline replay` and `reconcile` (issue #5)."""
+"""`meterline replay` and `meterline reconcile` (issue #5): options, progress and summaries only;
+the work is in processors.replay and processors.reconcile."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING
+
 import typer
 
-from meterline.commands._common import not_yet
+from meterline.commands._common import console, fail, out
+
+if TYPE_CHECKING:
+    from processors.reconcile import ReconcileResult
+    from processors.settings import WorkerSettings
+
+
+def parse_time(text: str, flag: str) -> datetime:
+    """RFC 3339 / ISO 8601 ('2025-06-01T00:00:00Z'; no offset means UTC) or 'now'."""
+    if text.strip().lower() == "now":
+        return datetime.now(UTC)
+    try:
+        at = datetime.fromisoformat(text.strip())
+    except ValueError:
+        fail(f"{flag} wants a time such as 2025-06-01T00:00:00Z, got {text!r}", code=2)
+    return at if at.utcoffset() is not None else at.replace(tzinfo=UTC)
+
+
+@contextmanager
+def _progress(label: str) -> Iterator[Callable[[int, int], None]]:
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TaskProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    with Progress(
+        TextColumn(f"[bold]{label}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TaskProgressColumn(),
+        TextColumn("{task.fields[rate]} events/s"),
+        TimeElapsedColumn(),
+        console=console,
+    ) as progress:
+        task = progress.add_task(label, total=None, rate="-")
+        began = datetime.now(UTC)
+
+        def update(done: int, total: int) -> None:
+            secs = (datetime.now(UTC) - began).total_seconds()
+            rate = f"{done / secs:,.0f}" if secs > 0 else "-"
+            progress.update(task, completed=done, total=total or None, rate=rate)
+
+        yield update
+
+
+def _settings() -> WorkerSettings:
+    from processors.settings import get_worker_settings
+
+    return get_worker_settings()
 
 
 def register(app: typer.Typer) -> None:
     @app.command("replay")
-    def replay() -> None:
-        """Re-read usage topics through the ledger (lands with issue #5)."""
-        not_yet(5, "meterline replay")
+    def replay(
+        topic: str = typer.Option(
+            ..., "--topic", help="usage.events or usage.dlq (or their configured names)."
+        ),
+        start: str | None = typer.Option(None, "--from", help="Start time (RFC 3339)."),
+        end: str | None = typer.Option(
+            None, "--to", help="End time (RFC 3339); default: the current end of the topic."
+        ),
+        from_offset: list[str] = typer.Option(
+            [], "--from-offset", help="PARTITION:OFFSET to start at (repeatable)."
+        ),
+        group: str | None = typer.Option(
+            None, "--group", help="Consumer group to commit the offsets reached to (optional)."
+        ),
+    ) -> None:
+        """Re-read a range through the worker's pricing and ledger path (duplicates change
+        nothing); on usage.dlq, re-rate `unpriced` records and report the rest. Without
+        --from or --from-offset the whole retained topic is read."""
+        from processors.replay import replay as run_replay
+        from processors.topic_range import RangeError, parse_partition_offset
+
+        s = _settings()
+        if topic in ("usage.events", "events", s.topic_usage_events):
+            name, dlq = s.topic_usage_events, False
+        elif topic in ("usage.dlq", "dlq", s.topic_usage_dlq):
+            name, dlq = s.topic_usage_dlq, True
+        else:
+            fail(f"--topic must be usage.events or usage.dlq, got {topic!r}", code=2)
+        if start is not None and from_offset:
+            fail("give --from or --from-offset, not both", code=2)
+        if group is not None and group == s.worker_group:
+            fail(f"--group {group!r} is the worker's group; replay must use its own", code=2)
+        try:
+            offsets = dict(parse_partition_offset(x) for x in from_offset)
+            with _progress("replaying") as progress:
+                summary = asyncio.run(
+                    run_replay(
+                        bootstrap=s.kafka_bootstrap,
+                        database_url=s.database_url,
+                        topic=name,
+                        dlq=dlq,
+                        policy=s.ledger_policy(),
+                        start=parse_time(start, "--from") if start else None,
+                        end=parse_time(end, "--to") if end else None,
+                        from_offsets=offsets or None,
+                        group=group,
+                        batch_size=s.batch_max,
+                        max_event_bytes=s.max_event_bytes,
+                        on_progress=progress,
+                    )
+                )
+        except RangeError as exc:
+            fail(str(exc), code=2)
+        from schemas.money import format_micros
+
+        for p, first in sorted(summary.truncated.items()):
+            console.print(
+                f"[yellow]partition {p} starts at offset {first}: older records were "
+                "deleted by retention[/]"
+            )
+        out.print(
+            f"read {summary.read}, debited {summary.debited} "
+            f"({format_micros(summary.debited_micros)} credits), duplicates {summary.duplicates}"
+            f" in {summary.seconds:.2f}s ({summary.events_per_second:,.0f} events/s)"
+        )
+        if summary.still_failing:
+            out.print("still failing (not republished): " + _by_reason(summary.still_failing))
+            for line in summary.samples:
+                out.print(f"  {line}")
+        if summary.not_retried:
+            out.print("not retried (DLQ reason): " + _by_reason(summary.not_retried))
 
     @app.command("reconcile")
-    def reconcile() -> None:
-        """Compare the ledger with the stream (lands with issue #5)."""
-        not_yet(5, "meterline reconcile")
+    def reconcile(
+        start: str = typer.Option(..., "--from", help="Start of occurred_at (RFC 3339)."),
+        end: str = typer.Option(..., "--to", help="End of occurred_at, exclusive (RFC 3339)."),
+        report: Path | None = typer.Option(
+            None, "--report", help="Write the findings to FILE (.json or .csv)."
+        ),
+        fix: bool = typer.Option(
+            False, "--fix", help="Post corrections (idempotent adjustments; balances rebuilt)."
+        ),
+        fix_extra: bool = typer.Option(
+            False, "--fix-extra", help="With --fix, also refund debits that have no event."
+        ),
+        grace_min: float = typer.Option(
+            10.0, "--grace", min=0.0, help="Minutes of topic read around the range (late events)."
+        ),
+    ) -> None:
+        """Compare the ledger with usage.events for events that occurred in [--from, --to)."""
+        from processors.reconcile import apply_fixes
+        from processors.reconcile import reconcile as run_reconcile
+        from processors.topic_range import RangeError
+
+        s = _settings()
+        if report is not None and report.suffix.lower() not in (".json", ".csv"):
+            fail(f"--report must end in .json or .csv, got {report.name!r}", code=2)
+        t0, t1 = parse_time(start, "--from"), parse_time(end, "--to")
+        try:
+            with _progress("reading") as progress:
+                result = asyncio.run(
+                    run_reconcile(
+                        bootstrap=s.kafka_bootstrap,
+                        database_url=s.database_url,
+                        topic=s.topic_usage_events,
+                        start=t0,
+                        end=t1,
+                        policy=s.ledger_policy(),
+                        grace=timedelta(minutes=grace_min),
+                        max_event_bytes=s.max_event_bytes,
+                        on_progress=progress,
+                    )
+                )
+        except (RangeError, ValueError) as exc:
+            fail(str(exc), code=2)
+        _print_result(result)
+        if report is not None:
+            result.write_report(report)
+            out.print(f"report written to {report}")
+        if fix and result.findings:
+            with _progress("fixing") as progress:
+                fixed = asyncio.run(
+                    apply_fixes(
+                        result,
+                        bootstrap=s.kafka_bootstrap,
+                        database_url=s.database_url,
+                        policy=s.ledger_policy(),
+                        fix_extra=fix_extra,
+                        max_event_bytes=s.max_event_bytes,
+                        on_progress=progress,
+                    )
+                )
+            from schemas.money import format_micros
+
+            out.print(
+                f"fixed: {fixed.adjusted} adjustments ({format_micros(fixed.adjusted_micros)}"
+                f" credits), {fixed.already} already posted, {fixed.metered} events metered,"
+                f" {fixed.balances} balances rebuilt from the ledger"
+                + (
+                    f", {fixed.skipped_extra} extra debits left (use --fix-extra)"
+                    if fixed.skipped_extra
+                    else ""
+                )
+            )
+            for c in fixed.conflicts:
+                console.print(f"[red]conflict:[/] {c}")
+            if fixed.conflicts:
+                raise typer.Exit(1)
+        elif not result.clean:
+            raise typer.Exit(3)
+
+
+def _by_reason(counts: dict[str, int]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+
+
+def _print_result(result: ReconcileResult) -> None:
+    from schemas.money import format_micros
+
+    c = result.counts()
+    out.print(
+        f"read {result.read} records, {result.in_range} events in range ({result.duplicates}"
+        f" duplicates, {result.outside} outside, {result.unpriced} unpriced"
+        + (f", invalid {_by_reason(result.invalid)}" if result.invalid else "")
+        + f") in {result.seconds:.2f}s ({result.in_range / max(result.seconds, 1e-9):,.0f}"
+        " events/s)"
+    )
+    for p, first in sorted(result.truncated.items()):
+        console.print(
+            f"[yellow]partition {p} starts at offset {first}: older records were "
+            "deleted; debits of their events show as extra[/]"
+        )
+    if result.clean:
+        out.print("[green]clean[/]: the ledger matches the stream and every balance its ledger")
+        return
+    out.print(
+        f"missing debits {c['missing']}, amount differences {c['amount']}, extra debits"
+        f" {c['extra']}, balances ≠ ledger {c['balance']}"
+    )
+    per_account = sorted(
+        result.by_account().items(), key=lambda kv: -abs(kv[1]["difference_micros"])
+    )
+    for account, v in per_account[:20]:
+        out.print(
+            f"  {account}: {v['findings']} events, owes {format_micros(v['difference_micros'])}"
+        )
+    if len(per_account) > 20:
+        out.print(f"  … {len(per_account) - 20} more accounts (see --report)")
+    for f in [f for f in result.findings if f.kind == "balance"][:20]:
+        out.print(
+            f"  {f.account_id}: balance {format_micros(f.charged_micros)}, ledger sum "
+            f"{format_micros(f.expected_micros)}"
+        )

@@ -1,0 +1,56 @@
+"""Repair of derived state: set an account's balance column to the sum of its ledger rows.
+
+The ledger rows are the history; user_credits.balance_micros is derived from them
+(invariant 2). When the two disagree, no ledger row can fix it: an adjustment moves the
+balance and the sum by the same amount, so the gap stays. The honest repair recomputes the
+derived value from the history, under the account's row lock, and leaves the history alone.
+It reuses the ledger's own statements (lock_accounts, save_account_states, queue_alerts) so
+blocked/unblocked and low-balance alerts follow as after any other balance change.
+
+This writes a balance outside processors/ledger/ only because that package is owned
+elsewhere; it belongs there (e.g. as ledger.entries.rebuild_balance) and should move.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import asyncpg
+
+from processors.ledger import LedgerPolicy, month_of
+from processors.ledger import queries as ledger_queries
+from processors.ledger.state import evaluate
+from processors.reconcile_queries import ledger_sum
+
+
+@dataclass(frozen=True, slots=True)
+class BalanceRepair:
+    """An account whose balance column was set back to its ledger sum."""
+
+    account_id: str
+    balance_before_micros: int
+    ledger_micros: int
+
+    @property
+    def changed(self) -> bool:
+        """False when the balance already matched (repaired by someone else meanwhile)."""
+        return self.balance_before_micros != self.ledger_micros
+
+
+async def rebuild_balance(
+    conn: asyncpg.Connection, *, account_id: str, policy: LedgerPolicy
+) -> BalanceRepair:
+    """Lock the account, recompute the sum of its ledger rows, store it as the balance."""
+    month = month_of(datetime.now(UTC))
+    async with conn.transaction():
+        states = await ledger_queries.lock_accounts(conn, account_ids=[account_id], month=month)
+        state = states[account_id]
+        before = state.balance_micros
+        total = await ledger_sum(conn, account_id=account_id)
+        if total != before:
+            state.balance_micros = total
+            alerts = evaluate(state, policy, month)
+            await ledger_queries.save_account_states(conn, states=[state])
+            await ledger_queries.queue_alerts(conn, alerts=alerts)
+    return BalanceRepair(account_id, before, total)

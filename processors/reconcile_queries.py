@@ -1,0 +1,158 @@
+"""The read queries reconcile compares with: the expected charges in a temp table, the ledger's
+usage rows in the range, reconcile's own earlier adjustments, balances against ledger sums."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+
+EXPECTED_TABLE = "reconcile_expected"
+ADJUSTED_TABLE = "reconcile_adjusted"
+EXPECTED_COLUMNS = (
+    "source",
+    "event_id",
+    "account_id",
+    "expected_micros",
+    "kafka_partition",
+    "kafka_offset",
+)
+
+
+async def create_work_tables(conn: asyncpg.Connection) -> None:
+    """Session temp tables (dropped with the connection): the expected charges, the adjustments."""
+    await conn.execute(
+        "CREATE TEMP TABLE IF NOT EXISTS reconcile_expected (source text NOT NULL,"
+        " event_id text NOT NULL, account_id text NOT NULL, expected_micros bigint,"
+        " kafka_partition int NOT NULL, kafka_offset bigint NOT NULL)"
+    )
+    await conn.execute(
+        "CREATE TEMP TABLE IF NOT EXISTS reconcile_adjusted (source text NOT NULL,"
+        " event_id text NOT NULL, charged_micros bigint NOT NULL)"
+    )
+    await conn.execute("TRUNCATE reconcile_expected, reconcile_adjusted")
+
+
+async def copy_expected(conn: asyncpg.Connection, *, rows: Sequence[tuple[Any, ...]]) -> None:
+    """COPY a chunk of (source, event_id, account_id, expected|None, partition, offset)."""
+    await conn.copy_records_to_table(EXPECTED_TABLE, records=rows, columns=EXPECTED_COLUMNS)
+
+
+async def copy_adjusted(conn: asyncpg.Connection, *, rows: Sequence[tuple[str, str, int]]) -> None:
+    """COPY reconcile's earlier adjustments as (source, event_id, micros charged by them)."""
+    await conn.copy_records_to_table(
+        ADJUSTED_TABLE, records=rows, columns=("source", "event_id", "charged_micros")
+    )
+
+
+async def fetch_account_multipliers(conn: asyncpg.Connection) -> dict[str, Decimal]:
+    """Each account's current tier multiplier (the ledger prices with the tier at debit time)."""
+    rows = await conn.fetch(
+        "SELECT u.account_id, t.price_multiplier"
+        " FROM user_credits u JOIN tiers t ON t.name = u.tier"
+    )
+    return {r["account_id"]: r["price_multiplier"] for r in rows}
+
+
+async def fetch_tier_multiplier(conn: asyncpg.Connection, *, tier: str) -> Decimal | None:
+    """A tier's multiplier (what an account not yet created would pay)."""
+    value: Decimal | None = await conn.fetchval(
+        "SELECT price_multiplier FROM tiers WHERE name = $1", tier
+    )
+    return value
+
+
+async def fetch_reconcile_adjustments(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+    """Every adjustment an earlier reconcile posted: account, key, amount."""
+    rows: list[asyncpg.Record] = await conn.fetch(
+        "SELECT account_id, idempotency_key, amount_micros FROM credit_transactions"
+        " WHERE type = 'adjustment' AND idempotency_key LIKE 'reconcile:%'"
+    )
+    return rows
+
+
+async def compare_with_ledger(
+    conn: asyncpg.Connection, *, start: datetime, end: datetime
+) -> list[asyncpg.Record]:
+    """Events whose charge (usage row + earlier reconcile adjustments) ≠ expected, and usage
+    rows in [start, end) with no event (expected 0). One pass: hash joins over the range."""
+    async with conn.transaction():
+        await conn.execute("SET LOCAL work_mem = '256MB'")
+        rows: list[asyncpg.Record] = await conn.fetch(
+            "WITH exp AS ("
+            "  SELECT source, event_id, min(account_id) AS account_id,"
+            "         (array_agg(expected_micros ORDER BY kafka_partition, kafka_offset))[1]"
+            "           AS expected_micros,"
+            "         min(kafka_partition) AS kafka_partition, min(kafka_offset) AS kafka_offset,"
+            "         true AS seen"
+            "  FROM reconcile_expected GROUP BY source, event_id),"
+            " led AS ("
+            "  SELECT source, event_id, account_id, -amount_micros AS charged_micros"
+            "  FROM credit_transactions"
+            "  WHERE type = 'usage' AND occurred_at >= $1 AND occurred_at < $2),"
+            " adj AS ("
+            "  SELECT source, event_id, sum(charged_micros)::bigint AS charged_micros,"
+            "         count(*) AS n FROM reconcile_adjusted GROUP BY source, event_id)"
+            " SELECT source, event_id, coalesce(l.account_id, e.account_id) AS account_id,"
+            "        coalesce(e.seen, false) AS seen, e.expected_micros,"
+            "        l.charged_micros AS usage_micros, a.charged_micros AS adjusted_micros,"
+            "        coalesce(a.n, 0) AS adjustments, e.kafka_partition, e.kafka_offset"
+            " FROM exp e FULL JOIN led l USING (source, event_id)"
+            " LEFT JOIN adj a USING (source, event_id)"
+            " WHERE NOT (e.seen AND e.expected_micros IS NULL)"
+            "   AND coalesce(e.expected_micros, 0)"
+            "       <> coalesce(l.charged_micros, 0) + coalesce(a.charged_micros, 0)"
+            " ORDER BY source, event_id",
+            start,
+            end,
+        )
+    return rows
+
+
+async def count_expected(conn: asyncpg.Connection) -> tuple[int, int]:
+    """(rows copied, distinct events among them)."""
+    row = await conn.fetchrow(
+        "SELECT count(*) AS n, (SELECT count(*) FROM"
+        " (SELECT DISTINCT source, event_id FROM reconcile_expected) d) AS distinct_n"
+        " FROM reconcile_expected"
+    )
+    assert row is not None
+    return int(row["n"]), int(row["distinct_n"])
+
+
+async def fetch_balance_mismatches(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+    """Accounts whose balance ≠ the sum of their ledger rows (one statement: one snapshot)."""
+    rows: list[asyncpg.Record] = await conn.fetch(
+        "SELECT u.account_id, u.balance_micros, coalesce(s.total, 0)::bigint AS ledger_micros"
+        " FROM user_credits u LEFT JOIN (SELECT account_id, sum(amount_micros) AS total"
+        " FROM credit_transactions GROUP BY account_id) s USING (account_id)"
+        " WHERE u.balance_micros <> coalesce(s.total, 0) ORDER BY u.account_id"
+    )
+    return rows
+
+
+async def fetch_metered_keys(
+    conn: asyncpg.Connection, *, sources: Sequence[str], event_ids: Sequence[str]
+) -> set[tuple[str, str]]:
+    """Which of these events have a usage_events row (metered, whatever the ledger says)."""
+    rows = await conn.fetch(
+        "SELECT u.source, u.event_id FROM usage_events u"
+        " JOIN unnest($1::text[], $2::text[]) AS k(source, event_id)"
+        " ON u.source = k.source AND u.event_id = k.event_id",
+        list(sources),
+        list(event_ids),
+    )
+    return {(r["source"], r["event_id"]) for r in rows}
+
+
+async def ledger_sum(conn: asyncpg.Connection, *, account_id: str) -> int:
+    """The sum of an account's ledger rows."""
+    value = await conn.fetchval(
+        "SELECT coalesce(sum(amount_micros), 0)::bigint FROM credit_transactions"
+        " WHERE account_id = $1",
+        account_id,
+    )
+    return int(value)

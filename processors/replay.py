@@ -1,0 +1,194 @@
+"""Replay: re-read a range of usage.events or usage.dlq through the worker's own Meter.process.
+
+Events already debited come back as duplicates and change nothing (the ledger's
+UNIQUE(source, event_id)). DLQ records of reason ``unpriced`` are re-rated as if read from
+their original topic, partition and offset; other DLQ reasons are reported, never retried.
+
+A replay never publishes to the DLQ. Every record it could dead-letter is already there: a
+usage.events record was dead-lettered by the worker when it first read it, and a DLQ record
+that is still unpriced stays where it is, at its DLQ offset, for the next replay. So records
+that still fail are counted by reason in the summary (with a few samples) instead, and
+replaying the DLQ any number of times never grows it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import asyncpg
+from aiokafka import ConsumerRecord
+
+from processors.ledger import LedgerPolicy
+from processors.metering import Meter, RawRecord
+from processors.topic_range import TopicRange, make_consumer, read_range, resolve_range
+from schemas import topics
+
+RETRYABLE_DLQ_REASONS = frozenset({"unpriced"})
+_SAMPLES = 20
+
+OnProgress = Callable[[int, int], None]  # (records read so far, records in the range)
+
+
+@dataclass
+class ReplaySummary:
+    """What a replay did: records read, debited, duplicates, and what still fails, by reason."""
+
+    topic: str
+    read: int = 0
+    total: int = 0
+    debited: int = 0
+    duplicates: int = 0
+    debited_micros: int = 0
+    still_failing: dict[str, int] = field(default_factory=dict)
+    not_retried: dict[str, int] = field(default_factory=dict)  # DLQ reasons not re-rated
+    samples: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    truncated: dict[int, int] = field(default_factory=dict)
+
+    @property
+    def events_per_second(self) -> float:
+        """Records read per second of wall time."""
+        return self.read / self.seconds if self.seconds > 0 else 0.0
+
+    def as_dict(self) -> dict[str, object]:
+        """The summary as plain JSON-ready data."""
+        return {
+            "topic": self.topic,
+            "read": self.read,
+            "debited": self.debited,
+            "duplicates": self.duplicates,
+            "debited_micros": self.debited_micros,
+            "still_failing": dict(self.still_failing),
+            "not_retried": dict(self.not_retried),
+            "seconds": round(self.seconds, 3),
+        }
+
+
+class _Collect:
+    """Meter's DLQ sink during a replay: counts reasons, keeps samples, publishes nothing."""
+
+    def __init__(self, summary: ReplaySummary) -> None:
+        self.summary = summary
+
+    async def __call__(
+        self, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]
+    ) -> None:
+        h = dict(headers)
+        reason = h.get(topics.DLQ_HEADER_REASON, b"unknown").decode()
+        s = self.summary
+        s.still_failing[reason] = s.still_failing.get(reason, 0) + 1
+        if len(s.samples) < _SAMPLES:
+            where = (
+                f"{h.get(topics.DLQ_HEADER_TOPIC, b'?').decode()}"
+                f"[{h.get(topics.DLQ_HEADER_PARTITION, b'?').decode()}]"
+                f"@{h.get(topics.DLQ_HEADER_OFFSET, b'?').decode()}"
+            )
+            s.samples.append(f"{where} {reason}: {h.get(topics.DLQ_HEADER_MESSAGE, b'').decode()}")
+
+
+def _dlq_origin(record: ConsumerRecord[bytes, bytes]) -> tuple[str, RawRecord | None]:
+    """A DLQ record's reason, and the original record to re-rate when the reason allows it."""
+    h: dict[str, bytes] = {}
+    for name, value in record.headers or ():
+        h[name] = value
+    reason = h.get(topics.DLQ_HEADER_REASON, b"").decode() or "unknown"
+    if reason not in RETRYABLE_DLQ_REASONS:
+        return reason, None
+    try:
+        origin = RawRecord(
+            topic=h[topics.DLQ_HEADER_TOPIC].decode(),
+            partition=int(h[topics.DLQ_HEADER_PARTITION]),
+            offset=int(h[topics.DLQ_HEADER_OFFSET]),
+            key=record.key,
+            value=record.value,
+        )
+    except (KeyError, ValueError):
+        return "missing_origin_headers", None
+    return reason, origin
+
+
+def to_raw(record: ConsumerRecord[bytes, bytes]) -> RawRecord:
+    """A consumer record as the Meter reads it."""
+    return RawRecord(record.topic, record.partition, record.offset, record.key, record.value)
+
+
+async def replay(
+    *,
+    bootstrap: str,
+    database_url: str,
+    topic: str,
+    dlq: bool,
+    policy: LedgerPolicy,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    from_offsets: Mapping[int, int] | None = None,
+    group: str | None = None,
+    batch_size: int = 2000,
+    max_event_bytes: int = 65536,
+    on_progress: OnProgress | None = None,
+) -> ReplaySummary:
+    """Feed a topic range through Meter.process; `dlq` reads it as usage.dlq (by headers).
+
+    With `group`, the offsets reached are committed to that group when done (for visibility
+    only: the range is assigned by hand, so the group never moves another consumer).
+    """
+    summary = ReplaySummary(topic=topic)
+    began = time.monotonic()
+    consumer = make_consumer(bootstrap, group=group)
+    await consumer.start()
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
+    try:
+        rng: TopicRange = await resolve_range(
+            consumer, topic, start=start, end=end, from_offsets=from_offsets
+        )
+        summary.total = rng.total
+        summary.truncated = dict(rng.truncated)
+        meter = Meter(pool, _Collect(summary), policy=policy, max_event_bytes=max_event_bytes)
+        async for records in read_range(consumer, rng, max_records=batch_size):
+            await _feed(meter, records, dlq=dlq, summary=summary)
+            summary.read += len(records)
+            if on_progress is not None:
+                on_progress(summary.read, summary.total)
+        if group is not None and rng.total:
+            from aiokafka import TopicPartition
+            from aiokafka.structs import OffsetAndMetadata
+
+            await consumer.commit(
+                {
+                    TopicPartition(topic, p): OffsetAndMetadata(e, "meterline replay")
+                    for p, (_, e) in rng.bounds.items()
+                }
+            )
+    finally:
+        await consumer.stop()
+        await pool.close()
+    summary.seconds = time.monotonic() - began
+    return summary
+
+
+async def _feed(
+    meter: Meter,
+    records: Sequence[ConsumerRecord[bytes, bytes]],
+    *,
+    dlq: bool,
+    summary: ReplaySummary,
+) -> None:
+    if dlq:
+        batch: list[RawRecord] = []
+        for r in records:
+            reason, origin = _dlq_origin(r)
+            if origin is None:
+                summary.not_retried[reason] = summary.not_retried.get(reason, 0) + 1
+            else:
+                batch.append(origin)
+    else:
+        batch = [to_raw(r) for r in records]
+    if not batch:
+        return
+    outcome = await meter.process(batch)
+    summary.debited += outcome.debited
+    summary.duplicates += outcome.duplicates
+    summary.debited_micros += outcome.debited_micros
