@@ -40,8 +40,14 @@ def api(
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
     from bench.api import ApiBenchConfig, run_api_bench, summary
 
-    cfg = ApiBenchConfig(duration_s=duration, clients=clients, accounts=max(accounts, clients),
-                         ledger_rows=ledger_rows, page_requests=page_requests, workers=workers,
-                         database=database)
+    cfg = ApiBenchConfig(
+        duration_s=duration,
+        clients=clients,
+        accounts=max(accounts, clients),
+        ledger_rows=ledger_rows,
+        page_requests=page_requests,
+        workers=workers,
+        database=database,
+    )
     results = asyncio.run(run_api_bench(cfg, lambda m: console.print(m, highlight=False)))
     out.print(summary(results), highlight=False)
