@@ -16,8 +16,7 @@ BULK = "/api/v1/admin/credits/bulk-allocate"
 async def _ledger_sum(db: asyncpg.Pool, account: str) -> int:
     return int(
         await db.fetchval(
-            "SELECT coalesce(sum(amount_micros), 0) FROM credit_transactions"
-            " WHERE account_id = $1",
+            "SELECT coalesce(sum(amount_micros), 0) FROM credit_transactions WHERE account_id = $1",
             account,
         )
     )
@@ -49,9 +48,7 @@ async def test_allocate_writes_a_row_and_returns_the_balance(
     assert await _ledger_sum(db, "acme") == 10_500_000
 
     # Same key, another amount: 409 naming the key.
-    conflict = await client.post(
-        ALLOCATE, json={**body, "amount": "11"}, headers=auth(admin_key)
-    )
+    conflict = await client.post(ALLOCATE, json={**body, "amount": "11"}, headers=auth(admin_key))
     problem = assert_problem(conflict, 409, "idempotency_conflict")
     assert problem["idempotency_key"] == "k1"
     assert await _ledger_sum(db, "acme") == 10_500_000
@@ -77,8 +74,12 @@ async def test_bulk_allocate_writes_every_row(
     client: httpx.AsyncClient, admin_key: str, db: asyncpg.Pool
 ) -> None:
     rows = [
-        {"account_id": f"acct-{i}", "amount": f"{i + 1}.25", "reason": "promo",
-         "idempotency_key": f"promo-{i}"}
+        {
+            "account_id": f"acct-{i}",
+            "amount": f"{i + 1}.25",
+            "reason": "promo",
+            "idempotency_key": f"promo-{i}",
+        }
         for i in range(5)
     ]
     r = await client.post(BULK, json={"allocations": rows}, headers=auth(admin_key))
@@ -151,33 +152,50 @@ async def test_system_analytics(
         body = {"account_id": account, "amount": amount, "reason": "r", "idempotency_key": "k"}
         assert (await client.post(ALLOCATE, json=body, headers=auth(admin_key))).status_code == 200
     today = await _seed_usage(db)
-    r = await client.get("/api/v1/admin/credits/analytics/system", headers=auth(admin_key),
-                         params={"from": today.isoformat(), "to": today.isoformat()})
+    r = await client.get(
+        "/api/v1/admin/credits/analytics/system",
+        headers=auth(admin_key),
+        params={"from": today.isoformat(), "to": today.isoformat()},
+    )
     assert r.status_code == 200, r.text
     out = r.json()
     assert out == {
-        "from": today.isoformat(), "to": today.isoformat(), "accounts": 2,
-        "blocked_accounts": 0, "total_balance": "12.500000", "spend": "12.500000",
-        "events": 14, "active_accounts": 2,
+        "from": today.isoformat(),
+        "to": today.isoformat(),
+        "accounts": 2,
+        "blocked_accounts": 0,
+        "total_balance": "12.500000",
+        "spend": "12.500000",
+        "events": 14,
+        "active_accounts": 2,
     }
     wide = await client.get(
-        "/api/v1/admin/credits/analytics/system", headers=auth(admin_key),
+        "/api/v1/admin/credits/analytics/system",
+        headers=auth(admin_key),
         params={"from": (today - timedelta(days=60)).isoformat(), "to": today.isoformat()},
     )
     assert wide.json()["spend"] == "82.500000" and wide.json()["active_accounts"] == 3
-    bad = await client.get("/api/v1/admin/credits/analytics/system", headers=auth(admin_key),
-                           params={"from": today.isoformat(),
-                                   "to": (today - timedelta(days=1)).isoformat()})
+    bad = await client.get(
+        "/api/v1/admin/credits/analytics/system",
+        headers=auth(admin_key),
+        params={"from": today.isoformat(), "to": (today - timedelta(days=1)).isoformat()},
+    )
     assert assert_problem(bad, 422)["errors"][0]["field"] == "query.to"
-    bad_date = await client.get("/api/v1/admin/credits/analytics/system",
-                                headers=auth(admin_key), params={"from": "yesterday"})
+    bad_date = await client.get(
+        "/api/v1/admin/credits/analytics/system",
+        headers=auth(admin_key),
+        params={"from": "yesterday"},
+    )
     assert assert_problem(bad_date, 422)["errors"][0]["field"] == "query.from"
 
 
 async def test_top_spenders(client: httpx.AsyncClient, admin_key: str, db: asyncpg.Pool) -> None:
     today = await _seed_usage(db)
-    r = await client.get("/api/v1/admin/credits/analytics/top-spenders", headers=auth(admin_key),
-                         params={"from": (today - timedelta(days=60)).isoformat(), "limit": 2})
+    r = await client.get(
+        "/api/v1/admin/credits/analytics/top-spenders",
+        headers=auth(admin_key),
+        params={"from": (today - timedelta(days=60)).isoformat(), "limit": 2},
+    )
     assert r.status_code == 200, r.text
     assert r.json()["items"] == [
         {"account_id": "c", "spend": "70.000000", "events": 7},
@@ -185,6 +203,7 @@ async def test_top_spenders(client: httpx.AsyncClient, admin_key: str, db: async
     ]
     r = await client.get("/api/v1/admin/credits/analytics/top-spenders", headers=auth(admin_key))
     assert [i["account_id"] for i in r.json()["items"]] == ["b", "a"]
-    bad = await client.get("/api/v1/admin/credits/analytics/top-spenders",
-                           headers=auth(admin_key), params={"limit": 0})
+    bad = await client.get(
+        "/api/v1/admin/credits/analytics/top-spenders", headers=auth(admin_key), params={"limit": 0}
+    )
     assert assert_problem(bad, 422)["errors"][0]["field"] == "query.limit"
