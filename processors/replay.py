@@ -152,14 +152,14 @@ async def replay(
             summary.read += len(records)
             if on_progress is not None:
                 on_progress(summary.read, summary.total)
-        if group is not None and rng.total:
-            from aiokafka import TopicPartition
+        assigned = consumer.assignment()
+        if group is not None and assigned:
             from aiokafka.structs import OffsetAndMetadata
 
             await consumer.commit(
                 {
-                    TopicPartition(topic, p): OffsetAndMetadata(e, "meterline replay")
-                    for p, (_, e) in rng.bounds.items()
+                    tp: OffsetAndMetadata(rng.bounds[tp.partition][1], "meterline replay")
+                    for tp in assigned
                 }
             )
     finally:
