@@ -44,7 +44,10 @@ async def test_balance_of_an_account_the_ledger_never_saw_is_zero_on_the_default
     assert r.status_code == 200, r.text
     body = r.json()
     assert (body["balance"], body["tier"], body["monthly_cap"], body["blocked"]) == (
-        "0.000000", "free", "5.000000", False,
+        "0.000000",
+        "free",
+        "5.000000",
+        False,
     )
     # Reading created nothing.
     assert await db.fetchval("SELECT count(*) FROM user_credits WHERE account_id = 'ghost'") == 0
@@ -77,7 +80,10 @@ async def test_deduct_writes_a_row_and_answers_the_new_balance(
     assert "Idempotent-Replayed" not in r.headers
     row = out["transaction"]
     assert (row["type"], row["amount"], row["balance_after"], row["reason"]) == (
-        "deduction", "-1.500000", "8.500000", "image generation",
+        "deduction",
+        "-1.500000",
+        "8.500000",
+        "image generation",
     )
     assert row["idempotency_key"] == "k1" and row["account_id"] == "acme"
     # The balance and the month's spend moved.
@@ -130,7 +136,8 @@ async def test_deduct_that_would_overdraw_is_402_insufficient_credit(
     key = await user_key_for("acme", tier="pro")
     await allocate(db, "acme", 1_000_000)
     r = await client.post(
-        DEDUCT, json={"amount": "1.000001", "reason": "r", "idempotency_key": "k"},
+        DEDUCT,
+        json={"amount": "1.000001", "reason": "r", "idempotency_key": "k"},
         headers=auth(key),
     )
     body = assert_problem(r, 402, "insufficient_credit")
@@ -191,14 +198,13 @@ async def test_deduct_requires_reason_and_idempotency_key(
     client: httpx.AsyncClient, user_key_for: UserKeyFactory
 ) -> None:
     key = await user_key_for("acme", tier="pro")
-    body = assert_problem(
-        await client.post(DEDUCT, json={"amount": "1"}, headers=auth(key)), 422
-    )
+    body = assert_problem(await client.post(DEDUCT, json={"amount": "1"}, headers=auth(key)), 422)
     fields = {e["field"] for e in body["errors"]}
     assert fields == {"body.reason", "body.idempotency_key"}
     body = assert_problem(
         await client.post(
-            DEDUCT, json={"amount": "1", "reason": "r", "idempotency_key": "k", "x": 1},
+            DEDUCT,
+            json={"amount": "1", "reason": "r", "idempotency_key": "k", "x": 1},
             headers=auth(key),
         ),
         422,
@@ -214,7 +220,8 @@ async def test_100_concurrent_deductions_with_credit_for_50(
 
     async def one(i: int) -> int:
         r = await client.post(
-            DEDUCT, json={"amount": "0.25", "reason": "burst", "idempotency_key": f"b{i}"},
+            DEDUCT,
+            json={"amount": "0.25", "reason": "burst", "idempotency_key": f"b{i}"},
             headers=auth(key),
         )
         assert r.status_code in (200, 402), r.text
@@ -247,13 +254,23 @@ async def test_monthly_cap_get_set_and_remove(
     r = await client.post(CAP, json={"monthly_cap": None}, headers=auth(key))
     assert r.status_code == 200
     assert (r.json()["monthly_cap"], r.json()["cap_remaining"]) == (None, None)
-    stored = await db.fetchval("SELECT monthly_cap_micros FROM user_credits WHERE account_id='acme'")
+    stored = await db.fetchval(
+        "SELECT monthly_cap_micros FROM user_credits WHERE account_id='acme'"
+    )
     assert stored is None
 
 
 @pytest.mark.parametrize(
-    "body", [{"monthly_cap": "0"}, {"monthly_cap": "-5"}, {"monthly_cap": 2.5},
-             {"monthly_cap": "abc"}, {"monthly_cap": "1.1234567"}, {}, {"monthly_cap": []}],
+    "body",
+    [
+        {"monthly_cap": "0"},
+        {"monthly_cap": "-5"},
+        {"monthly_cap": 2.5},
+        {"monthly_cap": "abc"},
+        {"monthly_cap": "1.1234567"},
+        {},
+        {"monthly_cap": []},
+    ],
 )
 async def test_monthly_cap_refuses_anything_but_a_positive_amount_or_null(
     client: httpx.AsyncClient, user_key_for: UserKeyFactory, body: dict[str, object]
@@ -295,10 +312,16 @@ async def test_authorize_reasons(
         return dict(r.json())
 
     assert await ask("0.25") == {
-        "allowed": True, "reason": "ok", "balance": "4.000000", "cap_remaining": "5.000000",
+        "allowed": True,
+        "reason": "ok",
+        "balance": "4.000000",
+        "cap_remaining": "5.000000",
     }
     assert await ask("4") == {
-        "allowed": True, "reason": "ok", "balance": "4.000000", "cap_remaining": "5.000000",
+        "allowed": True,
+        "reason": "ok",
+        "balance": "4.000000",
+        "cap_remaining": "5.000000",
     }
     out = await ask("4.000001")
     assert (out["allowed"], out["reason"]) == (False, "insufficient_balance")
@@ -317,11 +340,22 @@ async def test_authorize_says_blocked_when_usage_overdrew_the_account(
         from processors.ledger import post_entry
         from tests.integration.api.credits_helpers import POLICY
 
-        await post_entry(conn, account_id="acme", type="adjustment", amount_micros=-1,
-                         reason="correction", idempotency_key=None, policy=POLICY)
+        await post_entry(
+            conn,
+            account_id="acme",
+            type="adjustment",
+            amount_micros=-1,
+            reason="correction",
+            idempotency_key=None,
+            policy=POLICY,
+        )
     r = await client.post(AUTHZ, json={"estimated_cost": "0"}, headers=auth(key))
-    assert r.json() == {"allowed": False, "reason": "blocked", "balance": "-0.000001",
-                        "cap_remaining": None}
+    assert r.json() == {
+        "allowed": False,
+        "reason": "blocked",
+        "balance": "-0.000001",
+        "cap_remaining": None,
+    }
     bal = (await client.get(BAL, headers=auth(key))).json()
     assert (bal["blocked"], bal["blocked_reason"]) == (True, "balance_overdrawn")
 

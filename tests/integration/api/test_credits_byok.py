@@ -33,8 +33,11 @@ async def app_client(settings: ApiSettings) -> AsyncIterator[httpx.AsyncClient]:
 
 
 async def test_put_get_delete_masked_and_encrypted(
-    client: httpx.AsyncClient, db: asyncpg.Pool, user_key_for: UserKeyFactory,
-    api_settings: ApiSettings, caplog: pytest.LogCaptureFixture,
+    client: httpx.AsyncClient,
+    db: asyncpg.Pool,
+    user_key_for: UserKeyFactory,
+    api_settings: ApiSettings,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.DEBUG)
     key = await user_key_for("acme", tier="pro")
@@ -67,13 +70,19 @@ async def test_put_get_delete_masked_and_encrypted(
 
 
 async def test_bad_keys_are_refused_without_echoing_them(
-    client: httpx.AsyncClient, db: asyncpg.Pool, user_key_for: UserKeyFactory,
+    client: httpx.AsyncClient,
+    db: asyncpg.Pool,
+    user_key_for: UserKeyFactory,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.DEBUG)
     key = await user_key_for("acme", tier="pro")
-    for bad in ("sk-live-abcdefghijklmnopqrstu", "sk-or-short", "sk-or-v1-has spaces in it xx",
-                "sk-or-v1-" + "x" * 600):
+    for bad in (
+        "sk-live-abcdefghijklmnopqrstu",
+        "sk-or-short",
+        "sk-or-v1-has spaces in it xx",
+        "sk-or-v1-" + "x" * 600,
+    ):
         r = await client.put(BYOK, json={"api_key": bad}, headers=auth(key))
         body = assert_problem(r, 422, "validation_error")
         assert body["errors"][0]["field"] == "body.api_key"
@@ -101,7 +110,9 @@ async def test_without_encryption_keys_put_is_503_saying_what_to_set(
 
 
 async def test_rotation_re_encrypts_under_the_new_first_key(
-    api_settings: ApiSettings, database_url: str, db: asyncpg.Pool,
+    api_settings: ApiSettings,
+    database_url: str,
+    db: asyncpg.Pool,
     user_key_for: UserKeyFactory,
 ) -> None:
     old, new = Fernet.generate_key().decode(), Fernet.generate_key().decode()
@@ -126,19 +137,37 @@ async def test_rotation_re_encrypts_under_the_new_first_key(
 
     # The CLI does the same: `meterline admin rotate-keys`.
     newer = Fernet.generate_key().decode()
-    env = env_for(api_settings, METERLINE_DATABASE_URL=database_url,
-                  METERLINE_ENCRYPTION_KEYS=f"{newer},{new}")
-    code = ("from meterline.cli import app; from meterline.commands import byok; "
-            "byok.register(app); app()")
-    proc = subprocess.run([sys.executable, "-c", code, "admin", "rotate-keys"], env=env,
-                          capture_output=True, text=True, timeout=60)
+    env = env_for(
+        api_settings,
+        METERLINE_DATABASE_URL=database_url,
+        METERLINE_ENCRYPTION_KEYS=f"{newer},{new}",
+    )
+    code = (
+        "from meterline.cli import app; from meterline.commands import byok; "
+        "byok.register(app); app()"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, "admin", "rotate-keys"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "re-encrypted 5" in proc.stderr
-    token = bytes(await db.fetchval(
-        "SELECT encrypted_key FROM openrouter_accounts WHERE account_id = 'acct0'"))
+    token = bytes(
+        await db.fetchval(
+            "SELECT encrypted_key FROM openrouter_accounts WHERE account_id = 'acct0'"
+        )
+    )
     assert Fernet(newer).decrypt(token).decode() == f"{SECRET}acct0"
     # Without the key a token was made with, the command fails and says what to do.
     env["METERLINE_ENCRYPTION_KEYS"] = Fernet.generate_key().decode()
-    proc = subprocess.run([sys.executable, "-c", code, "admin", "rotate-keys"], env=env,
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-c", code, "admin", "rotate-keys"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode != 0 and "cannot be decrypted" in proc.stderr

@@ -19,20 +19,31 @@ async def test_calculate_cost_prices_each_bucket_exactly_and_writes_nothing(
     await add_test_price(db)
     key = await user_key_for("acme", tier="free")
     body = {
-        "model": MODEL, "input_tokens": 1000, "cached_input_tokens": 250_000,
-        "output_tokens": 501, "reasoning_tokens": 100, "units": {"images": 2},
+        "model": MODEL,
+        "input_tokens": 1000,
+        "cached_input_tokens": 250_000,
+        "output_tokens": 501,
+        "reasoning_tokens": 100,
+        "units": {"images": 2},
     }
     r = await client.post(COST, json=body, headers=auth(key))
     assert r.status_code == 200, r.text
     out = r.json()
     # 1000×2/M = 0.002; 250000×1/M = 0.25; 501×8/M = 0.004008; 2 images × 0.04 = 0.08.
     assert out["breakdown"] == {
-        "input": "0.002", "cached_input": "0.25", "cache_write": "0", "output": "0.004008",
-        "requests": "0", "units": {"images": "0.08"},
+        "input": "0.002",
+        "cached_input": "0.25",
+        "cache_write": "0",
+        "output": "0.004008",
+        "requests": "0",
+        "units": {"images": "0.08"},
     }
     assert out["cost"] == "0.336008"
     assert (out["model"], out["tier"], out["multiplier"], out["byok"]) == (
-        MODEL, "free", "1", False,
+        MODEL,
+        "free",
+        "1",
+        False,
     )
     assert isinstance(out["price_version_id"], int)
     assert await db.fetchval("SELECT count(*) FROM credit_transactions") == 0
@@ -47,10 +58,15 @@ async def test_calculate_cost_applies_tier_multiplier_and_byok_fee_rounding_once
     out = (await client.post(COST, json=body, headers=auth(key))).json()
     # exact 0.000014 × 0.9 = 0.0000126 → 0.000013 (half-even, once)
     assert (out["subtotal"], out["total_exact"], out["cost"]) == (
-        "0.000014", "0.0000126", "0.000013",
+        "0.000014",
+        "0.0000126",
+        "0.000013",
     )
-    out = (await client.post(COST, json={**body, "byok": True, "input_tokens": 1_000_000},
-                             headers=auth(key))).json()
+    out = (
+        await client.post(
+            COST, json={**body, "byok": True, "input_tokens": 1_000_000}, headers=auth(key)
+        )
+    ).json()
     # (2 + 0.000008) × 0.9 × 5 % = 0.09000036 → 0.090000
     assert (out["total_exact"], out["cost"], out["byok"]) == ("0.09000036", "0.090000", True)
 
@@ -61,16 +77,19 @@ async def test_calculate_cost_unknown_model_is_422_naming_model(
     await add_test_price(db)
     key = await user_key_for("acme")
     body = assert_problem(
-        await client.post(COST, json={"model": "nobody/knows", "input_tokens": 1},
-                          headers=auth(key)),
-        422, "validation_error",
+        await client.post(
+            COST, json={"model": "nobody/knows", "input_tokens": 1}, headers=auth(key)
+        ),
+        422,
+        "validation_error",
     )
     assert body["errors"][0]["field"] == "body.model"
     assert "nobody/knows" in body["detail"]
     # A time before the first price version is unpriced too.
     body = assert_problem(
-        await client.post(COST, json={"model": MODEL, "occurred_at": "2019-06-01T00:00:00Z"},
-                          headers=auth(key)),
+        await client.post(
+            COST, json={"model": MODEL, "occurred_at": "2019-06-01T00:00:00Z"}, headers=auth(key)
+        ),
         422,
     )
     assert body["errors"][0]["field"] == "body.model"
@@ -111,7 +130,10 @@ async def test_calculate_and_deduct_debits_the_cost_idempotently(
     assert out["balance"] == "0.994000" and out["replayed"] is False
     tx = out["transaction"]
     assert (tx["type"], tx["amount"], tx["model"], tx["reason"]) == (
-        "deduction", "-0.006000", MODEL, f"usage of {MODEL}",
+        "deduction",
+        "-0.006000",
+        MODEL,
+        f"usage of {MODEL}",
     )
     again = await client.post(CAD, json=body, headers=auth(key))
     assert again.status_code == 200
@@ -120,16 +142,20 @@ async def test_calculate_and_deduct_debits_the_cost_idempotently(
     assert (await client.get(BAL, headers=auth(key))).json()["balance"] == "0.994000"
     # Same key, another body (even one costing the same): 409.
     problem = assert_problem(
-        await client.post(CAD, json={**body, "reason": "other"}, headers=auth(key)), 409,
+        await client.post(CAD, json={**body, "reason": "other"}, headers=auth(key)),
+        409,
         "idempotency_conflict",
     )
     assert problem["idempotency_key"] == "c1"
     # A key already used by /deduct is a conflict too.
-    await client.post("/api/v1/credits/deduct",
-                      json={"amount": "0.1", "reason": "r", "idempotency_key": "d1"},
-                      headers=auth(key))
+    await client.post(
+        "/api/v1/credits/deduct",
+        json={"amount": "0.1", "reason": "r", "idempotency_key": "d1"},
+        headers=auth(key),
+    )
     assert_problem(
-        await client.post(CAD, json={**body, "idempotency_key": "d1"}, headers=auth(key)), 409,
+        await client.post(CAD, json={**body, "idempotency_key": "d1"}, headers=auth(key)),
+        409,
     )
 
 
@@ -140,15 +166,15 @@ async def test_calculate_and_deduct_refuses_overdraw_and_unknown_model(
     key = await user_key_for("acme", tier="pro")
     await allocate(db, "acme", 1_000)
     body = {"model": MODEL, "input_tokens": 1000, "idempotency_key": "c1"}
-    assert_problem(await client.post(CAD, json=body, headers=auth(key)), 402,
-                   "insufficient_credit")
+    assert_problem(await client.post(CAD, json=body, headers=auth(key)), 402, "insufficient_credit")
     # A refused request stored nothing: the same key works once credit is there.
     await allocate(db, "acme", 1_000)
     r = await client.post(CAD, json=body, headers=auth(key))
     assert r.status_code == 200 and r.json()["balance"] == "0.000000"
     problem = assert_problem(
-        await client.post(CAD, json={**body, "model": "x/y", "idempotency_key": "c2"},
-                          headers=auth(key)),
+        await client.post(
+            CAD, json={**body, "model": "x/y", "idempotency_key": "c2"}, headers=auth(key)
+        ),
         422,
     )
     assert problem["errors"][0]["field"] == "body.model"

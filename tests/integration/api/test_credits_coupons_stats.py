@@ -55,14 +55,17 @@ async def test_unknown_expired_and_exhausted_codes_get_distinct_answers(
     await add_coupon(db, "LATER", expires_at=now + timedelta(days=1))
     a = await user_key_for("a", tier="pro")
     b = await user_key_for("b", tier="pro")
-    body = assert_problem(await client.post(REDEEM, json={"code": "NOPE"}, headers=auth(a)),
-                          404, "coupon_not_found")
+    body = assert_problem(
+        await client.post(REDEEM, json={"code": "NOPE"}, headers=auth(a)), 404, "coupon_not_found"
+    )
     assert "NOPE" in body["detail"]
-    assert_problem(await client.post(REDEEM, json={"code": "OLD"}, headers=auth(a)), 410,
-                   "coupon_expired")
+    assert_problem(
+        await client.post(REDEEM, json={"code": "OLD"}, headers=auth(a)), 410, "coupon_expired"
+    )
     assert (await client.post(REDEEM, json={"code": "ONE"}, headers=auth(a))).status_code == 200
-    assert_problem(await client.post(REDEEM, json={"code": "ONE"}, headers=auth(b)), 409,
-                   "coupon_exhausted")
+    assert_problem(
+        await client.post(REDEEM, json={"code": "ONE"}, headers=auth(b)), 409, "coupon_exhausted"
+    )
     assert (await client.post(REDEEM, json={"code": "LATER"}, headers=auth(b))).status_code == 200
     # Case matters: codes are exact.
     assert_problem(await client.post(REDEEM, json={"code": "later"}, headers=auth(a)), 404)
@@ -99,8 +102,10 @@ async def test_same_account_racing_itself_redeems_once(
         *(client.post(REDEEM, json={"code": "TWICE"}, headers=auth(key)) for _ in range(10))
     )
     assert sorted(r.status_code for r in results) == [200] + [409] * 9
-    assert await db.fetchval(
-        "SELECT balance_micros FROM user_credits WHERE account_id = 'solo'") == 1_000_000
+    assert (
+        await db.fetchval("SELECT balance_micros FROM user_credits WHERE account_id = 'solo'")
+        == 1_000_000
+    )
 
 
 # ---- usage stats ----------------------------------------------------------------------------
@@ -111,8 +116,20 @@ async def _rollup(db: asyncpg.Pool) -> date:
     rows = [
         ("acme", today, "openai/gpt-4o", "openai", 3, 1000, 100, 0, 500, 50, 3, 2_500_000),
         ("acme", today, "claude-sonnet-4-5", "anthropic", 1, 10, 0, 20, 5, 0, 1, 1_000_000),
-        ("acme", today - timedelta(days=1), "openai/gpt-4o", "openai", 2, 1, 2, 3, 4, 0, 2,
-         250_000),
+        (
+            "acme",
+            today - timedelta(days=1),
+            "openai/gpt-4o",
+            "openai",
+            2,
+            1,
+            2,
+            3,
+            4,
+            0,
+            2,
+            250_000,
+        ),
         ("acme", today - timedelta(days=40), "openai/gpt-4o", "openai", 9, 9, 9, 9, 9, 9, 9, 9),
         ("other", today, "openai/gpt-4o", "openai", 100, 1, 1, 1, 1, 1, 1, 99_000_000),
     ]
@@ -135,22 +152,33 @@ async def test_usage_stats_by_model_provider_and_day(
     assert r.status_code == 200, r.text
     out = r.json()
     assert (out["account_id"], out["from"], out["to"], out["group_by"]) == (
-        "acme", window["from"], window["to"], "model",
+        "acme",
+        window["from"],
+        window["to"],
+        "model",
     )
     assert [(g["key"], g["events"], g["cost"]) for g in out["groups"]] == [
-        ("openai/gpt-4o", 5, "2.750000"), ("claude-sonnet-4-5", 1, "1.000000"),
+        ("openai/gpt-4o", 5, "2.750000"),
+        ("claude-sonnet-4-5", 1, "1.000000"),
     ]
     assert out["totals"] == {
-        "events": 6, "input_tokens": 1011, "cached_input_tokens": 102, "cache_write_tokens": 23,
-        "output_tokens": 509, "reasoning_tokens": 50, "requests": 6, "cost": "3.750000",
+        "events": 6,
+        "input_tokens": 1011,
+        "cached_input_tokens": 102,
+        "cache_write_tokens": 23,
+        "output_tokens": 509,
+        "reasoning_tokens": 50,
+        "requests": 6,
+        "cost": "3.750000",
     }
-    out = (await client.get(STATS, params={**window, "group_by": "provider"},
-                            headers=auth(key))).json()
+    out = (
+        await client.get(STATS, params={**window, "group_by": "provider"}, headers=auth(key))
+    ).json()
     assert [g["key"] for g in out["groups"]] == ["openai", "anthropic"]
-    out = (await client.get(STATS, params={**window, "group_by": "day"},
-                            headers=auth(key))).json()
+    out = (await client.get(STATS, params={**window, "group_by": "day"}, headers=auth(key))).json()
     assert [(g["key"], g["cost"]) for g in out["groups"]] == [
-        ((today - timedelta(days=1)).isoformat(), "0.250000"), (today.isoformat(), "3.500000"),
+        ((today - timedelta(days=1)).isoformat(), "0.250000"),
+        (today.isoformat(), "3.500000"),
     ]
     # Default window: this month so far (model grouping).
     out = (await client.get(STATS, headers=auth(key))).json()
@@ -161,8 +189,11 @@ async def test_usage_stats_validation_and_empty(
     client: httpx.AsyncClient, user_key_for: UserKeyFactory
 ) -> None:
     key = await user_key_for("acme", tier="pro")
-    out = (await client.get(STATS, params={"from": "2020-01-01", "to": "2020-01-31"},
-                            headers=auth(key))).json()
+    out = (
+        await client.get(
+            STATS, params={"from": "2020-01-01", "to": "2020-01-31"}, headers=auth(key)
+        )
+    ).json()
     assert out["groups"] == [] and out["totals"]["cost"] == "0.000000"
     cases = [
         ({"group_by": "team"}, "query.group_by"),

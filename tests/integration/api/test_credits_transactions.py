@@ -25,8 +25,15 @@ async def _deduct(db: asyncpg.Pool, account: str, micros: int, reason: str, key:
     from processors.ledger import post_entry
 
     async with db.acquire() as conn:
-        await post_entry(conn, account_id=account, type="deduction", amount_micros=-micros,
-                         reason=reason, idempotency_key=key, policy=POLICY)
+        await post_entry(
+            conn,
+            account_id=account,
+            type="deduction",
+            amount_micros=-micros,
+            reason=reason,
+            idempotency_key=key,
+            policy=POLICY,
+        )
 
 
 async def _all_pages(client: httpx.AsyncClient, key: str, **params: Any) -> list[dict[str, Any]]:
@@ -79,13 +86,15 @@ async def test_filters_by_type_and_time(
     deductions = await _all_pages(client, key, type="deduction", limit=2)
     assert [row["reason"] for row in deductions] == ["d3", "d2", "d1", "d0"]
     window = await _all_pages(
-        client, key, **{"from": (base + timedelta(days=2)).isoformat(),
-                        "to": (base + timedelta(days=4)).isoformat()},
+        client,
+        key,
+        **{
+            "from": (base + timedelta(days=2)).isoformat(),
+            "to": (base + timedelta(days=4)).isoformat(),
+        },
     )
     assert [row["reason"] for row in window] == ["d1", "d0"]  # ids 3 and 2; "to" is exclusive
-    both = await _all_pages(
-        client, key, type="allocation", **{"from": base.isoformat()}
-    )
+    both = await _all_pages(client, key, type="allocation", **{"from": base.isoformat()})
     assert [row["idempotency_key"] for row in both] == ["g"]
 
 
@@ -105,8 +114,11 @@ async def test_bad_list_parameters_are_422_naming_them(
     for params, field in cases:
         body = assert_problem(await client.get(TX, params=params, headers=auth(key)), 422)
         assert body["errors"][0]["field"] == field, (params, body)
-        body = assert_problem(await client.get(EXPORT, params=params, headers=auth(key)), 422) \
-            if "cursor" not in params and "limit" not in params else body
+        body = (
+            assert_problem(await client.get(EXPORT, params=params, headers=auth(key)), 422)
+            if "cursor" not in params and "limit" not in params
+            else body
+        )
 
 
 async def test_keyset_pages_stay_stable_while_rows_are_added(
@@ -115,8 +127,9 @@ async def test_keyset_pages_stay_stable_while_rows_are_added(
     key = await user_key_for("acme", tier="pro")
     for i in range(30):
         await allocate(db, "acme", 1_000, key=f"old{i}")
-    original = [r["id"] for r in await db.fetch(
-        "SELECT id FROM credit_transactions ORDER BY id DESC")]
+    original = [
+        r["id"] for r in await db.fetch("SELECT id FROM credit_transactions ORDER BY id DESC")
+    ]
     seen: list[int] = []
     cursor = None
     writer_rounds = 0
@@ -133,8 +146,11 @@ async def test_keyset_pages_stay_stable_while_rows_are_added(
         cursor = page["next_cursor"]
         if cursor is None:
             break
-    new_ids = set(await db.fetchval(
-        "SELECT array_agg(id) FROM credit_transactions WHERE idempotency_key LIKE 'new%'"))
+    new_ids = set(
+        await db.fetchval(
+            "SELECT array_agg(id) FROM credit_transactions WHERE idempotency_key LIKE 'new%'"
+        )
+    )
     # Every original row exactly once, in order; no row twice, whatever was added meanwhile.
     assert [i for i in seen if i not in new_ids] == original
     assert len(seen) == len(set(seen))
@@ -146,8 +162,17 @@ async def test_export_is_rfc4180_csv_with_formulas_neutralised(
     key = await user_key_for("acme", tier="pro")
     await allocate(db, "acme", 100_000_000, key="grant")
     reasons = [
-        "=HYPERLINK(\"http://evil\",\"x\")", "+1+2", "-2+3", "@SUM(A1)", "\tindent", "\rcr",
-        "-1.5", "a,b", 'say "hi"', "two\nlines", "plain",
+        '=HYPERLINK("http://evil","x")',
+        "+1+2",
+        "-2+3",
+        "@SUM(A1)",
+        "\tindent",
+        "\rcr",
+        "-1.5",
+        "a,b",
+        'say "hi"',
+        "two\nlines",
+        "plain",
     ]
     for i, reason in enumerate(reasons):
         await _deduct(db, "acme", 1_500_000, reason, f"k{i}")
@@ -159,14 +184,33 @@ async def test_export_is_rfc4180_csv_with_formulas_neutralised(
     assert "\r\n" in r.text
     rows = list(csv.reader(io.StringIO(r.text, newline="")))
     header, body = rows[0], rows[1:]
-    assert header == ["id", "created_at", "type", "amount", "balance_after", "reason",
-                      "idempotency_key", "model", "source", "event_id"]
+    assert header == [
+        "id",
+        "created_at",
+        "type",
+        "amount",
+        "balance_after",
+        "reason",
+        "idempotency_key",
+        "model",
+        "source",
+        "event_id",
+    ]
     assert len(body) == len(reasons) + 1
     by_key = {row[6]: row for row in body}
     got = [by_key[f"k{i}"][5] for i in range(len(reasons))]
     assert got == [
-        "'=HYPERLINK(\"http://evil\",\"x\")", "'+1+2", "'-2+3", "'@SUM(A1)", "'\tindent",
-        "'\rcr", "-1.5", "a,b", 'say "hi"', "two\nlines", "plain",
+        '\'=HYPERLINK("http://evil","x")',
+        "'+1+2",
+        "'-2+3",
+        "'@SUM(A1)",
+        "'\tindent",
+        "'\rcr",
+        "-1.5",
+        "a,b",
+        'say "hi"',
+        "two\nlines",
+        "plain",
     ]
     # Amounts are numbers, negative ones included, never prefixed.
     assert by_key["k0"][3] == "-1.500000"
@@ -224,11 +268,18 @@ async def test_export_of_100k_rows_streams_in_flat_memory(
                 done.set()
 
     scope = {
-        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
-        "scheme": "http", "path": EXPORT, "raw_path": EXPORT.encode(), "query_string": b"",
-        "root_path": "", "client": ("127.0.0.1", 50000), "server": ("meterline.test", 80),
-        "headers": [(b"host", b"meterline.test"),
-                    (b"authorization", f"Bearer {key}".encode())],
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": EXPORT,
+        "raw_path": EXPORT.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "client": ("127.0.0.1", 50000),
+        "server": ("meterline.test", 80),
+        "headers": [(b"host", b"meterline.test"), (b"authorization", f"Bearer {key}".encode())],
         "state": {},
     }
     # Warm up first: the app builds some things lazily on its first request of a route.
