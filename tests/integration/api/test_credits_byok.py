@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import subprocess
 import sys
@@ -146,7 +147,8 @@ async def test_rotation_re_encrypts_under_the_new_first_key(
         "from meterline.cli import app; from meterline.commands import byok; "
         "byok.register(app); app()"
     )
-    proc = subprocess.run(
+    proc = await asyncio.to_thread(
+        subprocess.run,
         [sys.executable, "-c", code, "admin", "rotate-keys"],
         env=env,
         capture_output=True,
@@ -163,7 +165,8 @@ async def test_rotation_re_encrypts_under_the_new_first_key(
     assert Fernet(newer).decrypt(token).decode() == f"{SECRET}acct0"
     # Without the key a token was made with, the command fails and says what to do.
     env["METERLINE_ENCRYPTION_KEYS"] = Fernet.generate_key().decode()
-    proc = subprocess.run(
+    proc = await asyncio.to_thread(
+        subprocess.run,
         [sys.executable, "-c", code, "admin", "rotate-keys"],
         env=env,
         capture_output=True,
