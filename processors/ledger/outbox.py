@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 
 import asyncpg
@@ -13,11 +14,18 @@ Send = Callable[[bytes, bytes], Awaitable[None]]
 
 
 async def publish_pending_alerts(pool: asyncpg.Pool, send: Send, *, limit: int = 500) -> int:
-    """Publish up to `limit` pending alerts, then mark them; returns how many were published."""
+    """Publish up to `limit` pending alerts, then mark them; returns how many were published.
+
+    The rows stay locked (SKIP LOCKED for other publishers) until every send is acknowledged;
+    a crash before the mark republishes them: consumers see an alert at least once.
+    """
     async with pool.acquire() as conn, conn.transaction():
         pending = await queries.claim_pending_alerts(conn, limit=limit)
-        for _, account_id, payload in pending:
-            await send(account_id.encode(), payload.encode())
+        # One account's alerts keep their order: the producer preserves per-partition order
+        # for sends issued in sequence, and all of an account's alerts share its key.
+        await asyncio.gather(
+            *(send(account_id.encode(), payload.encode()) for _, account_id, payload in pending)
+        )
         if pending:
             await queries.mark_alerts_published(conn, ids=[i for i, _, _ in pending])
     return len(pending)

@@ -157,24 +157,46 @@ async def add_monthly_spend(
     )
 
 
-async def insert_usage_events(
-    conn: asyncpg.Connection, *, rows: Sequence[tuple[Any, ...]]
-) -> set[tuple[str, str]]:
-    """Record debited usage events; returns the (source, event_id) that were new."""
-    cols: list[Any] = list(zip(*rows, strict=True)) if rows else [[] for _ in range(20)]
-    inserted = await conn.fetch(
-        "INSERT INTO usage_events (source, event_id, account_id, occurred_at, model, provider,"
-        " input_tokens, cached_input_tokens, cache_write_tokens, output_tokens, reasoning_tokens,"
-        " requests, units, byok, cost_micros, price_version_id, reported_cost, metadata,"
-        " kafka_partition, kafka_offset)"
-        " SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::text[],"
-        " $6::text[], $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[],"
-        " $12::bigint[], $13::jsonb[], $14::bool[], $15::bigint[], $16::bigint[],"
-        " $17::numeric[], $18::jsonb[], $19::int[], $20::bigint[])"
-        " ON CONFLICT (source, event_id) DO NOTHING RETURNING source, event_id",
-        *cols,
+async def insert_usage_and_ledger(conn: asyncpg.Connection, *, rows_json: str) -> set[int]:
+    """Record usage events and their ledger rows in one statement; returns the new positions.
+
+    rows_json is a JSON array of events, each with its position n, cost, price version (pv),
+    origin (kp, ko) and resolved provider (rp), without duplicate (source, event_id). Events
+    already in usage_events are skipped (ON CONFLICT DO NOTHING waits for a concurrent writer
+    of the same event, so it is never debited twice). Ledger rows carry balance_after: the
+    locked balance minus the running sum of the account's new costs, in position order.
+    """
+    rows = await conn.fetch(
+        "WITH ev AS (SELECT * FROM jsonb_to_recordset($1::jsonb) AS x("
+        "n int, source text, event_id text, account_id text, occurred_at timestamptz,"
+        " model text, provider text, input_tokens bigint, cached_input_tokens bigint,"
+        " cache_write_tokens bigint, output_tokens bigint, reasoning_tokens bigint,"
+        " requests bigint, units jsonb, byok bool, reported_cost numeric, metadata jsonb,"
+        " cost bigint, pv bigint, kp int, ko bigint, rp text)),"
+        " ins AS (INSERT INTO usage_events (source, event_id, account_id, occurred_at, model,"
+        " provider, input_tokens, cached_input_tokens, cache_write_tokens, output_tokens,"
+        " reasoning_tokens, requests, units, byok, cost_micros, price_version_id, reported_cost,"
+        " metadata, kafka_partition, kafka_offset)"
+        " SELECT source, event_id, account_id, occurred_at, model, coalesce(rp, provider),"
+        " coalesce(input_tokens, 0), coalesce(cached_input_tokens, 0),"
+        " coalesce(cache_write_tokens, 0), coalesce(output_tokens, 0),"
+        " coalesce(reasoning_tokens, 0), coalesce(requests, 1), nullif(units, '{}'::jsonb),"
+        " coalesce(byok, false), cost, pv, reported_cost, metadata, kp, ko FROM ev"
+        " ON CONFLICT (source, event_id) DO NOTHING RETURNING source, event_id),"
+        " new AS (SELECT ev.* FROM ev JOIN ins USING (source, event_id)),"
+        " led AS (INSERT INTO credit_transactions (account_id, type, amount_micros,"
+        " balance_after_micros, source, event_id, model, occurred_at)"
+        " SELECT new.account_id, 'usage', -new.cost, u.balance_micros - sum(new.cost)"
+        " OVER (PARTITION BY new.account_id ORDER BY new.n), new.source, new.event_id,"
+        " new.model, new.occurred_at FROM new JOIN user_credits u USING (account_id)"
+        " ORDER BY new.n RETURNING 1)"
+        " SELECT n, (SELECT count(*) FROM led) AS ledger_rows FROM new",
+        rows_json,
     )
-    return {(r["source"], r["event_id"]) for r in inserted}
+    positions = {r["n"] for r in rows}
+    if rows and rows[0]["ledger_rows"] != len(positions):
+        raise RuntimeError("ledger rows do not match new usage events; batch rolled back")
+    return positions
 
 
 async def record_duplicates(
