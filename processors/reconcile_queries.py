@@ -79,8 +79,12 @@ async def compare_with_ledger(
 ) -> list[asyncpg.Record]:
     """Events whose charge (usage row + earlier reconcile adjustments) ≠ expected, and usage
     rows in [start, end) with no event (expected 0). One pass: hash joins over the range."""
+    # Temp tables are never auto-analyzed, and ledger statistics lag behind bulk loads: a
+    # nested loop picked on stale estimates turns this one pass into minutes. Hash joins only.
+    await conn.execute("ANALYZE reconcile_expected, reconcile_adjusted")
     async with conn.transaction():
         await conn.execute("SET LOCAL work_mem = '256MB'")
+        await conn.execute("SET LOCAL enable_nestloop = off")
         rows: list[asyncpg.Record] = await conn.fetch(
             "WITH exp AS ("
             "  SELECT source, event_id, min(account_id) AS account_id,"
@@ -125,12 +129,14 @@ async def count_expected(conn: asyncpg.Connection) -> tuple[int, int]:
 
 async def fetch_balance_mismatches(conn: asyncpg.Connection) -> list[asyncpg.Record]:
     """Accounts whose balance ≠ the sum of their ledger rows (one statement: one snapshot)."""
-    rows: list[asyncpg.Record] = await conn.fetch(
-        "SELECT u.account_id, u.balance_micros, coalesce(s.total, 0)::bigint AS ledger_micros"
-        " FROM user_credits u LEFT JOIN (SELECT account_id, sum(amount_micros) AS total"
-        " FROM credit_transactions GROUP BY account_id) s USING (account_id)"
-        " WHERE u.balance_micros <> coalesce(s.total, 0) ORDER BY u.account_id"
-    )
+    async with conn.transaction():
+        await conn.execute("SET LOCAL enable_nestloop = off")
+        rows: list[asyncpg.Record] = await conn.fetch(
+            "SELECT u.account_id, u.balance_micros, coalesce(s.total, 0)::bigint AS ledger_micros"
+            " FROM user_credits u LEFT JOIN (SELECT account_id, sum(amount_micros) AS total"
+            " FROM credit_transactions GROUP BY account_id) s USING (account_id)"
+            " WHERE u.balance_micros <> coalesce(s.total, 0) ORDER BY u.account_id"
+        )
     return rows
 
 

@@ -51,3 +51,36 @@ def api(
     )
     results = asyncio.run(run_api_bench(cfg, lambda m: console.print(m, highlight=False)))
     out.print(summary(results), highlight=False)
+
+
+@bench_app.command("reconcile")
+def reconcile(
+    events: int = typer.Option(1_000_000, "--events", min=1, help="Synthetic events to reconcile"),
+    accounts: int = typer.Option(1000, "--accounts", min=1, help="Synthetic accounts"),
+    database: str = typer.Option("meterline_bench_reconcile", help="The bench's own database"),
+    keep_topic: bool = typer.Option(False, "--keep-topic", help="Keep the bench topic"),
+) -> None:
+    """Publish and debit N synthetic events, then time `reconcile` over them (issue #5)."""
+    import asyncio
+    import sys
+    from pathlib import Path
+
+    from meterline.commands._common import console, out
+
+    # bench/ sits beside the packages but is not one of pyproject's installed packages.
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    from bench.reconcile import run_reconcile_bench
+    from processors.settings import get_worker_settings
+
+    result = asyncio.run(
+        run_reconcile_bench(
+            get_worker_settings(),
+            events=events,
+            accounts=accounts,
+            database=database,
+            keep_topic=keep_topic,
+            say=lambda m: console.print(m, highlight=False),
+        )
+    )
+    for line in result.lines():
+        out.print(line, highlight=False)

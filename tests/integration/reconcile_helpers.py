@@ -44,18 +44,27 @@ async def meter_with_worker(
         worker.stop()
 
 
-async def run_reconcile(settings: CommonSettings, start: datetime, end: datetime) -> ReconcileResult:
+async def run_reconcile(
+    settings: CommonSettings, start: datetime, end: datetime
+) -> ReconcileResult:
     return await reconcile(
-        bootstrap=settings.kafka_bootstrap, database_url=settings.database_url,
-        topic=settings.topic_usage_events, start=start, end=end, policy=POLICY,
+        bootstrap=settings.kafka_bootstrap,
+        database_url=settings.database_url,
+        topic=settings.topic_usage_events,
+        start=start,
+        end=end,
+        policy=POLICY,
     )
 
 
 async def run_replay(settings: CommonSettings, *, dlq: bool = False, **kw: Any) -> ReplaySummary:
     return await replay(
-        bootstrap=settings.kafka_bootstrap, database_url=settings.database_url,
-        topic=settings.topic_usage_dlq if dlq else settings.topic_usage_events, dlq=dlq,
-        policy=POLICY, **kw,
+        bootstrap=settings.kafka_bootstrap,
+        database_url=settings.database_url,
+        topic=settings.topic_usage_dlq if dlq else settings.topic_usage_events,
+        dlq=dlq,
+        policy=POLICY,
+        **kw,
     )
 
 
@@ -66,7 +75,10 @@ async def balances(db: asyncpg.Pool) -> dict[str, int]:
 def cli(settings: CommonSettings, *args: str) -> tuple[int, str]:
     """Run `meterline ARGS` with the test's settings: (exit code, stdout with spaces collapsed)."""
     run = subprocess.run(
-        [sys.executable, "-m", "meterline", *args], env=env_for(settings, COLUMNS="200"),
-        capture_output=True, text=True, timeout=180,
+        [sys.executable, "-m", "meterline", *args],
+        env=env_for(settings, COLUMNS="200"),
+        capture_output=True,
+        text=True,
+        timeout=180,
     )
     return run.returncode, " ".join(run.stdout.split()) + "\n" + run.stderr
