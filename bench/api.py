@@ -268,7 +268,7 @@ async def _pages(base: str, key: str, cfg: ApiBenchConfig) -> list[PhaseResult]:
             start = time.perf_counter()
             for _ in range(cfg.page_requests):
                 t0 = time.perf_counter()
-                r = await c.get("/api/v1/credits/transactions", params=params())
+                r = await c.get("/api/v1/credits/transactions", params=params())  # type: ignore[arg-type]
                 lat.append((time.perf_counter() - t0) * 1000)
                 errors += r.status_code != 200
             results.append(PhaseResult(name, len(lat), errors, time.perf_counter() - start, lat))

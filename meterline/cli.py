@@ -7,6 +7,7 @@ import typer
 from meterline.commands import (
     admin,
     bench,
+    byok,
     dev,
     migrate,
     pipeline,
@@ -33,3 +34,4 @@ serve.register(app)
 reconcile.register(app)
 bench.register(app)
 admin.register(app)
+byok.register(app)

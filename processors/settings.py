@@ -17,7 +17,7 @@ class WorkerSettings(CommonSettings):
 
     worker_group: str = Field(default="meterline-worker", description="Kafka consumer group")
     batch_max: int = Field(default=2000, ge=1, le=100_000)
-    batch_within_s: float = Field(default=0.5, gt=0)
+    batch_within_s: float = Field(default=0.1, gt=0)
     max_event_bytes: int = Field(default=65536, ge=1024)
     low_balance_threshold: Decimal = Field(default=Decimal("1"), ge=0)
     byok_fee_pct: Decimal = Field(default=Decimal("5"), ge=0, le=100)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import typer
 
-from meterline.commands._common import not_yet
-
 bench_app = typer.Typer(help="Benchmarks (print figures; never gate CI).", no_args_is_help=True)
 
 
@@ -14,9 +12,49 @@ def register(app: typer.Typer) -> None:
 
 
 @bench_app.command("pipeline")
-def pipeline() -> None:
-    """End-to-end metering throughput and latency (lands with issue #3)."""
-    not_yet(3, "meterline bench pipeline")
+def pipeline(
+    events: int = typer.Option(1_000_000, min=1, help="Events in the throughput phase."),
+    accounts: int = typer.Option(10_000, min=1, help="Prepaid synthetic accounts."),
+    workers: int = typer.Option(1, min=1, help="`meterline worker` processes."),
+    latency_rate: float = typer.Option(5000, min=1, help="Events/s in the latency phase."),
+    latency_seconds: float = typer.Option(20, min=1, help="Seconds of the latency phase."),
+    baseline_events: int = typer.Option(20_000, min=1, help="Events for the per-event baseline."),
+) -> None:
+    """End-to-end metering: sustained events/s, p50/p99 latency, ratio to a per-event baseline."""
+    import asyncio
+    import sys
+    from pathlib import Path
+
+    from meterline.commands._common import console, out
+
+    # bench/ sits beside the packages but is not one of pyproject's installed packages.
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    from bench.pipeline import run
+
+    f = asyncio.run(
+        run(
+            events=events,
+            accounts=accounts,
+            workers=workers,
+            latency_rate=latency_rate,
+            latency_seconds=latency_seconds,
+            baseline_events=baseline_events,
+            say=console.log,
+        )
+    )
+    out.print(
+        f"throughput  {f.events:,} events end to end in {f.end_to_end_s:.1f}s = "
+        f"{f.events_per_s:,.0f} events/s (publishing took {f.publish_s:.1f}s)"
+    )
+    out.print(
+        f"latency     {f.latency_events:,} events at {f.latency_rate:,.0f}/s: "
+        f"p50 {f.p50_ms:.0f} ms, p99 {f.p99_ms:.0f} ms (publish → debit committed)"
+    )
+    out.print(
+        f"baseline    one transaction per event: {f.baseline_per_s:,.0f} events/s "
+        f"over {f.baseline_events:,} events"
+    )
+    out.print(f"ratio       {f.ratio:.1f}x the baseline")
 
 
 @bench_app.command("api")
