@@ -36,11 +36,21 @@ async def test_tampered_ledger_is_found_exactly_and_fixed_once(
 ) -> None:
     async with db.acquire() as conn:
         await add_test_price(conn)
-        await post_entry(conn, account_id="carol", type="allocation", amount_micros=5_000_000,
-                         reason="grant", idempotency_key="g1", policy=POLICY)
+        await post_entry(
+            conn,
+            account_id="carol",
+            type="allocation",
+            amount_micros=5_000_000,
+            reason="grant",
+            idempotency_key="g1",
+            policy=POLICY,
+        )
     # 1000 input × 2/M = 2000 micros each.
-    events = [event(f"{a}{i}", name, input_tokens=1000)
-              for a, name in (("a", "alice"), ("b", "bob"), ("c", "carol")) for i in range(3)]
+    events = [
+        event(f"{a}{i}", name, input_tokens=1000)
+        for a, name in (("a", "alice"), ("b", "bob"), ("c", "carol"))
+        for i in range(3)
+    ]
     await meter_with_worker(test_settings, db, events, usage_rows=9)
     before = await balances(db)
     assert before == {"alice": -6000, "bob": -6000, "carol": 5_000_000 - 6000}
@@ -48,14 +58,18 @@ async def test_tampered_ledger_is_found_exactly_and_fixed_once(
     # Tamper three ways, each consistent on its own so only it shows: a debit deleted (and the
     # balance given back), an amount doubled (and the balance charged), a balance changed.
     await db.execute("DELETE FROM credit_transactions WHERE event_id = 'a1'")
-    await db.execute("UPDATE user_credits SET balance_micros = balance_micros + 2000"
-                     " WHERE account_id = 'alice'")
-    await db.execute("UPDATE credit_transactions SET amount_micros = amount_micros * 2"
-                     " WHERE event_id = 'b2'")
-    await db.execute("UPDATE user_credits SET balance_micros = balance_micros - 2000"
-                     " WHERE account_id = 'bob'")
-    await db.execute("UPDATE user_credits SET balance_micros = balance_micros + 1234"
-                     " WHERE account_id = 'carol'")
+    await db.execute(
+        "UPDATE user_credits SET balance_micros = balance_micros + 2000 WHERE account_id = 'alice'"
+    )
+    await db.execute(
+        "UPDATE credit_transactions SET amount_micros = amount_micros * 2 WHERE event_id = 'b2'"
+    )
+    await db.execute(
+        "UPDATE user_credits SET balance_micros = balance_micros - 2000 WHERE account_id = 'bob'"
+    )
+    await db.execute(
+        "UPDATE user_credits SET balance_micros = balance_micros + 1234 WHERE account_id = 'carol'"
+    )
 
     start, end = window()
     found = await run_reconcile(test_settings, start, end)
@@ -64,16 +78,37 @@ async def test_tampered_ledger_is_found_exactly_and_fixed_once(
     by_kind = {f.kind: f for f in found.findings}
     m, a, b = by_kind["missing"], by_kind["amount"], by_kind["balance"]
     assert (m.account_id, m.event_id, m.expected_micros, m.charged_micros, m.metered) == (
-        "alice", "a1", 2000, 0, True)
+        "alice",
+        "a1",
+        2000,
+        0,
+        True,
+    )
     assert (a.account_id, a.event_id, a.expected_micros, a.charged_micros) == (
-        "bob", "b2", 2000, 4000)
+        "bob",
+        "b2",
+        2000,
+        4000,
+    )
     assert (b.account_id, b.charged_micros, b.expected_micros) == (
-        "carol", 5_000_000 - 6000 + 1234, 5_000_000 - 6000)
+        "carol",
+        5_000_000 - 6000 + 1234,
+        5_000_000 - 6000,
+    )
 
     # --fix through the CLI, with a JSON report of what it found.
     report = tmp_path / "first.json"
-    code, output = cli(test_settings, "reconcile", "--from", start.isoformat(),
-                       "--to", end.isoformat(), "--fix", "--report", str(report))
+    code, output = cli(
+        test_settings,
+        "reconcile",
+        "--from",
+        start.isoformat(),
+        "--to",
+        end.isoformat(),
+        "--fix",
+        "--report",
+        str(report),
+    )
     assert code == 0, output
     assert "fixed: 2 adjustments" in output and "1 balances rebuilt" in output
     doc = json.loads(report.read_text())
@@ -82,17 +117,24 @@ async def test_tampered_ledger_is_found_exactly_and_fixed_once(
     assert doc["by_account"]["bob"]["difference"] == "-0.002000"
 
     # The same corrections again (a second --fix of the same findings) change nothing.
-    again = await apply_fixes(found, bootstrap=test_settings.kafka_bootstrap,
-                              database_url=test_settings.database_url, policy=POLICY)
+    again = await apply_fixes(
+        found,
+        bootstrap=test_settings.kafka_bootstrap,
+        database_url=test_settings.database_url,
+        policy=POLICY,
+    )
     assert (again.adjusted, again.already, again.balances, again.conflicts) == (0, 2, 0, [])
-    code, output = cli(test_settings, "reconcile", "--from", start.isoformat(),
-                       "--to", end.isoformat(), "--fix")
+    code, output = cli(
+        test_settings, "reconcile", "--from", start.isoformat(), "--to", end.isoformat(), "--fix"
+    )
     assert code == 0, output
     assert "clean" in output
 
-    adjustments = await db.fetch("SELECT account_id, amount_micros, idempotency_key"
-                                 " FROM credit_transactions WHERE type = 'adjustment'"
-                                 " ORDER BY account_id")
+    adjustments = await db.fetch(
+        "SELECT account_id, amount_micros, idempotency_key"
+        " FROM credit_transactions WHERE type = 'adjustment'"
+        " ORDER BY account_id"
+    )
     assert [tuple(r) for r in adjustments] == [
         ("alice", -2000, "reconcile:missing:default:a1"),
         ("bob", 2000, "reconcile:amount:default:b2:2000:0"),
@@ -118,13 +160,22 @@ async def test_unmetered_event_is_debited_through_the_meter_not_adjusted(
     start, end = window()
     found = await run_reconcile(test_settings, start, end)
     assert [(f.kind, f.event_id, f.expected_micros, f.metered) for f in found.findings] == [
-        ("missing", "d2", 1000, False)]
-    fixed = await apply_fixes(found, bootstrap=test_settings.kafka_bootstrap,
-                              database_url=test_settings.database_url, policy=POLICY)
+        ("missing", "d2", 1000, False)
+    ]
+    fixed = await apply_fixes(
+        found,
+        bootstrap=test_settings.kafka_bootstrap,
+        database_url=test_settings.database_url,
+        policy=POLICY,
+    )
     assert (fixed.metered, fixed.adjusted) == (1, 0)
     assert await balances(db) == {"dave": -3000}
-    assert await db.fetchval("SELECT count(*) FROM credit_transactions"
-                             " WHERE type = 'usage' AND event_id = 'd2'") == 1
+    assert (
+        await db.fetchval(
+            "SELECT count(*) FROM credit_transactions WHERE type = 'usage' AND event_id = 'd2'"
+        )
+        == 1
+    )
     # Metered as usage, so a replay finds a duplicate instead of charging it again.
     summary = await run_replay(test_settings)
     assert (summary.debited, summary.duplicates) == (0, 2)
@@ -149,8 +200,7 @@ async def test_retroactive_price_correction_adjusts_by_the_hand_computed_differe
         # 0.9 × (1000×2 + 1000×8) = 9000 → 0.9 × (1000×3 + 1000×10) = 11700: +2700
         event("x4", "ent", input_tokens=1000, output_tokens=1000),
         # occurred before the corrected version takes effect: unchanged
-        event("x5", "alice", input_tokens=1000,
-              occurred_at=(now - timedelta(hours=2)).isoformat()),
+        event("x5", "alice", input_tokens=1000, occurred_at=(now - timedelta(hours=2)).isoformat()),
     ]
     await meter_with_worker(test_settings, db, events, usage_rows=5)
     before = await balances(db)
@@ -160,29 +210,56 @@ async def test_retroactive_price_correction_adjusts_by_the_hand_computed_differe
 
     async with db.acquire() as conn:
         await insert_price_version(
-            conn, model=TEST_MODEL, provider="test", effective_from=now - timedelta(hours=1),
-            input_per_mtok=Decimal(3), cached_input_per_mtok=Decimal(1),
-            cache_write_per_mtok=Decimal(3), output_per_mtok=Decimal(10),
+            conn,
+            model=TEST_MODEL,
+            provider="test",
+            effective_from=now - timedelta(hours=1),
+            input_per_mtok=Decimal(3),
+            cached_input_per_mtok=Decimal(1),
+            cache_write_per_mtok=Decimal(3),
+            output_per_mtok=Decimal(10),
         )
     found = await run_reconcile(test_settings, start, end)
     assert {f.event_id: (f.kind, f.expected_micros - f.charged_micros) for f in found.findings} == {
-        "x1": ("amount", 2000), "x2": ("amount", 10_000), "x3": ("amount", 50_000),
-        "x4": ("amount", 2700)}
+        "x1": ("amount", 2000),
+        "x2": ("amount", 10_000),
+        "x3": ("amount", 50_000),
+        "x4": ("amount", 2700),
+    }
     assert {a: v["difference_micros"] for a, v in found.by_account().items()} == {
-        "alice": 12_000, "bob": 50_000, "ent": 2700}
+        "alice": 12_000,
+        "bob": 50_000,
+        "ent": 2700,
+    }
 
-    fixed = await apply_fixes(found, bootstrap=test_settings.kafka_bootstrap,
-                              database_url=test_settings.database_url, policy=POLICY)
+    fixed = await apply_fixes(
+        found,
+        bootstrap=test_settings.kafka_bootstrap,
+        database_url=test_settings.database_url,
+        policy=POLICY,
+    )
     assert (fixed.adjusted, fixed.adjusted_micros) == (4, -64_700)
-    rows = await db.fetch("SELECT account_id, sum(amount_micros)::bigint AS s"
-                          " FROM credit_transactions WHERE type = 'adjustment' GROUP BY 1")
+    rows = await db.fetch(
+        "SELECT account_id, sum(amount_micros)::bigint AS s"
+        " FROM credit_transactions WHERE type = 'adjustment' GROUP BY 1"
+    )
     assert dict((r["account_id"], r["s"]) for r in rows) == {
-        "alice": -12_000, "bob": -50_000, "ent": -2700}
-    assert await balances(db) == {"alice": before["alice"] - 12_000,
-                                  "bob": before["bob"] - 50_000, "ent": before["ent"] - 2700}
+        "alice": -12_000,
+        "bob": -50_000,
+        "ent": -2700,
+    }
+    assert await balances(db) == {
+        "alice": before["alice"] - 12_000,
+        "bob": before["bob"] - 50_000,
+        "ent": before["ent"] - 2700,
+    }
     assert await db.fetchval(BALANCE_EQUALS_LEDGER) == 0
     assert (await run_reconcile(test_settings, start, end)).clean
     # A second --fix of the same findings finds its adjustments already posted.
-    again = await apply_fixes(found, bootstrap=test_settings.kafka_bootstrap,
-                              database_url=test_settings.database_url, policy=POLICY)
+    again = await apply_fixes(
+        found,
+        bootstrap=test_settings.kafka_bootstrap,
+        database_url=test_settings.database_url,
+        policy=POLICY,
+    )
     assert (again.adjusted, again.already) == (0, 4)

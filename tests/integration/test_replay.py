@@ -35,8 +35,9 @@ async def test_replay_of_the_whole_topic_changes_nothing(
 ) -> None:
     async with db.acquire() as conn:
         await add_test_price(conn)
-    events = [event(f"e{i}", f"acct-{i % 5}", input_tokens=100 + i, output_tokens=i)
-              for i in range(200)]
+    events = [
+        event(f"e{i}", f"acct-{i % 5}", input_tokens=100 + i, output_tokens=i) for i in range(200)
+    ]
     await meter_with_worker(test_settings, db, events, usage_rows=200)
     before = await balances(db)
     ledger_before = await db.fetchval("SELECT count(*) FROM credit_transactions")
@@ -50,14 +51,30 @@ async def test_replay_of_the_whole_topic_changes_nothing(
 
     # The CLI, by offsets: two partitions from their start.
     ends = await end_offsets(test_settings.kafka_bootstrap, test_settings.topic_usage_events)
-    code, output = cli(test_settings, "replay", "--topic", "usage.events",
-                       "--from-offset", "0:0", "--from-offset", "1:0")
+    code, output = cli(
+        test_settings,
+        "replay",
+        "--topic",
+        "usage.events",
+        "--from-offset",
+        "0:0",
+        "--from-offset",
+        "1:0",
+    )
     assert code == 0, output
     n = ends[0] + ends[1]
     assert f"read {n}, debited 0 (0.000000 credits), duplicates {n}" in output
     # By time, from long ago: everything again, still nothing debited.
-    code, output = cli(test_settings, "replay", "--topic", "usage.events",
-                       "--from", "2020-01-01T00:00:00Z", "--group", "replay-test")
+    code, output = cli(
+        test_settings,
+        "replay",
+        "--topic",
+        "usage.events",
+        "--from",
+        "2020-01-01T00:00:00Z",
+        "--group",
+        "replay-test",
+    )
     assert code == 0, output
     assert "read 200, debited 0 (0.000000 credits), duplicates 200" in output
     assert await balances(db) == before
@@ -74,8 +91,7 @@ async def test_unpriced_event_is_debited_once_after_the_price_exists(
         event("late1", "bob", model="test/late-model", input_tokens=1000, output_tokens=100),
         event("never1", "carol", model="test/never-priced", input_tokens=1000),
     ]
-    await meter_with_worker(test_settings, db, events, usage_rows=1,
-                            raw=[(b"dave", b"{not json")])
+    await meter_with_worker(test_settings, db, events, usage_rows=1, raw=[(b"dave", b"{not json")])
     dlq = await consume_all(test_settings.kafka_bootstrap, test_settings.topic_usage_dlq, 3)
     reasons = sorted(dict(r.headers)["meterline.reason"].decode() for r in dlq)
     assert reasons == ["invalid_json", "unpriced", "unpriced"]
@@ -90,13 +106,16 @@ async def test_unpriced_event_is_debited_once_after_the_price_exists(
     assert first.not_retried == {"invalid_json": 1}
     assert "test/never-priced" in first.samples[0]
     assert await balances(db) == {"alice": -2000, "bob": -6000}
-    row = await db.fetchrow("SELECT kafka_partition, kafka_offset FROM usage_events"
-                            " WHERE event_id = 'late1'")
+    row = await db.fetchrow(
+        "SELECT kafka_partition, kafka_offset FROM usage_events WHERE event_id = 'late1'"
+    )
     origin = next(r for r in dlq if r.value and b"late1" in r.value)
     headers = dict(origin.headers)
     # Recorded at its place on usage.events, not at the DLQ's.
     assert (row["kafka_partition"], row["kafka_offset"]) == (
-        int(headers["meterline.source_partition"]), int(headers["meterline.source_offset"]))
+        int(headers["meterline.source_partition"]),
+        int(headers["meterline.source_offset"]),
+    )
 
     code, output = cli(test_settings, "replay", "--topic", "usage.dlq")
     assert code == 0, output

@@ -15,11 +15,17 @@ def test_keys_name_what_they_correct() -> None:
     assert adjustment_key("amount", "p:x", "e/1", 2000, 0) == "reconcile:amount:p%3Ax:e%2F1:2000:0"
 
 
-@given(st.sampled_from(["missing", "amount", "extra"]), st.text(min_size=1, max_size=64),
-       st.text(min_size=1, max_size=128))
+@given(
+    st.sampled_from(["missing", "amount", "extra"]),
+    st.text(min_size=1, max_size=64),
+    st.text(min_size=1, max_size=128),
+)
 def test_keys_round_trip_whatever_the_ids(kind: str, source: str, event_id: str) -> None:
     assert parse_adjustment_key(adjustment_key(kind, source, event_id, 5, 1)) == (
-        kind, source, event_id)
+        kind,
+        source,
+        event_id,
+    )
 
 
 def test_other_keys_are_not_reconciles() -> None:
