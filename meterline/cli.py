@@ -8,6 +8,7 @@ from meterline.commands import (
     admin,
     bench,
     byok,
+    demo,
     dev,
     migrate,
     pipeline,
@@ -26,6 +27,7 @@ app = typer.Typer(
 )
 
 dev.register(app)
+demo.register(app)
 migrate.register(app)
 pipeline.register(app)
 produce.register(app)

@@ -1,0 +1,24 @@
+"""`meterline demo`: stack up, worker + API, a metered synthetic stream, balances checked."""
+
+from __future__ import annotations
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("demo")
+    def demo(
+        events: int = typer.Option(50_000, min=1, help="Synthetic usage events to publish."),
+        accounts: int = typer.Option(200, min=1, help="Demo accounts (each gets 25 credits)."),
+        port: int = typer.Option(8000, help="API port (another free one if taken)."),
+    ) -> None:
+        """Run the whole pipeline once and show throughput and balances against the ledger."""
+        from deploy import demo as demo_run
+        from deploy.stack import StackError
+        from meterline.commands._common import console, fail
+
+        try:
+            code = demo_run.run(events=events, accounts=accounts, port=port, say=console.log)
+        except (StackError, RuntimeError) as exc:
+            fail(str(exc))
+        raise typer.Exit(code)
