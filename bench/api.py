@@ -1,23 +1,32 @@
-"""`meterline bench api`: the HTTP API under load (uvicorn subprocess, 50 httpx clients).
+"""`meterline bench api`: the HTTP API under load (uvicorn subprocess, wrk or httpx clients).
 
-Phases: GET /api/v1/credits/balance and POST /api/v1/credits/authorize, closed loop for a bounded
-time; then pages of GET /api/v1/credits/transactions on one account whose ledger holds
-`ledger_rows` rows (10,000,000 by default, seeded with generate_series into the bench's own
-database, kept between runs).
+Phases: GET /api/v1/credits/balance and POST /api/v1/credits/authorize, closed loop with a fixed
+number of connections for a bounded time; then pages of GET /api/v1/credits/transactions on one
+account whose ledger holds `ledger_rows` rows (10,000,000 by default, seeded with generate_series
+into the bench's own database, kept between runs).
+
+The load comes from `wrk` (C, epoll, a Lua script for the bearer keys and the POST body) when it
+is installed: a Python load generator on the same cores takes CPU from the server it measures
+and adds its own event-loop latency to every figure. Without wrk the bench says so and falls
+back to httpx clients in this process; those figures bound the server from below only.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
+import shutil
 import socket
-import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
 
 import asyncpg
 import httpx
@@ -39,9 +48,11 @@ class ApiBenchConfig:
     ledger_rows: int = 10_000_000
     page_requests: int = 300
     page_size: int = 50
-    workers: int = 1
+    workers: int = 2
     port: int = 0
     database: str = "meterline_bench"
+    load: Literal["auto", "wrk", "httpx"] = "auto"
+    threads: int = 2  # wrk threads (the connections are spread over them)
 
 
 @dataclass
@@ -50,23 +61,31 @@ class PhaseResult:
     requests: int
     errors: int
     seconds: float
-    latencies_ms: list[float] = field(repr=False)
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+    tool: str = "httpx"
 
     @property
     def rps(self) -> float:
         return self.requests / self.seconds if self.seconds else 0.0
 
-    def pct(self, p: float) -> float:
-        if not self.latencies_ms:
-            return float("nan")
-        xs = sorted(self.latencies_ms)
-        return xs[min(len(xs) - 1, int(p / 100 * len(xs)))]
+    @classmethod
+    def from_latencies(
+        cls, name: str, requests: int, errors: int, seconds: float, latencies_ms: list[float]
+    ) -> PhaseResult:
+        xs = sorted(latencies_ms)
+
+        def pct(p: float) -> float:
+            return xs[min(len(xs) - 1, int(p / 100 * len(xs)))] if xs else float("nan")
+
+        return cls(name, requests, errors, seconds, pct(50), pct(99), max(xs, default=0.0))
 
     def line(self) -> str:
         return (
             f"{self.name:<28} {self.requests:>8} req  {self.rps:>8.0f} req/s  "
-            f"p50 {self.pct(50):6.2f} ms  p99 {self.pct(99):6.2f} ms  "
-            f"max {max(self.latencies_ms, default=0):7.2f} ms  errors {self.errors}"
+            f"p50 {self.p50_ms:6.2f} ms  p99 {self.p99_ms:6.2f} ms  "
+            f"max {self.max_ms:7.2f} ms  errors {self.errors}  ({self.tool})"
         )
 
 
@@ -234,7 +253,115 @@ async def _closed_loop(
     start = time.perf_counter()
     stop_at = start + duration_s
     await asyncio.gather(*(client(k) for k in keys))
-    return PhaseResult(name, len(latencies), errors, time.perf_counter() - start, latencies)
+    seconds = time.perf_counter() - start
+    return PhaseResult.from_latencies(name, len(latencies), errors, seconds, latencies)
+
+
+WRK_SCRIPT = """\
+-- meterline bench: the bearer keys in turn, one prepared request each; figures as JSON.
+local reqs, n, i = {}, 0, 0
+function init(args)
+  local method, path, body = args[1], args[2], args[3]
+  if body == "" then body = nil end
+  for k = 4, #args do
+    local headers = {["Authorization"] = "Bearer " .. args[k]}
+    if body then headers["Content-Type"] = "application/json" end
+    n = n + 1
+    reqs[n] = wrk.format(method, path, headers, body)
+  end
+end
+function request()
+  i = i % n + 1
+  return reqs[i]
+end
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'MLBENCH {"requests": %d, "duration_us": %d, "status": %d, "connect": %d, "read": %d,'
+    .. ' "write": %d, "timeout": %d, "p50_us": %d, "p99_us": %d, "max_us": %d}\\n',
+    summary.requests, summary.duration, e.status, e.connect, e.read, e.write, e.timeout,
+    latency:percentile(50), latency:percentile(99), latency.max))
+end
+"""
+
+WRK_MISSING = (
+    "wrk is not installed: the figures below come from httpx clients in this Python process, "
+    "which share the CPU with the server and add their own latency (an upper bound on "
+    "latency, a lower bound on throughput). For server-bound figures install it "
+    "(Debian/Ubuntu: `sudo apt-get install -y wrk`) and run again, or pass --load httpx "
+    "to silence this note."
+)
+
+
+def wrk_path() -> str | None:
+    """The wrk binary on PATH, or None."""
+    return shutil.which("wrk")
+
+
+def _run_wrk(
+    wrk: str,
+    script: Path,
+    url: str,
+    cfg: ApiBenchConfig,
+    seconds: float,
+    method: str,
+    path: str,
+    body: str,
+    keys: list[str],
+) -> dict[str, int]:
+    cmd = [
+        wrk,
+        f"-t{max(1, min(cfg.threads, cfg.clients))}",
+        f"-c{cfg.clients}",
+        f"-d{max(1, round(seconds))}s",
+        "--timeout",
+        "5s",
+        "--latency",
+        "-s",
+        str(script),
+        url,
+        "--",
+        method,
+        path,
+        body,
+        *keys,
+    ]
+    run = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    for line in run.stdout.splitlines():
+        if line.startswith("MLBENCH "):
+            figures: dict[str, int] = json.loads(line.removeprefix("MLBENCH "))
+            return figures
+    raise RuntimeError(f"wrk gave no figures (exit {run.returncode}): {run.stderr or run.stdout}")
+
+
+async def _wrk_phase(
+    wrk: str,
+    name: str,
+    base: str,
+    keys: list[str],
+    cfg: ApiBenchConfig,
+    method: str,
+    path: str,
+    body: str = "",
+) -> PhaseResult:
+    """A closed loop of `cfg.clients` wrk connections (1 s warm-up, then `duration_s`)."""
+    with tempfile.TemporaryDirectory(prefix="meterline-wrk-") as tmp:
+        script = Path(tmp) / "bench.lua"
+        script.write_text(WRK_SCRIPT)
+        args = (wrk, script, base, cfg)
+        await asyncio.to_thread(_run_wrk, *args, 1.0, method, path, body, keys)
+        f = await asyncio.to_thread(_run_wrk, *args, cfg.duration_s, method, path, body, keys)
+    errors = f["status"] + f["connect"] + f["read"] + f["write"] + f["timeout"]
+    return PhaseResult(
+        name,
+        f["requests"],
+        errors,
+        f["duration_us"] / 1e6,
+        f["p50_us"] / 1000,
+        f["p99_us"] / 1000,
+        f["max_us"] / 1000,
+        tool=f"wrk -c{cfg.clients}",
+    )
 
 
 async def _pages(base: str, key: str, cfg: ApiBenchConfig) -> list[PhaseResult]:
@@ -271,12 +398,18 @@ async def _pages(base: str, key: str, cfg: ApiBenchConfig) -> list[PhaseResult]:
                 r = await c.get("/api/v1/credits/transactions", params=params())  # type: ignore[arg-type]
                 lat.append((time.perf_counter() - t0) * 1000)
                 errors += r.status_code != 200
-            results.append(PhaseResult(name, len(lat), errors, time.perf_counter() - start, lat))
+            seconds = time.perf_counter() - start
+            results.append(PhaseResult.from_latencies(name, len(lat), errors, seconds, lat))
     return results
 
 
 async def run_api_bench(cfg: ApiBenchConfig, say: Say) -> list[PhaseResult]:
     """Seed, start the API, drive it, stop it; returns one result per phase."""
+    wrk = wrk_path() if cfg.load != "httpx" else None
+    if cfg.load == "wrk" and wrk is None:
+        raise RuntimeError("--load wrk: wrk is not on PATH (Debian/Ubuntu: apt-get install -y wrk)")
+    if cfg.load == "auto" and wrk is None:
+        say(WRK_MISSING)
     settings = CommonSettings()
     dsn = await _bench_database(settings.database_url, cfg.database)
     keys, big_key = await _seed(dsn, cfg, say)
@@ -284,37 +417,43 @@ async def run_api_bench(cfg: ApiBenchConfig, say: Say) -> list[PhaseResult]:
     base = f"http://127.0.0.1:{port}"
     proc = _start_api(dsn, settings, cfg, port)
     results: list[PhaseResult] = []
+
+    async def phase(name: str, method: str, path: str, body: str = "") -> PhaseResult:
+        if wrk is not None:
+            return await _wrk_phase(wrk, name, base, keys, cfg, method, path, body)
+        content = body.encode() or None
+        headers = {"Content-Type": "application/json"} if body else {}
+        return await _closed_loop(
+            name,
+            base,
+            keys,
+            cfg.duration_s,
+            lambda c: c.request(method, path, content=content, headers=headers),
+        )
+
     try:
         await _wait_ready(base, proc)
         say(
-            f"API on {base} ({cfg.workers} worker(s)); {cfg.clients} clients, "
-            f"{cfg.duration_s:.0f} s per phase"
+            f"API on {base} ({cfg.workers} worker(s)); {cfg.clients} "
+            f"{'wrk connections' if wrk else 'httpx clients'}, {cfg.duration_s:.0f} s per phase"
         )
-        results.append(
-            await _closed_loop(
-                "GET /credits/balance",
-                base,
-                keys,
-                cfg.duration_s,
-                lambda c: c.get("/api/v1/credits/balance"),
-            )
-        )
+        results.append(await phase("GET /credits/balance", "GET", "/api/v1/credits/balance"))
         say(results[-1].line())
-        authorize = await httpx.AsyncClient(base_url=base).post(
-            "/api/v1/credits/authorize",
-            json={"estimated_cost": "0.01"},
-            headers={"Authorization": f"Bearer {keys[0]}"},
-        )
+        async with httpx.AsyncClient(base_url=base) as c:
+            authorize = await c.post(
+                "/api/v1/credits/authorize",
+                json={"estimated_cost": "0.01"},
+                headers={"Authorization": f"Bearer {keys[0]}"},
+            )
         if authorize.status_code == 404:
             say("POST /api/v1/credits/authorize is absent: skipped")
         else:
             results.append(
-                await _closed_loop(
+                await phase(
                     "POST /credits/authorize",
-                    base,
-                    keys,
-                    cfg.duration_s,
-                    lambda c: c.post("/api/v1/credits/authorize", json={"estimated_cost": "0.01"}),
+                    "POST",
+                    "/api/v1/credits/authorize",
+                    '{"estimated_cost": "0.01"}',
                 )
             )
             say(results[-1].line())
@@ -332,12 +471,6 @@ async def run_api_bench(cfg: ApiBenchConfig, say: Say) -> list[PhaseResult]:
 
 def summary(results: list[PhaseResult]) -> str:
     """The figures as a block of text."""
-    return (
-        "\n".join(r.line() for r in results)
-        + "\n(p50/p99 across all requests; "
-        + (
-            f"stdev of balance latency {statistics.pstdev(results[0].latencies_ms):.2f} ms)"
-            if results and results[0].latencies_ms
-            else ")"
-        )
+    return "\n".join(r.line() for r in results) + (
+        "\n(closed loop: p50/p99 across all requests of a phase; pages one at a time, httpx)"
     )

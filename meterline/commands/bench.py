@@ -60,12 +60,18 @@ def pipeline(
 @bench_app.command("api")
 def api(
     duration: float = typer.Option(10.0, help="Seconds per load phase"),
-    clients: int = typer.Option(50, help="Concurrent httpx clients (one connection each)"),
+    clients: int = typer.Option(50, help="Concurrent connections (wrk -c, or httpx clients)"),
     accounts: int = typer.Option(1000, help="Seeded accounts"),
     ledger_rows: int = typer.Option(10_000_000, help="Ledger rows of the paged account"),
     page_requests: int = typer.Option(300, help="Requests per transactions-page shape"),
     workers: int = typer.Option(1, help="uvicorn worker processes"),
     database: str = typer.Option("meterline_bench", help="The bench's own database"),
+    load: str = typer.Option(
+        "auto",
+        help="Load generator: wrk (C, out of process), httpx (in this process), or auto "
+        "(wrk when installed, else httpx with a note)",
+    ),
+    threads: int = typer.Option(2, min=1, help="wrk threads"),
 ) -> None:
     """GET balance / POST authorize under load, then transactions pages on a large ledger."""
     import asyncio
@@ -78,6 +84,8 @@ def api(
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
     from bench.api import ApiBenchConfig, run_api_bench, summary
 
+    if load not in ("auto", "wrk", "httpx"):
+        raise typer.BadParameter("--load must be auto, wrk or httpx", param_hint="--load")
     cfg = ApiBenchConfig(
         duration_s=duration,
         clients=clients,
@@ -86,6 +94,8 @@ def api(
         page_requests=page_requests,
         workers=workers,
         database=database,
+        load=load,  # type: ignore[arg-type]
+        threads=threads,
     )
     results = asyncio.run(run_api_bench(cfg, lambda m: console.print(m, highlight=False)))
     out.print(summary(results), highlight=False)
