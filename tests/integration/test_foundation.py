@@ -98,8 +98,10 @@ async def test_migrations_up_down_up_on_an_empty_database(services) -> None:  # 
 
             await migrate.up(conn)
             assert expected <= {r[0] for r in await conn.fetch(tables)}
-            for m in migrate.load_migrations():
-                assert await migrate.verify(conn, m) == []
+            # up() verified each migration's tables and indexes right after applying it; later
+            # migrations may drop what earlier ones made, so the end state is checked by table.
+            applied_now = [v for v in (await migrate.applied_versions(conn))]
+            assert applied_now == [m.version for m in migrate.load_migrations()]
         finally:
             await conn.close()
     finally:
