@@ -35,8 +35,8 @@ import asyncpg
 
 from processors import catalog as catalog_db
 from processors import reconcile_queries as q
-from processors.balance_repair import rebuild_balance
 from processors.ledger import IdempotencyConflict, LedgerPolicy, post_entry
+from processors.ledger.repair import rebuild_balance
 from processors.metering import DeadLetter, Meter, validate
 from processors.pricing import Catalog, Unpriced, price_event
 from processors.replay import to_raw
@@ -395,7 +395,7 @@ async def apply_fixes(
       twice is corrected twice, and two concurrent runs post one row);
     - extra: refunded (key reconcile:extra:<source>:<event_id>:<n>) only with fix_extra: an
       event can be absent because retention deleted it or the window was too narrow;
-    - balance: the balance column is rebuilt from the ledger (see balance_repair).
+    - balance: the balance column is rebuilt from the ledger (see ledger/repair.py).
     """
     out = FixResult()
     todo = len(result.findings)

@@ -266,3 +266,13 @@ async def mark_alerts_published(conn: asyncpg.Connection, *, ids: Sequence[int])
     await conn.execute(
         "UPDATE alert_outbox SET published_at = now() WHERE id = ANY($1::bigint[])", list(ids)
     )
+
+
+async def ledger_sum(conn: asyncpg.Connection, *, account_id: str) -> int:
+    """The sum of an account's ledger rows (what its balance must equal)."""
+    value = await conn.fetchval(
+        "SELECT coalesce(sum(amount_micros), 0)::bigint FROM credit_transactions"
+        " WHERE account_id = $1",
+        account_id,
+    )
+    return int(value)

@@ -6,9 +6,6 @@ balance and the sum by the same amount, so the gap stays. The honest repair reco
 derived value from the history, under the account's row lock, and leaves the history alone.
 It reuses the ledger's own statements (lock_accounts, save_account_states, queue_alerts) so
 blocked/unblocked and low-balance alerts follow as after any other balance change.
-
-This writes a balance outside processors/ledger/ only because that package is owned
-elsewhere; it belongs there (e.g. as ledger.entries.rebuild_balance) and should move.
 """
 
 from __future__ import annotations
@@ -18,10 +15,9 @@ from datetime import UTC, datetime
 
 import asyncpg
 
-from processors.ledger import LedgerPolicy, month_of
 from processors.ledger import queries as ledger_queries
+from processors.ledger.models import LedgerPolicy, month_of
 from processors.ledger.state import evaluate
-from processors.reconcile_queries import ledger_sum
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +43,7 @@ async def rebuild_balance(
         states = await ledger_queries.lock_accounts(conn, account_ids=[account_id], month=month)
         state = states[account_id]
         before = state.balance_micros
-        total = await ledger_sum(conn, account_id=account_id)
+        total = await ledger_queries.ledger_sum(conn, account_id=account_id)
         if total != before:
             state.balance_micros = total
             alerts = evaluate(state, policy, month)
