@@ -370,11 +370,21 @@ def start_postgres(progress: Progress) -> str:
     bindir = postgres_bin()
     root = _pg_root()
     data, sock = root / "data", root / "run"
-    state = read_stack_state()
-    password = state.get("postgres_password") or secrets.token_urlsafe(24)
-    dsn = f"postgresql://meterline:{password}@127.0.0.1:{cfg.postgres_port}/meterline"
     for d in (root, sock):
         d.mkdir(parents=True, exist_ok=True)
+    # The password lives beside the data it opens (readable by us only), so a new clone or a
+    # lost stack.json still reaches a database initialised earlier in the same place.
+    secret = root / "meterline.password"
+    password = secret.read_text().strip() if secret.exists() else ""
+    if (data / "PG_VERSION").exists() and not password:
+        aside = root / f"data.orphaned-{int(time.time())}"
+        progress(f"no password is known for {data}; moving it aside to {aside}")
+        data.rename(aside)
+    if not password:
+        password = secrets.token_urlsafe(24)
+        secret.write_text(password + "\n")
+        secret.chmod(0o600)
+    dsn = f"postgresql://meterline:{password}@127.0.0.1:{cfg.postgres_port}/meterline"
     if _is_root():
         shutil.chown(root, "postgres", "postgres")
         shutil.chown(sock, "postgres", "postgres")
