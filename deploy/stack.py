@@ -375,13 +375,22 @@ def start_postgres(progress: Progress) -> str:
     # The password lives beside the data it opens (readable by us only), so a new clone or a
     # lost stack.json still reaches a database initialised earlier in the same place.
     secret = root / "meterline.password"
+    state = read_stack_state()
     password = secret.read_text().strip() if secret.exists() else ""
+    if not password and state.get("postgres_data") == str(data):
+        password = str(state.get("postgres_password") or "")  # written by an older dev up
     if (data / "PG_VERSION").exists() and not password:
+        if (data / "postmaster.pid").exists():
+            raise StackError(
+                f"PostgreSQL runs from {data} but its password is unknown here; stop it "
+                f"(pg_ctl stop -D {data}) or set METERLINE_DATABASE_URL to reach it"
+            )
         aside = root / f"data.orphaned-{int(time.time())}"
         progress(f"no password is known for {data}; moving it aside to {aside}")
         data.rename(aside)
     if not password:
         password = secrets.token_urlsafe(24)
+    if not secret.exists():
         secret.write_text(password + "\n")
         secret.chmod(0o600)
     dsn = f"postgresql://meterline:{password}@127.0.0.1:{cfg.postgres_port}/meterline"
