@@ -12,13 +12,13 @@ echo "== lint: ruff, mypy (strict), import contracts"
 .venv/bin/lint-imports
 
 started_here=0
-if ! .venv/bin/meterline dev status >/dev/null 2>&1; then
-  echo "== stack: meterline dev up"
-  .venv/bin/meterline dev up
-  started_here=1
-fi
 cleanup() { if [ "$started_here" = 1 ]; then .venv/bin/meterline dev down || true; fi; }
 trap cleanup EXIT
+if ! .venv/bin/meterline dev status >/dev/null 2>&1; then
+  echo "== stack: meterline dev up"
+  started_here=1  # set before up: a half-started stack is taken down too
+  .venv/bin/meterline dev up
+fi
 
 echo "== tests: unit + integration against the real services"
 .venv/bin/pytest "$@"
