@@ -106,7 +106,7 @@ async def compare_with_ledger(
             "        coalesce(a.n, 0) AS adjustments, e.kafka_partition, e.kafka_offset"
             " FROM exp e FULL JOIN led l USING (source, event_id)"
             " LEFT JOIN adj a USING (source, event_id)"
-            " WHERE NOT (e.seen AND e.expected_micros IS NULL)"
+            " WHERE NOT (coalesce(e.seen, false) AND e.expected_micros IS NULL)"
             "   AND coalesce(e.expected_micros, 0)"
             "       <> coalesce(l.charged_micros, 0) + coalesce(a.charged_micros, 0)"
             " ORDER BY source, event_id",

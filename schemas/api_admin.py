@@ -16,6 +16,7 @@ from pydantic import (
     Field,
     StringConstraints,
     WithJsonSchema,
+    field_validator,
 )
 
 from schemas.api_credits import (
@@ -273,6 +274,16 @@ class TierIn(_In):
     price_multiplier: Price = Field(default=Decimal(1), gt=0)
     default_monthly_cap: PositiveCredits | None = None
     rate_limit: RateLimit = "50/second"
+
+    @field_validator("price_multiplier")
+    @classmethod
+    def _multiplier_fits(cls, v: Decimal) -> Decimal:
+        # Stored as numeric(12, 6): refuse what would overflow or be rounded silently.
+        if v >= 1_000_000:
+            raise ValueError("price_multiplier must be below 1000000")
+        if v != v.quantize(Decimal("0.000001")):
+            raise ValueError("price_multiplier has more than 6 decimal places")
+        return v
 
 
 class TierOut(BaseModel):

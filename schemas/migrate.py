@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -9,6 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import asyncpg
 
@@ -147,5 +149,21 @@ def backup(dsn: str, folder: Path) -> Path:
         raise RuntimeError("pg_dump not found; install the PostgreSQL client or skip --backup")
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / f"meterline-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.dump"
-    subprocess.run([pg_dump, "--format=custom", f"--file={target}", dsn], check=True)
+    # The password goes through the environment, never argv (visible in ps) or an error.
+    parts = urlsplit(dsn)
+    env = dict(os.environ)
+    if parts.password:
+        env["PGPASSWORD"] = unquote(parts.password)
+        host = parts.hostname or ""
+        netloc = f"{parts.username}@{host}" + (f":{parts.port}" if parts.port else "")
+        dsn = urlunsplit(parts._replace(netloc=netloc))
+    proc = subprocess.run(
+        [pg_dump, "--format=custom", f"--file={target}", f"--dbname={dsn}"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode != 0:
+        target.unlink(missing_ok=True)
+        raise RuntimeError(f"pg_dump failed ({proc.returncode}): {proc.stderr.strip()}")
     return target

@@ -37,7 +37,10 @@ def up(
 
     dsn = _dsn()
     if backup:
-        console.log(f"backup written to {migrate.backup(dsn, backup_dir)}")
+        try:
+            console.log(f"backup written to {migrate.backup(dsn, backup_dir)}")
+        except (OSError, RuntimeError) as exc:
+            fail(f"backup before migrating: {exc}; nothing was applied")
 
     async def run() -> list[migrate.Migration]:
         conn = await asyncpg.connect(dsn)
