@@ -263,3 +263,41 @@ async def test_retroactive_price_correction_adjusts_by_the_hand_computed_differe
         policy=POLICY,
     )
     assert (again.adjusted, again.already) == (0, 4)
+
+
+async def test_debit_with_no_event_in_the_topic_is_reported_as_extra(
+    test_settings: CommonSettings, db: asyncpg.Pool
+) -> None:
+    """A usage debit whose event was never on the topic (or is no longer retained) is extra."""
+    from processors.ledger import RatedEvent, debit_batch
+    from processors.pricing import PriceVersion
+    from schemas.event import UsageEvent
+
+    async with db.acquire() as conn:
+        await add_test_price(conn)
+        version = PriceVersion(
+            id=None,
+            model=TEST_MODEL,
+            provider="test",
+            effective_from=datetime(2020, 1, 1, tzinfo=UTC),
+            input_per_mtok=Decimal("2"),
+            cached_input_per_mtok=None,
+            cache_write_per_mtok=None,
+            output_per_mtok=Decimal("8"),
+        )
+        ghost = UsageEvent(
+            event_id="ghost-1",
+            account_id="dave",
+            model=TEST_MODEL,
+            occurred_at=datetime.now(UTC),
+            input_tokens=1000,
+        )
+        await debit_batch(conn, [RatedEvent(ghost, version, "test")], policy=POLICY)
+    await meter_with_worker(
+        test_settings, db, [event("real-1", "erin", input_tokens=1000)], usage_rows=2
+    )
+    start, end = window()
+    found = await run_reconcile(test_settings, start, end)
+    assert found.counts() == {"missing": 0, "amount": 0, "extra": 1, "balance": 0}
+    (extra,) = found.findings
+    assert (extra.account_id, extra.event_id, extra.charged_micros) == ("dave", "ghost-1", 2000)
