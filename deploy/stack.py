@@ -247,43 +247,14 @@ def start_kafka(progress: Progress) -> tuple[str, int]:
     return bootstrap, child.pid
 
 
-async def _create_topics(bootstrap: str, topics: dict[str, int], timeout_s: float) -> list[str]:
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-    from aiokafka.errors import KafkaError
-
-    deadline = time.monotonic() + timeout_s
-    while True:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
-        try:
-            await admin.start()
-            existing = set(await admin.list_topics())
-            wanted = [
-                NewTopic(name, num_partitions=n, replication_factor=1)
-                for name, n in topics.items()
-                if name not in existing
-            ]
-            if wanted:
-                await admin.create_topics(wanted)
-            return [t.name for t in wanted]
-        except KafkaError:
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.5)
-        finally:
-            await admin.close()
-
-
 def ensure_topics(bootstrap: str, progress: Progress) -> list[str]:
     """Create usage.events (12 partitions), usage.dlq and credit.alerts when missing."""
+    from processors.topics import ensure_topics as create
+    from processors.topics import wanted_topics
     from schemas.settings import CommonSettings
 
-    s = CommonSettings(kafka_bootstrap=bootstrap, database_url="-")
-    topics = {
-        s.topic_usage_events: s.usage_events_partitions,
-        s.topic_usage_dlq: 3,
-        s.topic_credit_alerts: 3,
-    }
-    created = asyncio.run(_create_topics(bootstrap, topics, get_stack_settings().start_timeout_s))
+    topics = wanted_topics(CommonSettings(kafka_bootstrap=bootstrap, database_url="-"))
+    created = asyncio.run(create(bootstrap, topics, timeout_s=get_stack_settings().start_timeout_s))
     progress(f"topics ready ({', '.join(topics)}; created {len(created)})")
     return created
 

@@ -37,6 +37,11 @@ class Resources(Service):
 
     async def on_start(self) -> None:
         s = self.settings
+        from processors.topics import ensure_topics, wanted_topics
+
+        created = await ensure_topics(s.kafka_bootstrap, wanted_topics(s))
+        if created:
+            log.info("created topics %s", ", ".join(created))
         self.pool = await asyncpg.create_pool(s.database_url, min_size=1, max_size=s.pg_pool_max)
         self.producer = AIOKafkaProducer(
             bootstrap_servers=s.kafka_bootstrap,
