@@ -10,11 +10,12 @@ from typing import Annotated
 import asyncpg
 from fastapi import Depends, Query, Request
 from limits import RateLimitItem, parse
-from limits.aio.strategies import MovingWindowRateLimiter
+from limits.aio.strategies import FixedWindowRateLimiter
 from limits.storage import storage_from_string
 
 from api.errors import Problem
-from api.security import Principal, authenticate_key
+from api.key_cache import KeyCache
+from api.security import Principal, authenticate_key, hash_key
 from api.settings import ApiSettings
 from producers.publisher import UsagePublisher
 
@@ -30,19 +31,23 @@ __all__ = [
 ]
 
 
-def get_pool(request: Request) -> asyncpg.Pool:
+# The dependencies are `async def` although they do not await: FastAPI runs a plain `def`
+# dependency in its thread pool, a thread hop per dependency and request.
+
+
+async def get_pool(request: Request) -> asyncpg.Pool:
     """The app's asyncpg pool (created in the lifespan)."""
     pool: asyncpg.Pool = request.app.state.pool
     return pool
 
 
-def get_app_settings(request: Request) -> ApiSettings:
+async def get_app_settings(request: Request) -> ApiSettings:
     """The settings the app was created with."""
     settings: ApiSettings = request.app.state.settings
     return settings
 
 
-def get_publisher(request: Request) -> UsagePublisher:
+async def get_publisher(request: Request) -> UsagePublisher:
     """The started UsagePublisher, or 503 when Kafka was unreachable at start-up."""
     publisher: UsagePublisher | None = getattr(request.app.state, "publisher", None)
     if publisher is None:
@@ -60,10 +65,16 @@ SettingsDep = Annotated[ApiSettings, Depends(get_app_settings)]
 Publisher = Annotated[UsagePublisher, Depends(get_publisher)]
 
 
-def make_rate_limiter(storage_uri: str) -> MovingWindowRateLimiter:
-    """A moving-window limiter over the async limits storage named by the URI."""
+def make_rate_limiter(storage_uri: str) -> FixedWindowRateLimiter:
+    """A fixed-window limiter over the async limits storage named by the URI.
+
+    Fixed, not moving: the moving window of the memory storage keeps one asyncio.Lock per hit
+    and sweeps them all in a background task, 27 us a hit at 20/second and 140 us at high
+    limits, against 3 us for a counter (and one INCR instead of a Lua script on redis). The
+    price: a key may pass up to twice its limit across the boundary of two windows.
+    """
     uri = storage_uri if storage_uri.startswith("async+") else "async+" + storage_uri
-    return MovingWindowRateLimiter(storage_from_string(uri))
+    return FixedWindowRateLimiter(storage_from_string(uri))
 
 
 @lru_cache(maxsize=256)
@@ -82,7 +93,7 @@ def _unauthorized(detail: str) -> Problem:
 
 
 async def _rate_limit(request: Request, principal: Principal, settings: ApiSettings) -> None:
-    limiter: MovingWindowRateLimiter | None = getattr(request.app.state, "limiter", None)
+    limiter: FixedWindowRateLimiter | None = getattr(request.app.state, "limiter", None)
     if limiter is None:
         return
     item = parse_limit(principal.rate_limit or settings.admin_rate_limit)
@@ -109,9 +120,16 @@ async def authenticate(request: Request, pool: Pool, settings: SettingsDep) -> P
     scheme, _, key = header.partition(" ")
     if scheme.lower() != "bearer" or not key.strip():
         raise _unauthorized("the Authorization header must be 'Bearer <key>'")
-    principal = await authenticate_key(pool, key.strip(), default_tier=settings.default_tier)
+    key = key.strip()
+    cache: KeyCache | None = getattr(request.app.state, "key_cache", None)
+    digest = hash_key(key)
+    principal = cache.get(digest) if cache is not None else None
     if principal is None:
-        raise _unauthorized("the API key is invalid or revoked")
+        principal = await authenticate_key(pool, key, default_tier=settings.default_tier)
+        if principal is None:
+            raise _unauthorized("the API key is invalid or revoked")
+        if cache is not None:
+            cache.put(digest, principal)
     await _rate_limit(request, principal, settings)
     return principal
 

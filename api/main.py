@@ -16,6 +16,7 @@ from fastapi.openapi.utils import get_openapi
 import api.routes
 from api.deps import make_rate_limiter
 from api.errors import PROBLEM_MEDIA_TYPE, install_error_handlers
+from api.key_cache import KeyCache
 from api.metrics import MetricsMiddleware
 from api.settings import ApiSettings, get_api_settings
 from producers.publisher import PublishError, UsagePublisher
@@ -101,6 +102,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         docs_url="/docs",
     )
     app.state.settings = settings
+    app.state.key_cache = KeyCache(settings.api_key_cache_seconds)
     install_error_handlers(app)
     app.add_middleware(MetricsMiddleware)
     for module in route_modules():

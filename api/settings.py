@@ -28,6 +28,12 @@ class ApiSettings(CommonSettings):
     low_balance_threshold: Decimal = Field(default=Decimal("1"), ge=0)
     byok_fee_pct: Decimal = Field(default=Decimal("5"), ge=0, le=100)
     default_tier: str = "free"
+    api_key_cache_seconds: float = Field(
+        default=5,
+        ge=0,
+        description="How long a verified key is trusted without a database lookup; a key "
+        "revoked (or an account re-tiered) elsewhere takes effect within this time. 0: off.",
+    )
     pg_pool_min: int = Field(default=2, ge=0)
     pg_pool_max: int = Field(default=10, ge=1)
 

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import asyncpg
-from fastapi import APIRouter, Path, Response
+from fastapi import APIRouter, Path, Request, Response
 
 from api.deps import AdminKey, Pool
 from api.errors import Problem
@@ -67,11 +67,13 @@ async def get_account(account_id: AccountPath, pool: Pool, _: AdminKey) -> Accou
     responses={404: {"description": "no such account"}},
 )
 async def put_account_tier(
-    account_id: AccountPath, body: SetTierIn, pool: Pool, _: AdminKey
+    account_id: AccountPath, body: SetTierIn, pool: Pool, _: AdminKey, request: Request
 ) -> AccountOut:
     """Set the tier (multiplier, rate limit and monthly allocation follow); the cap is kept."""
     async with pool.acquire() as conn:
         await set_account_tier(conn, account_id=account_id, tier=body.tier)
+        # The rate limit comes with the cached key: this process drops it now, others in time.
+        request.app.state.key_cache.forget_account(account_id)
         return await _account(conn, account_id)
 
 
@@ -113,7 +115,12 @@ async def get_tier(name: TierPath, pool: Pool, _: AdminKey) -> TierOut:
     responses={201: {"model": TierOut, "description": "tier created"}},
 )
 async def put_tier(
-    name: TierPath, body: TierIn, pool: Pool, _: AdminKey, response: Response
+    name: TierPath,
+    body: TierIn,
+    pool: Pool,
+    _: AdminKey,
+    response: Response,
+    request: Request,
 ) -> TierOut:
     """Create or replace the tier's terms; accounts on it follow from their next request."""
     cap = body.default_monthly_cap
@@ -125,6 +132,7 @@ async def put_tier(
         default_monthly_cap_micros=None if cap is None else credits_to_micros(cap),
         rate_limit=body.rate_limit,
     )
+    request.app.state.key_cache.clear()  # cached keys carry their tier's rate limit
     if created:
         response.status_code = 201
     return _tier_out(r)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Response
+from fastapi import APIRouter, Path, Request, Response
 
 from api.deps import AdminKey, Pool, SettingsDep
 from api.errors import Problem
@@ -49,9 +49,17 @@ async def create_key(body: ApiKeyIn, pool: Pool, settings: SettingsDep, _: Admin
     responses={404: {"description": "no such live key"}},
 )
 async def revoke_key(
-    key_id: Annotated[str, Path(min_length=1, max_length=64)], pool: Pool, _: AdminKey
+    key_id: Annotated[str, Path(min_length=1, max_length=64)],
+    pool: Pool,
+    _: AdminKey,
+    request: Request,
 ) -> Response:
-    """Revoke the key from now on: its next request is a 401."""
+    """Revoke the key from now on: its next request is a 401.
+
+    Other API processes trust a key they verified for up to METERLINE_API_KEY_CACHE_SECONDS
+    (5 s by default): there the revocation takes effect within that time.
+    """
     if not await revoke_api_key(pool, key_id=key_id):
         raise Problem(404, "unknown_api_key", f"no live API key with id {key_id!r}", key_id=key_id)
+    request.app.state.key_cache.forget_key(key_id)
     return Response(status_code=204)

@@ -13,6 +13,13 @@ def register(app: typer.Typer) -> None:
         workers: int = typer.Option(1, min=1, help="Worker processes"),
         log_level: str = typer.Option("info", help="uvicorn log level"),
         access_log: bool = typer.Option(True, help="Log every request"),
+        server_header: bool = typer.Option(False, help="Send 'Server: uvicorn'"),
+        loop: str = typer.Option(
+            "auto", help="Event loop: auto (uvloop when installed), asyncio or uvloop"
+        ),
+        http: str = typer.Option(
+            "auto", help="HTTP parser: auto (httptools when installed), h11 or httptools"
+        ),
     ) -> None:
         """Serve the HTTP API (OpenAPI at /docs); settings from METERLINE_* variables."""
         import uvicorn
@@ -25,4 +32,7 @@ def register(app: typer.Typer) -> None:
             workers=workers,
             log_level=log_level,
             access_log=access_log,
+            server_header=server_header,
+            loop=loop,
+            http=http,
         )
