@@ -53,6 +53,7 @@ class ApiBenchConfig:
     database: str = "meterline_bench"
     load: Literal["auto", "wrk", "httpx"] = "auto"
     threads: int = 2  # wrk threads (the connections are spread over them)
+    rate: float = 1000  # requests/s of the fixed-rate phases (wrk only); 0: none
 
 
 @dataclass
@@ -263,7 +264,8 @@ local reqs, n, i = {}, 0, 0
 function init(args)
   local method, path, body = args[1], args[2], args[3]
   if body == "" then body = nil end
-  for k = 4, #args do
+  interval_ms = tonumber(args[4])
+  for k = 5, #args do
     local headers = {["Authorization"] = "Bearer " .. args[k]}
     if body then headers["Content-Type"] = "application/json" end
     n = n + 1
@@ -281,6 +283,25 @@ function done(summary, latency, requests)
     .. ' "write": %d, "timeout": %d, "p50_us": %d, "p99_us": %d, "max_us": %d}\\n',
     summary.requests, summary.duration, e.status, e.connect, e.read, e.write, e.timeout,
     latency:percentile(50), latency:percentile(99), latency.max))
+end
+"""
+
+# With a delay() function wrk paces each thread to a schedule (one slot every interval_ms,
+# from a monotonic clock through LuaJIT's ffi) instead of sending as fast as answers come.
+WRK_PACING = """\
+local ffi = require("ffi")
+ffi.cdef[[
+typedef struct { long tv_sec; long tv_nsec; } ml_timespec;
+int clock_gettime(int clk_id, ml_timespec *tp);
+]]
+local ts = ffi.new("ml_timespec")
+local next_at = nil
+function delay()
+  ffi.C.clock_gettime(1, ts)
+  local now = tonumber(ts.tv_sec) * 1000 + tonumber(ts.tv_nsec) / 1e6
+  next_at = (next_at or now) + interval_ms
+  if next_at < now then return 0 end
+  return next_at - now
 end
 """
 
@@ -308,6 +329,7 @@ def _run_wrk(
     path: str,
     body: str,
     keys: list[str],
+    interval_ms: float,
 ) -> dict[str, int]:
     cmd = [
         wrk,
@@ -324,6 +346,7 @@ def _run_wrk(
         method,
         path,
         body,
+        f"{interval_ms:.6f}",
         *keys,
     ]
     run = subprocess.run(cmd, capture_output=True, text=True, check=False)
@@ -343,14 +366,20 @@ async def _wrk_phase(
     method: str,
     path: str,
     body: str = "",
+    rate: float = 0,
 ) -> PhaseResult:
-    """A closed loop of `cfg.clients` wrk connections (1 s warm-up, then `duration_s`)."""
+    """`cfg.clients` wrk connections (1 s warm-up, then `duration_s`): a closed loop, or
+    `rate` requests/s in all when rate > 0 (latency counted from each send, as wrk does)."""
+    threads = max(1, min(cfg.threads, cfg.clients))
+    interval_ms = threads * 1000 / rate if rate > 0 else 0.0
     with tempfile.TemporaryDirectory(prefix="meterline-wrk-") as tmp:
         script = Path(tmp) / "bench.lua"
-        script.write_text(WRK_SCRIPT)
+        script.write_text(WRK_SCRIPT + (WRK_PACING if rate > 0 else ""))
         args = (wrk, script, base, cfg)
-        await asyncio.to_thread(_run_wrk, *args, 1.0, method, path, body, keys)
-        f = await asyncio.to_thread(_run_wrk, *args, cfg.duration_s, method, path, body, keys)
+        await asyncio.to_thread(_run_wrk, *args, 1.0, method, path, body, keys, interval_ms)
+        f = await asyncio.to_thread(
+            _run_wrk, *args, cfg.duration_s, method, path, body, keys, interval_ms
+        )
     errors = f["status"] + f["connect"] + f["read"] + f["write"] + f["timeout"]
     return PhaseResult(
         name,
@@ -360,7 +389,7 @@ async def _wrk_phase(
         f["p50_us"] / 1000,
         f["p99_us"] / 1000,
         f["max_us"] / 1000,
-        tool=f"wrk -c{cfg.clients}",
+        tool=f"wrk -c{cfg.clients}" + (f" at {rate:.0f}/s" if rate > 0 else " closed loop"),
     )
 
 
@@ -418,9 +447,11 @@ async def run_api_bench(cfg: ApiBenchConfig, say: Say) -> list[PhaseResult]:
     proc = _start_api(dsn, settings, cfg, port)
     results: list[PhaseResult] = []
 
-    async def phase(name: str, method: str, path: str, body: str = "") -> PhaseResult:
+    async def phase(
+        name: str, method: str, path: str, body: str = "", rate: float = 0
+    ) -> PhaseResult:
         if wrk is not None:
-            return await _wrk_phase(wrk, name, base, keys, cfg, method, path, body)
+            return await _wrk_phase(wrk, name, base, keys, cfg, method, path, body, rate)
         content = body.encode() or None
         headers = {"Content-Type": "application/json"} if body else {}
         return await _closed_loop(
@@ -437,8 +468,19 @@ async def run_api_bench(cfg: ApiBenchConfig, say: Say) -> list[PhaseResult]:
             f"API on {base} ({cfg.workers} worker(s)); {cfg.clients} "
             f"{'wrk connections' if wrk else 'httpx clients'}, {cfg.duration_s:.0f} s per phase"
         )
+        paced = wrk is not None and cfg.rate > 0
         results.append(await phase("GET /credits/balance", "GET", "/api/v1/credits/balance"))
         say(results[-1].line())
+        if paced:
+            results.append(
+                await phase(
+                    f"GET /credits/balance @{cfg.rate:.0f}",
+                    "GET",
+                    "/api/v1/credits/balance",
+                    rate=cfg.rate,
+                )
+            )
+            say(results[-1].line())
         async with httpx.AsyncClient(base_url=base) as c:
             authorize = await c.post(
                 "/api/v1/credits/authorize",
@@ -457,6 +499,17 @@ async def run_api_bench(cfg: ApiBenchConfig, say: Say) -> list[PhaseResult]:
                 )
             )
             say(results[-1].line())
+            if paced:
+                results.append(
+                    await phase(
+                        f"POST /credits/authorize @{cfg.rate:.0f}",
+                        "POST",
+                        "/api/v1/credits/authorize",
+                        '{"estimated_cost": "0.01"}',
+                        rate=cfg.rate,
+                    )
+                )
+                say(results[-1].line())
         for r in await _pages(base, big_key, cfg):
             results.append(r)
             say(r.line())
@@ -472,5 +525,7 @@ async def run_api_bench(cfg: ApiBenchConfig, say: Say) -> list[PhaseResult]:
 def summary(results: list[PhaseResult]) -> str:
     """The figures as a block of text."""
     return "\n".join(r.line() for r in results) + (
-        "\n(closed loop: p50/p99 across all requests of a phase; pages one at a time, httpx)"
+        "\n(closed loop: as fast as answers come, so latency = connections / throughput;"
+        " @N: N requests/s in all over the same connections, latency from each send;"
+        " pages one at a time, httpx)"
     )

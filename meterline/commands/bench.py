@@ -72,6 +72,11 @@ def api(
         "(wrk when installed, else httpx with a note)",
     ),
     threads: int = typer.Option(2, min=1, help="wrk threads"),
+    rate: float = typer.Option(
+        1000,
+        min=0,
+        help="Requests/s of the fixed-rate phases after each closed loop (wrk); 0: none",
+    ),
 ) -> None:
     """GET balance / POST authorize under load, then transactions pages on a large ledger."""
     import asyncio
@@ -96,6 +101,7 @@ def api(
         database=database,
         load=load,  # type: ignore[arg-type]
         threads=threads,
+        rate=rate,
     )
     results = asyncio.run(run_api_bench(cfg, lambda m: console.print(m, highlight=False)))
     out.print(summary(results), highlight=False)
