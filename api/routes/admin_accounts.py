@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import asyncpg
 from fastapi import APIRouter, Path, Request, Response
 
-from api.deps import AdminKey, Pool
+from api.deps import AdminKey, Pool, SettingsDep
 from api.errors import Problem
 from api.queries import admin as q
 from processors.ledger import month_of, set_account_tier, upsert_tier
@@ -67,11 +67,18 @@ async def get_account(account_id: AccountPath, pool: Pool, _: AdminKey) -> Accou
     responses={404: {"description": "no such account"}},
 )
 async def put_account_tier(
-    account_id: AccountPath, body: SetTierIn, pool: Pool, _: AdminKey, request: Request
+    account_id: AccountPath,
+    body: SetTierIn,
+    pool: Pool,
+    _: AdminKey,
+    request: Request,
+    settings: SettingsDep,
 ) -> AccountOut:
-    """Set the tier (multiplier, rate limit and monthly allocation follow); the cap is kept."""
+    """Set the tier (multiplier, rate limit, allocation follow; a default cap follows too)."""
     async with pool.acquire() as conn:
-        await set_account_tier(conn, account_id=account_id, tier=body.tier)
+        await set_account_tier(
+            conn, account_id=account_id, tier=body.tier, policy=settings.ledger_policy()
+        )
         # The rate limit comes with the cached key: this process drops it now, others in time.
         request.app.state.key_cache.forget_account(account_id)
         return await _account(conn, account_id)

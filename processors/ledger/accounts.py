@@ -11,7 +11,7 @@ from decimal import Decimal
 import asyncpg
 
 from processors.ledger import queries
-from processors.ledger.entries import post_entry
+from processors.ledger.entries import post_entry, set_monthly_cap
 from processors.ledger.models import IdempotencyConflict, LedgerPolicy, UnknownAccount
 
 
@@ -39,22 +39,45 @@ async def ensure_account(conn: asyncpg.Connection, *, account_id: str, tier: str
     return True
 
 
-async def set_account_tier(conn: asyncpg.Connection, *, account_id: str, tier: str) -> None:
-    """Move an account to another tier (its cap, multiplier and rate limit follow the tier).
+async def set_account_tier(
+    conn: asyncpg.Connection,
+    *,
+    account_id: str,
+    tier: str,
+    policy: LedgerPolicy | None = None,
+) -> None:
+    """Move an account to another tier (its multiplier and rate limit follow the tier).
 
-    The account's own monthly cap is kept: a cap is the customer's choice, the tier's default
-    cap only applies when the account is created.
+    A monthly cap the account set itself is kept (a cap is the customer's choice); a cap that
+    is still the old tier's default follows the new tier's default, and the blocked state and
+    alerts are re-evaluated as for any cap change.
     """
     async with conn.transaction():
-        if not await conn.fetchval("SELECT 1 FROM tiers WHERE name = $1", tier):
+        new_default = await conn.fetchrow(
+            "SELECT default_monthly_cap_micros AS cap FROM tiers WHERE name = $1", tier
+        )
+        if new_default is None:
             raise UnknownTier(tier)
-        status: str = await conn.execute(
+        old = await conn.fetchrow(
+            "SELECT u.monthly_cap_micros AS cap, t.default_monthly_cap_micros AS tier_cap"
+            " FROM user_credits u JOIN tiers t ON t.name = u.tier"
+            " WHERE u.account_id = $1 FOR UPDATE OF u",
+            account_id,
+        )
+        if old is None:
+            raise UnknownAccount(account_id)
+        await conn.execute(
             "UPDATE user_credits SET tier = $2, updated_at = now() WHERE account_id = $1",
             account_id,
             tier,
         )
-        if status.endswith(" 0"):
-            raise UnknownAccount(account_id)
+        if old["cap"] == old["tier_cap"] and old["cap"] != new_default["cap"]:
+            await set_monthly_cap(
+                conn,
+                account_id=account_id,
+                cap_micros=new_default["cap"],
+                policy=policy or LedgerPolicy(),
+            )
 
 
 async def upsert_tier(
