@@ -10,11 +10,15 @@ import asyncpg
 Conn: TypeAlias = asyncpg.Connection | asyncpg.Pool
 
 
-async def system_totals(conn: Conn) -> asyncpg.Record:
-    """Accounts, blocked accounts and the total balance, now."""
+async def system_totals(conn: Conn, *, month: date) -> asyncpg.Record:
+    """Accounts, blocked accounts (live: overdrawn or at the cap this month), total balance."""
     row = await conn.fetchrow(
-        "SELECT count(*) AS accounts, count(*) FILTER (WHERE blocked) AS blocked_accounts,"
-        " coalesce(sum(balance_micros), 0)::bigint AS total_balance FROM user_credits"
+        "SELECT count(*) AS accounts,"
+        " count(*) FILTER (WHERE u.balance_micros < 0 OR (u.monthly_cap_micros IS NOT NULL"
+        "   AND coalesce(m.spend_micros, 0) >= u.monthly_cap_micros)) AS blocked_accounts,"
+        " coalesce(sum(u.balance_micros), 0)::bigint AS total_balance FROM user_credits u"
+        " LEFT JOIN monthly_spend m ON m.account_id = u.account_id AND m.month = $1",
+        month,
     )
     assert row is not None
     return row

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Path, Request, Response
 from api.deps import AdminKey, Pool, SettingsDep
 from api.errors import Problem
 from api.queries import admin as q
-from processors.ledger import month_of, set_account_tier, upsert_tier
+from processors.ledger import AccountState, month_of, set_account_tier, upsert_tier
 from schemas.api_admin import AccountOut, SetTierIn, TierIn, TierOut, TiersOut
 from schemas.api_credits import credits_to_micros
 from schemas.money import format_micros
@@ -33,6 +33,19 @@ async def _account(conn: Any, account_id: str) -> AccountOut:
             404, "unknown_account", f"account {account_id!r} does not exist", account_id=account_id
         )
     cap = r["monthly_cap_micros"]
+    # Blocked is decided live, as authorize does: the stored flag only changes on a write, so
+    # it would stay set past a month boundary until the account's next debit.
+    live = AccountState(
+        account_id=r["account_id"],
+        balance_micros=r["balance_micros"],
+        tier=r["tier"],
+        monthly_cap_micros=cap,
+        monthly_spend_micros=r["spend_micros"],
+        alerted_pct=0,
+        blocked=r["blocked"],
+        low_balance_alerted=False,
+    )
+    reason = live.should_block()
     return AccountOut(
         account_id=r["account_id"],
         balance=format_micros(r["balance_micros"]),
@@ -40,8 +53,8 @@ async def _account(conn: Any, account_id: str) -> AccountOut:
         monthly_cap=_opt_money(cap),
         cap_remaining=None if cap is None else format_micros(max(cap - r["spend_micros"], 0)),
         tier=r["tier"],
-        blocked=r["blocked"],
-        blocked_reason=r["blocked_reason"],
+        blocked=reason is not None,
+        blocked_reason=reason,
         byok_configured=r["byok_configured"],
         api_keys=r["api_keys"],
         created_at=r["created_at"],

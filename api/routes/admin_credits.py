@@ -18,6 +18,7 @@ from processors.ledger import (
     IdempotencyConflict,
     InsufficientCredit,
     LedgerError,
+    month_of,
     post_entry,
 )
 from schemas.api_admin import (
@@ -181,7 +182,7 @@ async def system_analytics(
 ) -> SystemAnalyticsOut:
     """Accounts and total balance now; usage spend, events and active accounts in the period."""
     start, end = _period(day_from, day_to)
-    totals = await q.system_totals(pool)
+    totals = await q.system_totals(pool, month=month_of(datetime.now(UTC)))
     usage = await q.usage_totals(pool, day_from=start, day_to=end)
     return SystemAnalyticsOut.model_validate(
         {

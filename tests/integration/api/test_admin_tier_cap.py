@@ -47,3 +47,26 @@ async def test_a_cap_the_account_chose_is_kept(
     assert r.status_code == 200, r.text
     r = await client.put(f"{A}/accounts/acct/tier", json={"tier": "pro"}, headers=auth(admin_key))
     assert r.json()["monthly_cap"] == "42.000000"
+
+
+async def test_blocked_is_live_after_the_month_turns(
+    client: httpx.AsyncClient, admin_key: str, db: asyncpg.Pool
+) -> None:
+    # Blocked at last month's cap; no write since: the stored flag is stale, the answer is not.
+    await db.execute(
+        "INSERT INTO user_credits (account_id, balance_micros, monthly_cap_micros, blocked,"
+        " blocked_reason) VALUES ('acct', 10000000, 5000000, true, 'monthly_cap_reached')"
+    )
+    await db.execute(
+        "INSERT INTO monthly_spend (account_id, month, spend_micros) VALUES"
+        " ('acct', date_trunc('month', now() AT TIME ZONE 'utc')::date - interval '1 month',"
+        " 5000000)"
+    )
+    out = (await client.get(f"{A}/accounts/acct", headers=auth(admin_key))).json()
+    assert (out["blocked"], out["blocked_reason"], out["monthly_spend"]) == (
+        False,
+        None,
+        "0.000000",
+    )
+    system = (await client.get(f"{A}/credits/analytics/system", headers=auth(admin_key))).json()
+    assert system["blocked_accounts"] == 0
