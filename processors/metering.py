@@ -136,45 +136,28 @@ class Meter:
     async def _rate(
         self, events: list[tuple[RawRecord, UsageEvent]]
     ) -> tuple[list[RatedEvent], list[DeadLetter]]:
-        rated, dead = [], []
-        missing: list[tuple[RawRecord, UsageEvent]] = []
-        for rec, ev in events:
-            version = self.catalog.version_at(ev.model, ev.occurred_at)
-            if version is None:
-                missing.append((rec, ev))
-            else:
-                rated.append(
-                    RatedEvent(
-                        ev,
-                        version,
-                        ev.provider or self.catalog.provider_for(ev.model),
-                        rec.partition,
-                        rec.offset,
-                    )
-                )
-        if missing and time.monotonic() - self._catalog_loaded_at > 1.0:
+        rated: list[RatedEvent] = []
+        pending = events
+        for last_try in (False, True):
+            missing: list[tuple[RawRecord, UsageEvent]] = []
+            for rec, ev in pending:
+                version = self.catalog.version_at(ev.model, ev.occurred_at)
+                if version is None:
+                    missing.append((rec, ev))
+                    continue
+                provider = ev.provider or self.catalog.provider_for(ev.model)
+                rated.append(RatedEvent(ev, version, provider, rec.partition, rec.offset))
+            if last_try or not missing or time.monotonic() - self._catalog_loaded_at <= 1.0:
+                break
             # A price may have been added since the last load: look once more before giving up.
             await self._retrying(lambda: self.refresh_catalog(force=True), "reload catalog")
-        for rec, ev in missing:
-            version = self.catalog.version_at(ev.model, ev.occurred_at)
-            if version is None:
-                dead.append(
-                    DeadLetter(
-                        rec,
-                        "unpriced",
-                        f"no price for model {ev.model!r} at {ev.occurred_at.isoformat()}",
-                    )
-                )
-            else:
-                rated.append(
-                    RatedEvent(
-                        ev,
-                        version,
-                        ev.provider or self.catalog.provider_for(ev.model),
-                        rec.partition,
-                        rec.offset,
-                    )
-                )
+            pending = missing
+        dead = [
+            DeadLetter(
+                rec, "unpriced", f"no price for model {ev.model!r} at {ev.occurred_at.isoformat()}"
+            )
+            for rec, ev in missing
+        ]
         # Keep each partition's order for balance_after.
         rated.sort(key=lambda r: (r.partition or 0, r.offset or 0))
         return rated, dead

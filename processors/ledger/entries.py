@@ -162,26 +162,7 @@ async def read_account(
     conn: asyncpg.Connection, *, account_id: str, now: datetime | None = None
 ) -> AccountState | None:
     """The account's state without locking (for reads such as balance and authorize)."""
-    r = await conn.fetchrow(
-        "SELECT u.account_id, u.balance_micros, u.tier, u.monthly_cap_micros, u.blocked,"
-        " u.low_balance_alerted, t.price_multiplier,"
-        " coalesce(m.spend_micros, 0) AS spend, coalesce(m.alerted_pct, 0) AS alerted_pct"
-        " FROM user_credits u JOIN tiers t ON t.name = u.tier"
-        " LEFT JOIN monthly_spend m ON m.account_id = u.account_id AND m.month = $2"
-        " WHERE u.account_id = $1",
-        account_id,
-        month_of(now or datetime.now(UTC)),
+    states = await queries.read_accounts(
+        conn, account_ids=[account_id], month=month_of(now or datetime.now(UTC))
     )
-    if r is None:
-        return None
-    return AccountState(
-        account_id=r["account_id"],
-        balance_micros=r["balance_micros"],
-        tier=r["tier"],
-        monthly_cap_micros=r["monthly_cap_micros"],
-        monthly_spend_micros=r["spend"],
-        alerted_pct=r["alerted_pct"],
-        blocked=r["blocked"],
-        low_balance_alerted=r["low_balance_alerted"],
-        price_multiplier=r["price_multiplier"],
-    )
+    return states.get(account_id)

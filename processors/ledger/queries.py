@@ -41,6 +41,13 @@ async def lock_accounts(
         " ORDER BY account_id FOR UPDATE",
         ids,
     )
+    return await read_accounts(conn, account_ids=ids, month=month)
+
+
+async def read_accounts(
+    conn: asyncpg.Connection | asyncpg.Pool, *, account_ids: Sequence[str], month: date
+) -> dict[str, AccountState]:
+    """The accounts' state with the month's spend (no lock: callers lock first if they write)."""
     rows = await conn.fetch(
         "SELECT u.account_id, u.balance_micros, u.tier, u.monthly_cap_micros, u.blocked,"
         " u.low_balance_alerted, t.price_multiplier,"
@@ -48,7 +55,7 @@ async def lock_accounts(
         " FROM user_credits u JOIN tiers t ON t.name = u.tier"
         " LEFT JOIN monthly_spend m ON m.account_id = u.account_id AND m.month = $2"
         " WHERE u.account_id = ANY($1::text[])",
-        ids,
+        list(account_ids),
         month,
     )
     return {
