@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import importlib
 import logging
 import pkgutil
@@ -62,6 +63,9 @@ def _lifespan(settings: ApiSettings) -> Any:
         app.state.pool = pool
         app.state.publisher = publisher
         app.state.limiter = make_rate_limiter(settings.rate_limit_storage)
+        # Everything built so far (routes, models, OpenAPI pieces) lives as long as the app:
+        # out of the collector's sight, a full collection no longer walks it mid-request.
+        gc.freeze()
         try:
             yield
         finally:
