@@ -12,20 +12,12 @@ from schemas.money import to_micros
 from schemas.settings import CommonSettings
 
 
-class WorkerSettings(CommonSettings):
-    """The Faust worker: batching, limits, ledger policy."""
+class LedgerSettings(CommonSettings):
+    """What every writer of the ledger applies alike (worker and API read the same variables)."""
 
-    worker_group: str = Field(default="meterline-worker", description="Kafka consumer group")
-    batch_max: int = Field(default=2000, ge=1, le=100_000)
-    batch_within_s: float = Field(default=0.1, gt=0)
-    max_event_bytes: int = Field(default=65536, ge=1024)
     low_balance_threshold: Decimal = Field(default=Decimal("1"), ge=0)
     byok_fee_pct: Decimal = Field(default=Decimal("5"), ge=0, le=100)
     default_tier: str = "free"
-    catalog_refresh_s: float = Field(default=30.0, gt=0)
-    seed_catalog: bool = True
-    pg_pool_max: int = Field(default=4, ge=1)
-    retry_max_backoff_s: float = Field(default=5.0, gt=0)
 
     def ledger_policy(self) -> LedgerPolicy:
         """The ledger policy these settings describe."""
@@ -34,6 +26,19 @@ class WorkerSettings(CommonSettings):
             byok_fee_pct=self.byok_fee_pct,
             default_tier=self.default_tier,
         )
+
+
+class WorkerSettings(LedgerSettings):
+    """The Faust worker: batching, limits, catalog refresh."""
+
+    worker_group: str = Field(default="meterline-worker", description="Kafka consumer group")
+    batch_max: int = Field(default=2000, ge=1, le=100_000)
+    batch_within_s: float = Field(default=0.1, gt=0)
+    max_event_bytes: int = Field(default=65536, ge=1024)
+    catalog_refresh_s: float = Field(default=30.0, gt=0)
+    seed_catalog: bool = True
+    pg_pool_max: int = Field(default=4, ge=1)
+    retry_max_backoff_s: float = Field(default=5.0, gt=0)
 
 
 @lru_cache(maxsize=1)
