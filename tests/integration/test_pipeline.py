@@ -6,6 +6,7 @@ import asyncio
 import json
 
 import asyncpg
+import pytest
 
 from processors.ledger import LedgerPolicy, post_entry
 from schemas import topics
@@ -159,9 +160,12 @@ async def test_bad_records_go_to_the_dlq_with_their_reason_and_good_ones_are_deb
     assert await db.fetchval("SELECT balance_micros FROM user_credits") == -6_000_000
 
 
-async def test_sigkill_mid_stream_loses_nothing_and_debits_nothing_twice(
-    test_settings: CommonSettings, db: asyncpg.Pool
+@pytest.mark.parametrize("disruption", ["sigkill", "sigterm", "rebalance"])
+async def test_disruption_mid_stream_loses_nothing_and_debits_nothing_twice(
+    test_settings: CommonSettings, db: asyncpg.Pool, disruption: str
 ) -> None:
+    """20,000 events; mid-stream the worker is killed (SIGKILL), stopped (SIGTERM) and
+    restarted, or joined by a second worker (a rebalance): every event debited exactly once."""
     async with db.acquire() as conn:
         await add_test_price(conn)
     n, accounts = 20_000, 50
@@ -172,23 +176,27 @@ async def test_sigkill_mid_stream_loses_nothing_and_debits_nothing_twice(
     }
     worker = Worker(test_settings, METERLINE_BATCH_MAX="500").start()
     await publish_events(test_settings.kafka_bootstrap, test_settings.topic_usage_events, events)
-    # Kill it once part of the stream is debited, mid-flight.
+    # Disrupt it once part of the stream is debited, mid-flight.
     deadline = asyncio.get_running_loop().time() + 90
     while await db.fetchval("SELECT count(*) FROM credit_transactions") < n // 4:
         assert asyncio.get_running_loop().time() < deadline, worker.log()
         await asyncio.sleep(0.05)
-    worker.kill()
-    debited_at_kill = await db.fetchval("SELECT count(*) FROM credit_transactions")
-    assert debited_at_kill < n, "the worker finished before it could be killed"
-    restarted = Worker(test_settings, group=worker.group).start()
+    if disruption == "sigkill":
+        worker.kill()
+    elif disruption == "sigterm":
+        worker.stop()
+    debited_at = await db.fetchval("SELECT count(*) FROM credit_transactions")
+    assert debited_at < n, "the worker finished before it could be disrupted"
+    second = Worker(test_settings, group=worker.group, METERLINE_BATCH_MAX="500").start()
     try:
         await wait_for(
-            db, "SELECT count(*) FROM credit_transactions", n, timeout=180, worker=restarted
+            db, "SELECT count(*) FROM credit_transactions", n, timeout=180, worker=second
         )
-        # Let it drain whatever was redelivered after the kill.
+        # Let it drain whatever was redelivered after the disruption.
         await asyncio.sleep(2)
     finally:
-        restarted.stop()
+        second.stop()
+        worker.stop()
     assert await db.fetchval("SELECT count(*) FROM credit_transactions") == n
     assert await db.fetchval("SELECT count(DISTINCT event_id) FROM credit_transactions") == n
     assert dict(await db.fetch("SELECT account_id, balance_micros FROM user_credits")) == expected
