@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
@@ -325,6 +325,13 @@ class CouponIn(_In):
     amount: PositiveCredits
     max_redemptions: int = Field(gt=0, le=10_000_000)
     expires_at: AwareDatetime | None = None
+
+    @field_validator("expires_at")
+    @classmethod
+    def _expires_in_future(cls, v: datetime | None) -> datetime | None:
+        if v is not None and v <= datetime.now(UTC):
+            raise ValueError("expires_at must be in the future (a coupon nobody could redeem)")
+        return v
 
 
 class CouponOut(BaseModel):

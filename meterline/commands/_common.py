@@ -8,7 +8,8 @@ import typer
 from rich.console import Console
 
 console = Console(stderr=True)
-out = Console()
+# Results go to stdout unwrapped, so a pipe or a script reads whole lines.
+out = Console(soft_wrap=True)
 
 
 def fail(message: str, code: int = 1) -> NoReturn:

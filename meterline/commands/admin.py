@@ -129,6 +129,8 @@ def grant_monthly(
             first = datetime.strptime(month, "%Y-%m").date()
         except ValueError:
             fail(f"--month must be YYYY-MM, got {month!r}")
+        if first > datetime.now(UTC).date().replace(day=1):
+            fail(f"--month {month} is in the future; a month is granted once it has begun")
 
     async def run(first: date) -> MonthlyGrant:
         from processors.ledger import grant_monthly_allocations
