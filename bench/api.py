@@ -33,7 +33,7 @@ import httpx
 
 from api.routes.transactions import encode_cursor
 from api.security import create_api_key
-from schemas import migrate
+from bench.common import bench_database
 from schemas.settings import CommonSettings
 
 BIG = "bench-big"
@@ -88,22 +88,6 @@ class PhaseResult:
             f"p50 {self.p50_ms:6.2f} ms  p99 {self.p99_ms:6.2f} ms  "
             f"max {self.max_ms:7.2f} ms  errors {self.errors}  ({self.tool})"
         )
-
-
-async def _bench_database(base_dsn: str, name: str) -> str:
-    conn = await asyncpg.connect(base_dsn)
-    try:
-        if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
-            await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    dsn = base_dsn.rsplit("/", 1)[0] + "/" + name
-    conn = await asyncpg.connect(dsn)
-    try:
-        await migrate.up(conn)
-    finally:
-        await conn.close()
-    return dsn
 
 
 async def _seed(dsn: str, cfg: ApiBenchConfig, say: Say) -> tuple[list[str], str]:
@@ -440,7 +424,7 @@ async def run_api_bench(cfg: ApiBenchConfig, say: Say) -> list[PhaseResult]:
     if cfg.load == "auto" and wrk is None:
         say(WRK_MISSING)
     settings = CommonSettings()
-    dsn = await _bench_database(settings.database_url, cfg.database)
+    dsn = await bench_database(settings.database_url, cfg.database)
     keys, big_key = await _seed(dsn, cfg, say)
     port = cfg.port or _free_port()
     base = f"http://127.0.0.1:{port}"

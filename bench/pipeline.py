@@ -27,11 +27,11 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from bench.common import bench_database
 from processors.catalog import load_catalog, seed_catalog
 from processors.ledger import LedgerPolicy, RatedEvent, debit_batch
 from processors.metering import RawRecord, validate
 from producers.synthetic import account_id, synthetic_events
-from schemas import migrate
 from schemas.event import UsageEvent
 from schemas.settings import CommonSettings
 
@@ -57,16 +57,9 @@ class PipelineFigures:
 
 
 async def _fresh_database(admin_dsn: str, name: str) -> str:
-    conn = await asyncpg.connect(admin_dsn)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    dsn = admin_dsn.rpartition("/")[0] + f"/{name}"
+    dsn = await bench_database(admin_dsn, name, fresh=True)
     conn = await asyncpg.connect(dsn)
     try:
-        await migrate.up(conn)
         await seed_catalog(conn)
     finally:
         await conn.close()

@@ -22,13 +22,13 @@ from itertools import islice
 import asyncpg
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from bench.common import bench_database
 from processors.catalog import load_catalog, seed_catalog
 from processors.ledger import RatedEvent, debit_batch
 from processors.reconcile import ReconcileResult, reconcile
 from processors.settings import WorkerSettings
 from producers.publisher import UsagePublisher
 from producers.synthetic import synthetic_events
-from schemas import migrate
 
 Say = Callable[[str], None]
 _LEDGER_TABLES = (
@@ -58,16 +58,9 @@ class ReconcileBench:
 
 
 async def _database(base_dsn: str, name: str) -> str:
-    conn = await asyncpg.connect(base_dsn)
-    try:
-        if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
-            await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    dsn = base_dsn.rsplit("/", 1)[0] + "/" + name
+    dsn = await bench_database(base_dsn, name)
     conn = await asyncpg.connect(dsn)
     try:
-        await migrate.up(conn)
         await conn.execute(f"TRUNCATE {_LEDGER_TABLES} CASCADE")
         await seed_catalog(conn)
     finally:

@@ -1,0 +1,26 @@
+"""What the benchmark harnesses share: a database of the bench's own beside the stack's."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from schemas import migrate
+
+
+async def bench_database(base_dsn: str, name: str, *, fresh: bool = False) -> str:
+    """Create (or, with fresh, recreate) database `name` on base_dsn's server and migrate it."""
+    conn = await asyncpg.connect(base_dsn)
+    try:
+        if fresh:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
+            await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    dsn = base_dsn.rsplit("/", 1)[0] + "/" + name
+    conn = await asyncpg.connect(dsn)
+    try:
+        await migrate.up(conn)
+    finally:
+        await conn.close()
+    return dsn
