@@ -436,3 +436,20 @@ class ApiKeyOut(BaseModel):
     key: str
     scope: Literal["user", "admin"]
     account_id: str | None
+
+
+class ApiKeyInfo(BaseModel):
+    """A key as listed: who it is for and whether it is live (the secret is never stored)."""
+
+    key_id: str
+    account_id: str | None
+    scope: Literal["user", "admin"]
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+class ApiKeysOut(BaseModel):
+    """A page of keys ordered by key_id; pass next_cursor as `cursor` for the next one."""
+
+    items: list[ApiKeyInfo]
+    next_cursor: str | None

@@ -52,3 +52,26 @@ async def find_key(
 async def key_exists(conn: asyncpg.Connection | asyncpg.Pool, *, key_id: str) -> bool:
     """Whether a key with this id exists (revoked or not)."""
     return bool(await conn.fetchval("SELECT 1 FROM api_keys WHERE key_id = $1", key_id))
+
+
+async def list_keys(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    *,
+    account_id: str | None,
+    include_revoked: bool,
+    after: str | None,
+    limit: int,
+) -> list[asyncpg.Record]:
+    """Keys by key_id (keyset pages), optionally of one account; never the hash."""
+    rows: list[asyncpg.Record] = await conn.fetch(
+        "SELECT key_id, account_id, scope, created_at, revoked_at FROM api_keys"
+        " WHERE ($1::text IS NULL OR account_id = $1)"
+        " AND ($2 OR revoked_at IS NULL)"
+        " AND ($3::text IS NULL OR key_id > $3)"
+        " ORDER BY key_id LIMIT $4",
+        account_id,
+        include_revoked,
+        after,
+        limit,
+    )
+    return rows

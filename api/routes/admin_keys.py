@@ -1,18 +1,40 @@
-"""Admin API-key routes: create a key (shown once), revoke a key."""
+"""Admin API-key routes: list keys, create a key (shown once), revoke a key."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Request, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 
 from api.deps import AdminKey, Pool, SettingsDep
 from api.errors import Problem
+from api.queries.keys import list_keys
 from api.security import create_api_key, revoke_api_key
 from processors.ledger import ensure_account
-from schemas.api_admin import ApiKeyIn, ApiKeyOut
+from schemas.api_admin import ApiKeyIn, ApiKeyInfo, ApiKeyOut, ApiKeysOut
 
 router = APIRouter(prefix="/api/v1/admin/api-keys", tags=["admin: API keys"])
+
+
+@router.get("", response_model=ApiKeysOut, summary="List API keys")
+async def get_keys(
+    pool: Pool,
+    _: AdminKey,
+    account_id: Annotated[str | None, Query(min_length=1, max_length=128)] = None,
+    include_revoked: bool = False,
+    cursor: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> ApiKeysOut:
+    """Live keys (and revoked ones with include_revoked), of one account or all, by key_id."""
+    rows = await list_keys(
+        pool,
+        account_id=account_id,
+        include_revoked=include_revoked,
+        after=cursor,
+        limit=limit + 1,
+    )
+    items = [ApiKeyInfo.model_validate(dict(r)) for r in rows[:limit]]
+    return ApiKeysOut(items=items, next_cursor=items[-1].key_id if len(rows) > limit else None)
 
 
 @router.post("", response_model=ApiKeyOut, status_code=201, summary="Create an API key")
