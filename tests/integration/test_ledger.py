@@ -346,3 +346,38 @@ async def test_concurrent_deductions_never_pass_the_cap(db: asyncpg.Pool) -> Non
     async with db.acquire() as conn:
         assert await conn.fetchval("SELECT spend_micros FROM monthly_spend") == 7_000_000
         await ledger_matches_balances(conn)
+
+
+async def test_worker_batches_and_api_writes_at_once_never_deadlock_or_lose(
+    db: asyncpg.Pool,
+) -> None:
+    """Batches over many accounts (any order) and single writes on the same accounts, all at
+    once on separate connections: no deadlock, no lost update, balance = sum of rows."""
+    import random
+
+    accounts = [f"acct-{i}" for i in range(8)]
+    rng = random.Random(7)
+
+    async def batch(n: int) -> None:
+        evs = [ev(f"b{n}-{i}", rng.choice(accounts), inp=1000) for i in range(40)]
+        async with db.acquire() as conn:
+            await debit_batch(conn, evs, policy=POLICY)
+
+    async def single(n: int) -> None:
+        async with db.acquire() as conn:
+            await post_entry(
+                conn,
+                account_id=rng.choice(accounts),
+                type="allocation",
+                amount_micros=1_000,
+                reason=None,
+                idempotency_key=f"s{n}",
+                policy=POLICY,
+            )
+
+    await asyncio.gather(*(batch(n) for n in range(12)), *(single(n) for n in range(12)))
+    async with db.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM credit_transactions") == 12 * 40 + 12
+        total = await conn.fetchval("SELECT sum(balance_micros) FROM user_credits")
+        assert total == 12 * 1_000 - 12 * 40 * 2_000
+        await ledger_matches_balances(conn)
