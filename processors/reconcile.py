@@ -247,7 +247,7 @@ async def reconcile(
             await pending
         if rows:
             await q.copy_expected(conn, rows=rows)
-        _, result.distinct = await q.count_expected(conn)
+        result.distinct = await q.count_distinct_expected(conn)
         await q.copy_adjusted(conn, rows=await _earlier_adjustments(conn))
         for r in await q.compare_with_ledger(conn, start=start, end=end):
             result.findings.append(_finding(r))
