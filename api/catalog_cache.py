@@ -6,7 +6,6 @@ import asyncio
 import time
 
 import asyncpg
-from fastapi import FastAPI
 
 from processors.catalog import load_catalog
 from processors.pricing import Catalog
@@ -32,16 +31,3 @@ class CatalogCache:
                 self._catalog = await load_catalog(pool)
                 self._loaded_at = time.monotonic()
             return self._catalog
-
-    def invalidate(self) -> None:
-        """Forget the catalog (the next request reloads it), e.g. after a new price version."""
-        self._catalog = None
-
-
-def catalog_cache(app: FastAPI) -> CatalogCache:
-    """The app's catalog cache, created on first use."""
-    cache: CatalogCache | None = getattr(app.state, "catalog_cache", None)
-    if cache is None:
-        cache = CatalogCache()
-        app.state.catalog_cache = cache
-    return cache

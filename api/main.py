@@ -15,6 +15,7 @@ from fastapi import APIRouter, FastAPI
 from fastapi.openapi.utils import get_openapi
 
 import api.routes
+from api.catalog_cache import CatalogCache
 from api.deps import make_rate_limiter
 from api.errors import PROBLEM_MEDIA_TYPE, install_error_handlers
 from api.key_cache import KeyCache
@@ -107,6 +108,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.key_cache = KeyCache(settings.api_key_cache_seconds)
+    app.state.catalog_cache = CatalogCache()
     install_error_handlers(app)
     app.add_middleware(MetricsMiddleware)
     for module in route_modules():

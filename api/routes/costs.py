@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import asyncpg
 from fastapi import APIRouter, Request, Response
 
-from api.catalog_cache import catalog_cache
+from api.catalog_cache import CatalogCache
 from api.deps import Pool, SettingsDep, TargetAccount
 from api.errors import Problem
 from api.metrics import LEDGER_WRITES
@@ -53,7 +53,8 @@ async def _price(
 ) -> tuple[CostOut, int]:
     """The cost answer and the cost in micro-credits."""
     at = body.occurred_at or datetime.now(UTC)
-    catalog = await catalog_cache(request.app).get(pool)
+    cache: CatalogCache = request.app.state.catalog_cache
+    catalog = await cache.get(pool)
     state = await account_state(pool, account_id=account_id, default_tier=settings.default_tier)
     try:
         version = catalog.require(body.model, at)
