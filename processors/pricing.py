@@ -25,7 +25,7 @@ from decimal import (
 )
 from typing import Any, Protocol
 
-from schemas.money import format_micros
+from schemas.money import format_micros, from_micros
 
 __all__ = [
     "Catalog",
@@ -222,7 +222,7 @@ class CostBreakdown:
     @property
     def cost(self) -> Decimal:
         """The rounded cost in credits (6 places)."""
-        return Decimal(self.cost_micros).scaleb(-_MICROS_EXP, _EXACT)
+        return from_micros(self.cost_micros)
 
     def as_wire(self) -> dict[str, Any]:
         """The JSON form: the cost with 6 places, every other amount as a plain decimal string."""

@@ -24,7 +24,7 @@ import csv
 import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -270,7 +270,7 @@ async def reconcile(
             result.findings = [
                 f
                 if f.kind != "missing" or (f.source, f.event_id) in metered
-                else _replace_metered(f, False)
+                else replace(f, metered=False)
                 for f in result.findings
             ]
     finally:
@@ -278,12 +278,6 @@ async def reconcile(
         await consumer.stop()
     result.seconds = time.monotonic() - began
     return result
-
-
-def _replace_metered(f: Finding, metered: bool) -> Finding:
-    d = asdict(f)
-    d["metered"] = metered
-    return Finding(**d)
 
 
 def _expect(

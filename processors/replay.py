@@ -91,9 +91,7 @@ class _Collect:
 
 def _dlq_origin(record: ConsumerRecord[bytes, bytes]) -> tuple[str, RawRecord | None]:
     """A DLQ record's reason, and the original record to re-rate when the reason allows it."""
-    h: dict[str, bytes] = {}
-    for name, value in record.headers or ():
-        h[name] = value
+    h = dict(record.headers or ())
     reason = h.get(topics.DLQ_HEADER_REASON, b"").decode() or "unknown"
     if reason not in RETRYABLE_DLQ_REASONS:
         return reason, None
