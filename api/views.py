@@ -9,7 +9,8 @@ import asyncpg
 
 from api.queries.accounts import read_tier
 from processors.ledger import AccountState, EntryResult, LedgerRow, read_account
-from schemas.api_credits import BalanceOut, EntryOut, LedgerRowOut, money, money_or_none
+from schemas.api_credits import BalanceOut, EntryOut, LedgerRowOut, money_or_none
+from schemas.money import format_micros
 
 
 async def account_state(
@@ -42,8 +43,8 @@ def balance_out(state: AccountState) -> BalanceOut:
     reason = state.should_block()
     return BalanceOut(
         account_id=state.account_id,
-        balance=money(state.balance_micros),
-        monthly_spend=money(state.monthly_spend_micros),
+        balance=format_micros(state.balance_micros),
+        monthly_spend=format_micros(state.monthly_spend_micros),
         monthly_cap=money_or_none(state.monthly_cap_micros),
         cap_remaining=money_or_none(state.cap_remaining_micros),
         tier=state.tier,
@@ -59,8 +60,8 @@ def row_out(row: LedgerRow | asyncpg.Record) -> LedgerRowOut:
         id=get("id"),
         account_id=get("account_id"),
         type=get("type"),
-        amount=money(get("amount_micros")),
-        balance_after=money(get("balance_after_micros")),
+        amount=format_micros(get("amount_micros")),
+        balance_after=format_micros(get("balance_after_micros")),
         reason=get("reason"),
         idempotency_key=get("idempotency_key"),
         model=get("model"),
@@ -78,7 +79,7 @@ def entry_out(result: EntryResult) -> EntryOut:
     """
     return EntryOut(
         transaction=row_out(result.row),
-        balance=money(result.row.balance_after_micros),
+        balance=format_micros(result.row.balance_after_micros),
         replayed=result.replayed,
     )
 

@@ -27,7 +27,7 @@ from pydantic import (
     model_validator,
 )
 
-from schemas.money import MICROS_PER_CREDIT, format_micros
+from schemas.money import format_micros
 
 MAX_WHOLE_DIGITS = 12  # 10**12 credits is 10**18 micro-credits: within BIGINT with room to spare
 _DECIMAL_RE = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")
@@ -120,18 +120,6 @@ Reason = Annotated[str, StringConstraints(min_length=1, max_length=500)]
 IdempotencyKey = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 ModelName = Annotated[str, StringConstraints(min_length=1, max_length=256)]
 UnitCount = Annotated[Decimal, Field(ge=0, allow_inf_nan=False, max_digits=30)]
-
-
-def credits_to_micros(amount: Decimal) -> int:
-    """Validated credits (at most 6 places) → micro-credits, exactly."""
-    micros = amount * MICROS_PER_CREDIT
-    assert micros == micros.to_integral_value()
-    return int(micros)
-
-
-def money(micros: int) -> str:
-    """Micro-credits → the wire form."""
-    return format_micros(micros)
 
 
 def money_or_none(micros: int | None) -> str | None:

@@ -12,18 +12,15 @@ from api.deps import AdminKey, Pool, SettingsDep
 from api.errors import Problem
 from api.queries import admin as q
 from processors.ledger import AccountState, month_of, set_account_tier, upsert_tier
+from processors.pricing import plain
 from schemas.api_admin import AccountOut, SetTierIn, TierIn, TierOut, TiersOut
-from schemas.api_credits import credits_to_micros
-from schemas.money import format_micros
+from schemas.api_credits import money_or_none
+from schemas.money import format_micros, to_micros
 
 router = APIRouter(prefix="/api/v1/admin", tags=["admin: accounts and tiers"])
 
 AccountPath = Annotated[str, Path(min_length=1, max_length=128, description="the account id")]
 TierPath = Annotated[str, Path(pattern=r"^[a-z0-9_-]{1,32}$", description="the tier name")]
-
-
-def _opt_money(micros: int | None) -> str | None:
-    return None if micros is None else format_micros(micros)
 
 
 async def _account(conn: Any, account_id: str) -> AccountOut:
@@ -50,7 +47,7 @@ async def _account(conn: Any, account_id: str) -> AccountOut:
         account_id=r["account_id"],
         balance=format_micros(r["balance_micros"]),
         monthly_spend=format_micros(r["spend_micros"]),
-        monthly_cap=_opt_money(cap),
+        monthly_cap=money_or_none(cap),
         cap_remaining=None if cap is None else format_micros(max(cap - r["spend_micros"], 0)),
         tier=r["tier"],
         blocked=reason is not None,
@@ -101,8 +98,8 @@ def _tier_out(r: asyncpg.Record) -> TierOut:
     return TierOut(
         name=r["name"],
         monthly_allocation=format_micros(r["monthly_allocation_micros"]),
-        price_multiplier=format(r["price_multiplier"].normalize(), "f"),
-        default_monthly_cap=_opt_money(r["default_monthly_cap_micros"]),
+        price_multiplier=plain(r["price_multiplier"]),
+        default_monthly_cap=money_or_none(r["default_monthly_cap_micros"]),
         rate_limit=r["rate_limit"],
         updated_at=r["updated_at"],
     )
@@ -147,9 +144,9 @@ async def put_tier(
     r, created = await upsert_tier(
         pool,
         name=name,
-        monthly_allocation_micros=credits_to_micros(body.monthly_allocation),
+        monthly_allocation_micros=to_micros(body.monthly_allocation),
         price_multiplier=body.price_multiplier,
-        default_monthly_cap_micros=None if cap is None else credits_to_micros(cap),
+        default_monthly_cap_micros=None if cap is None else to_micros(cap),
         rate_limit=body.rate_limit,
     )
     request.app.state.key_cache.clear()  # cached keys carry their tier's rate limit

@@ -11,8 +11,7 @@ from api.deps import AdminKey, Pool
 from api.errors import Problem
 from api.queries import admin as q
 from schemas.api_admin import CouponIn, CouponOut, CouponsPage
-from schemas.api_credits import credits_to_micros
-from schemas.money import format_micros
+from schemas.money import format_micros, to_micros
 
 router = APIRouter(prefix="/api/v1/admin/coupons", tags=["admin: coupons"])
 
@@ -40,7 +39,7 @@ async def create_coupon(body: CouponIn, pool: Pool, _: AdminKey) -> CouponOut:
     r = await q.insert_coupon(
         pool,
         code=body.code,
-        amount_micros=credits_to_micros(body.amount),
+        amount_micros=to_micros(body.amount),
         max_redemptions=body.max_redemptions,
         expires_at=body.expires_at,
     )

@@ -30,8 +30,8 @@ from schemas.api_admin import (
     SystemAnalyticsOut,
     TopSpendersOut,
 )
-from schemas.api_credits import EntryOut, credits_to_micros
-from schemas.money import format_micros
+from schemas.api_credits import EntryOut
+from schemas.money import format_micros, to_micros
 
 router = APIRouter(prefix="/api/v1/admin/credits", tags=["admin: credits"])
 
@@ -59,7 +59,7 @@ async def allocate(
             conn,
             account_id=body.account_id,
             type="allocation",
-            amount_micros=credits_to_micros(body.amount),
+            amount_micros=to_micros(body.amount),
             reason=body.reason,
             idempotency_key=body.idempotency_key,
             policy=settings.ledger_policy(),
@@ -115,7 +115,7 @@ async def bulk_allocate(
                             conn,
                             account_id=row.account_id,
                             type="allocation",
-                            amount_micros=credits_to_micros(row.amount),
+                            amount_micros=to_micros(row.amount),
                             reason=row.reason,
                             idempotency_key=row.idempotency_key,
                             policy=policy,
@@ -136,7 +136,7 @@ async def bulk_allocate(
     written = sum(1 for r in results.values() if not r.replayed)
     if written:
         LEDGER_WRITES.labels("allocation").inc(written)
-    total = sum(credits_to_micros(a.amount) for a in body.allocations)
+    total = sum(to_micros(a.amount) for a in body.allocations)
     return BulkAllocateOut(
         results=[
             BulkRowOut(index=i, **entry_out(results[i]).model_dump())

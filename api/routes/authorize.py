@@ -8,7 +8,8 @@ from fastapi import APIRouter
 
 from api.deps import Pool, SettingsDep, TargetAccount
 from api.views import account_state
-from schemas.api_credits import AuthorizeIn, AuthorizeOut, credits_to_micros, money, money_or_none
+from schemas.api_credits import AuthorizeIn, AuthorizeOut, money_or_none
+from schemas.money import format_micros, to_micros
 
 router = APIRouter(prefix="/api/v1/credits", tags=["authorize"])
 
@@ -28,7 +29,7 @@ async def authorize(
     follows the call is what debits (and may still overdraw, as streamed usage is a fact).
     """
     state = await account_state(pool, account_id=account_id, default_tier=settings.default_tier)
-    estimate = credits_to_micros(body.estimated_cost)
+    estimate = to_micros(body.estimated_cost)
     left = state.cap_remaining_micros
     reason: Literal["ok", "blocked", "insufficient_balance", "monthly_cap"]
     if state.should_block() is not None:
@@ -42,6 +43,6 @@ async def authorize(
     return AuthorizeOut(
         allowed=reason == "ok",
         reason=reason,
-        balance=money(state.balance_micros),
+        balance=format_micros(state.balance_micros),
         cap_remaining=money_or_none(left),
     )

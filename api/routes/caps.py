@@ -7,7 +7,8 @@ from fastapi import APIRouter
 from api.deps import Pool, SettingsDep, TargetAccount
 from api.views import account_state, balance_out
 from processors.ledger import set_monthly_cap
-from schemas.api_credits import BalanceOut, MonthlyCapIn, credits_to_micros
+from schemas.api_credits import BalanceOut, MonthlyCapIn
+from schemas.money import to_micros
 
 router = APIRouter(prefix="/api/v1/credits", tags=["caps"])
 
@@ -33,7 +34,7 @@ async def post_monthly_cap(
     The blocked state follows at once: a cap at or below this month's spend blocks the
     account, a higher cap (or none) unblocks it.
     """
-    cap = None if body.monthly_cap is None else credits_to_micros(body.monthly_cap)
+    cap = None if body.monthly_cap is None else to_micros(body.monthly_cap)
     async with pool.acquire() as conn:
         state = await set_monthly_cap(
             conn, account_id=account_id, cap_micros=cap, policy=settings.ledger_policy()

@@ -25,8 +25,8 @@ from schemas.api_credits import (
     CalculateAndDeductOut,
     CalculateCostIn,
     CostOut,
-    money,
 )
+from schemas.money import format_micros
 
 router = APIRouter(prefix="/api/v1/credits", tags=["costs"])
 
@@ -149,7 +149,7 @@ async def calculate_and_deduct(
             return _replay(stored, digest, body.idempotency_key, response)
         out = CalculateAndDeductOut(
             transaction=row_out(result.row),
-            balance=money(result.row.balance_after_micros),
+            balance=format_micros(result.row.balance_after_micros),
             replayed=False,
             cost=cost,
         )

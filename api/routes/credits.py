@@ -11,7 +11,8 @@ from api.metrics import LEDGER_WRITES
 from api.views import REPLAYED_HEADER, account_state, balance_out, entry_out
 from processors.ledger import post_entry
 from schemas.api_common import ProblemOut
-from schemas.api_credits import BalanceOut, DeductIn, EntryOut, credits_to_micros
+from schemas.api_credits import BalanceOut, DeductIn, EntryOut
+from schemas.money import to_micros
 
 router = APIRouter(prefix="/api/v1/credits", tags=["credits"])
 
@@ -64,7 +65,7 @@ async def deduct(
             conn,
             account_id=account_id,
             type="deduction",
-            amount_micros=-credits_to_micros(body.amount),
+            amount_micros=-to_micros(body.amount),
             reason=body.reason,
             idempotency_key=body.idempotency_key,
             policy=settings.ledger_policy(),

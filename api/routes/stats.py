@@ -10,7 +10,8 @@ from fastapi import APIRouter, Query
 from api.deps import Pool, TargetAccount
 from api.errors import Problem
 from api.queries import usage as q
-from schemas.api_credits import UsageGroupOut, UsageStatsOut, UsageTotalsOut, money
+from schemas.api_credits import UsageGroupOut, UsageStatsOut, UsageTotalsOut
+from schemas.money import format_micros
 
 router = APIRouter(prefix="/api/v1/credits", tags=["usage"])
 
@@ -65,11 +66,13 @@ async def usage_stats(
         pool, account_id=account_id, day_from=start, day_to=end, group_by=group_by
     )
     groups = [
-        UsageGroupOut(key=r["key"], cost=money(r["cost_micros"]), **{c: r[c] for c in _COUNTERS})
+        UsageGroupOut(
+            key=r["key"], cost=format_micros(r["cost_micros"]), **{c: r[c] for c in _COUNTERS}
+        )
         for r in rows
     ]
     totals = UsageTotalsOut(
-        cost=money(sum(r["cost_micros"] for r in rows)),
+        cost=format_micros(sum(r["cost_micros"] for r in rows)),
         **{c: sum(r[c] for r in rows) for c in _COUNTERS},
     )
     return UsageStatsOut.model_validate(
