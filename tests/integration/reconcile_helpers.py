@@ -1,4 +1,4 @@
-"""Helpers for the replay and reconcile tests: meter events with the real worker, run the CLI."""
+"""Helpers for the replay and reconcile tests: run them in process or through the CLI."""
 
 from __future__ import annotations
 
@@ -14,34 +14,13 @@ from processors.reconcile import ReconcileResult, reconcile
 from processors.replay import ReplaySummary, replay
 from schemas.settings import CommonSettings
 from tests.integration.conftest import env_for
-from tests.integration.worker import Worker, publish_events, publish_raw, wait_for
 
 POLICY = LedgerPolicy()
-USAGE_ROWS = "SELECT count(*) FROM credit_transactions WHERE type = 'usage'"
 
 
 def window(hours: float = 3) -> tuple[datetime, datetime]:
     now = datetime.now(UTC)
     return now - timedelta(hours=hours), now + timedelta(hours=1)
-
-
-async def meter_with_worker(
-    settings: CommonSettings,
-    db: asyncpg.Pool,
-    events: list[dict[str, Any]],
-    *,
-    usage_rows: int,
-    raw: list[tuple[bytes | None, bytes]] | None = None,
-) -> None:
-    """Publish, run the real worker until `usage_rows` usage debits exist, stop it."""
-    worker = Worker(settings).start()
-    try:
-        await publish_events(settings.kafka_bootstrap, settings.topic_usage_events, events)
-        if raw:
-            await publish_raw(settings.kafka_bootstrap, settings.topic_usage_events, raw)
-        await wait_for(db, USAGE_ROWS, usage_rows, worker=worker)
-    finally:
-        worker.stop()
 
 
 async def run_reconcile(

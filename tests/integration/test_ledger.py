@@ -11,6 +11,7 @@ import pytest
 
 from processors.ledger import (
     CapExceeded,
+    EntryResult,
     IdempotencyConflict,
     InsufficientCredit,
     LedgerPolicy,
@@ -21,6 +22,7 @@ from processors.ledger import (
 )
 from processors.pricing import PriceVersion
 from schemas.event import UsageEvent
+from tests.integration.ledger_helpers import allocate, ledger_matches_balances
 
 POLICY = LedgerPolicy(low_balance_micros=1_000_000)
 NOW = datetime.now(UTC)
@@ -60,26 +62,23 @@ def ev(
     return RatedEvent(e, VERSION, "test")
 
 
-async def ledger_matches_balances(conn: asyncpg.Connection) -> None:
-    bad = await conn.fetch(
-        "SELECT u.account_id, u.balance_micros, coalesce(sum(t.amount_micros), 0) AS total"
-        " FROM user_credits u LEFT JOIN credit_transactions t USING (account_id)"
-        " GROUP BY u.account_id HAVING u.balance_micros <> coalesce(sum(t.amount_micros), 0)"
+async def deduct(conn: asyncpg.Connection, micros: int, key: str, *, reason: str) -> EntryResult:
+    """A deduction with the limits enforced, as the API's deduct route makes it."""
+    return await post_entry(
+        conn,
+        account_id="a",
+        type="deduction",
+        amount_micros=-micros,
+        reason=reason,
+        idempotency_key=key,
+        policy=POLICY,
+        enforce_limits=True,
     )
-    assert bad == []
 
 
 async def test_batch_debits_exact_costs_with_running_balances(db: asyncpg.Pool) -> None:
     async with db.acquire() as conn:
-        await post_entry(
-            conn,
-            account_id="a",
-            type="allocation",
-            amount_micros=10_000_000,
-            reason="grant",
-            idempotency_key="g1",
-            policy=POLICY,
-        )
+        await allocate(conn, "a", 10_000_000, "g1", reason="grant", policy=POLICY)
         result = await debit_batch(
             conn,
             [
@@ -135,15 +134,7 @@ async def test_duplicates_in_and_across_batches_debit_once(db: asyncpg.Pool) -> 
 
 async def test_overdraw_is_recorded_blocks_and_alerts_once(db: asyncpg.Pool) -> None:
     async with db.acquire() as conn:
-        await post_entry(
-            conn,
-            account_id="a",
-            type="allocation",
-            amount_micros=3_000_000,
-            reason=None,
-            idempotency_key=None,
-            policy=POLICY,
-        )
+        await allocate(conn, "a", 3_000_000, reason=None, policy=POLICY)
         await set_monthly_cap(conn, account_id="a", cap_micros=4_000_000, policy=POLICY)
         # 1.0 each (500k input at 2/M): spend 1,2,3,4 = 25%, 50%, 75%, 100% of the cap and
         # balance 2,1,0,-1; the last event crosses 80 % and 100 % at once: both are alerted.
@@ -167,15 +158,7 @@ async def test_overdraw_is_recorded_blocks_and_alerts_once(db: asyncpg.Pool) -> 
             ("blocked", None),
         ]
         # A top-up unblocks only if the cap allows: spend is at the cap, so still blocked.
-        await post_entry(
-            conn,
-            account_id="a",
-            type="allocation",
-            amount_micros=5_000_000,
-            reason=None,
-            idempotency_key=None,
-            policy=POLICY,
-        )
+        await allocate(conn, "a", 5_000_000, reason=None, policy=POLICY)
         assert (
             await conn.fetchval("SELECT blocked_reason FROM user_credits") == "monthly_cap_reached"
         )
@@ -205,144 +188,51 @@ async def test_events_of_a_past_month_count_to_that_month(db: asyncpg.Pool) -> N
 
 async def test_deduction_limits_and_idempotency(db: asyncpg.Pool) -> None:
     async with db.acquire() as conn:
-        await post_entry(
-            conn,
-            account_id="a",
-            type="allocation",
-            amount_micros=5_000_000,
-            reason="grant",
-            idempotency_key="k0",
-            policy=POLICY,
-        )
+        await allocate(conn, "a", 5_000_000, "k0", reason="grant", policy=POLICY)
         with pytest.raises(InsufficientCredit):
-            await post_entry(
-                conn,
-                account_id="a",
-                type="deduction",
-                amount_micros=-6_000_000,
-                reason="big",
-                idempotency_key="k1",
-                policy=POLICY,
-                enforce_limits=True,
-            )
+            await deduct(conn, 6_000_000, "k1", reason="big")
         await set_monthly_cap(conn, account_id="a", cap_micros=2_000_000, policy=POLICY)
         with pytest.raises(CapExceeded):
-            await post_entry(
-                conn,
-                account_id="a",
-                type="deduction",
-                amount_micros=-3_000_000,
-                reason="over cap",
-                idempotency_key="k2",
-                policy=POLICY,
-                enforce_limits=True,
-            )
-        first = await post_entry(
-            conn,
-            account_id="a",
-            type="deduction",
-            amount_micros=-1_500_000,
-            reason="ok",
-            idempotency_key="k3",
-            policy=POLICY,
-            enforce_limits=True,
-        )
-        replay = await post_entry(
-            conn,
-            account_id="a",
-            type="deduction",
-            amount_micros=-1_500_000,
-            reason="ok",
-            idempotency_key="k3",
-            policy=POLICY,
-            enforce_limits=True,
-        )
+            await deduct(conn, 3_000_000, "k2", reason="over cap")
+        first = await deduct(conn, 1_500_000, "k3", reason="ok")
+        replay = await deduct(conn, 1_500_000, "k3", reason="ok")
         assert replay.replayed and replay.row == first.row
         assert first.row.balance_after_micros == 3_500_000
         with pytest.raises(IdempotencyConflict):
-            await post_entry(
-                conn,
-                account_id="a",
-                type="deduction",
-                amount_micros=-1_000_000,
-                reason="ok",
-                idempotency_key="k3",
-                policy=POLICY,
-                enforce_limits=True,
-            )
+            await deduct(conn, 1_000_000, "k3", reason="ok")
         assert await conn.fetchval("SELECT balance_micros FROM user_credits") == 3_500_000
         assert await conn.fetchval("SELECT count(*) FROM credit_transactions") == 2
         await ledger_matches_balances(conn)
 
 
-async def test_concurrent_deductions_never_overdraw(db: asyncpg.Pool) -> None:
+async def _race_deductions(
+    db: asyncpg.Pool, calls: int, *, cap_micros: int | None, refusal: type[Exception]
+) -> int:
+    """`calls` deductions of 1.0 at once from an account holding 50.0: how many went through."""
     async with db.acquire() as conn:
-        await post_entry(
-            conn,
-            account_id="a",
-            type="allocation",
-            amount_micros=50_000_000,
-            reason=None,
-            idempotency_key=None,
-            policy=POLICY,
-        )
-        await set_monthly_cap(conn, account_id="a", cap_micros=None, policy=POLICY)
+        await allocate(conn, "a", 50_000_000, reason=None, policy=POLICY)
+        await set_monthly_cap(conn, account_id="a", cap_micros=cap_micros, policy=POLICY)
 
-    async def deduct(i: int) -> bool:
+    async def one(i: int) -> bool:
         async with db.acquire() as conn:
             try:
-                await post_entry(
-                    conn,
-                    account_id="a",
-                    type="deduction",
-                    amount_micros=-1_000_000,
-                    reason="call",
-                    idempotency_key=f"d{i}",
-                    policy=POLICY,
-                    enforce_limits=True,
-                )
+                await deduct(conn, 1_000_000, f"d{i}", reason="call")
                 return True
-            except InsufficientCredit:
+            except refusal:
                 return False
 
-    results = await asyncio.gather(*(deduct(i) for i in range(100)))
-    assert sum(results) == 50
+    return sum(await asyncio.gather(*(one(i) for i in range(calls))))
+
+
+async def test_concurrent_deductions_never_overdraw(db: asyncpg.Pool) -> None:
+    assert await _race_deductions(db, 100, cap_micros=None, refusal=InsufficientCredit) == 50
     async with db.acquire() as conn:
         assert await conn.fetchval("SELECT balance_micros FROM user_credits") == 0
         await ledger_matches_balances(conn)
 
 
 async def test_concurrent_deductions_never_pass_the_cap(db: asyncpg.Pool) -> None:
-    async with db.acquire() as conn:
-        await post_entry(
-            conn,
-            account_id="a",
-            type="allocation",
-            amount_micros=50_000_000,
-            reason=None,
-            idempotency_key=None,
-            policy=POLICY,
-        )
-        await set_monthly_cap(conn, account_id="a", cap_micros=7_000_000, policy=POLICY)
-
-    async def deduct(i: int) -> bool:
-        async with db.acquire() as conn:
-            try:
-                await post_entry(
-                    conn,
-                    account_id="a",
-                    type="deduction",
-                    amount_micros=-1_000_000,
-                    reason="call",
-                    idempotency_key=f"d{i}",
-                    policy=POLICY,
-                    enforce_limits=True,
-                )
-                return True
-            except CapExceeded:
-                return False
-
-    assert sum(await asyncio.gather(*(deduct(i) for i in range(40)))) == 7
+    assert await _race_deductions(db, 40, cap_micros=7_000_000, refusal=CapExceeded) == 7
     async with db.acquire() as conn:
         assert await conn.fetchval("SELECT spend_micros FROM monthly_spend") == 7_000_000
         await ledger_matches_balances(conn)

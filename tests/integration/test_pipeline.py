@@ -8,38 +8,25 @@ import json
 import asyncpg
 import pytest
 
-from processors.ledger import LedgerPolicy, post_entry
 from schemas import topics
 from schemas.settings import CommonSettings
+from tests.integration.ledger_helpers import allocate, ledger_matches_balances
 from tests.integration.worker import (
     Worker,
     add_test_price,
     consume_all,
     event,
-    publish_events,
+    meter_with_worker,
     publish_raw,
+    publish_usage,
     wait_for,
-)
-
-BALANCE_EQUALS_LEDGER = (
-    "SELECT count(*) FROM user_credits u WHERE u.balance_micros <>"
-    " (SELECT coalesce(sum(amount_micros), 0) FROM credit_transactions t"
-    " WHERE t.account_id = u.account_id)"
 )
 
 
 async def test_events_become_exact_debits(test_settings: CommonSettings, db: asyncpg.Pool) -> None:
     async with db.acquire() as conn:
         await add_test_price(conn)
-        await post_entry(
-            conn,
-            account_id="alice",
-            type="allocation",
-            amount_micros=10_000_000,
-            reason="grant",
-            idempotency_key="g",
-            policy=LedgerPolicy(),
-        )
+        await allocate(conn, "alice", 10_000_000, "g", reason="grant")
     events = [
         # 1000 in × 2/M + 500 out × 8/M = 0.002 + 0.004 = 0.006
         event("a1", "alice", input_tokens=1000, output_tokens=500),
@@ -58,16 +45,7 @@ async def test_events_become_exact_debits(test_settings: CommonSettings, db: asy
         # 333 in × 2/M = 0.000666; 1 out × 8/M = 0.000008 → 0.000674
         event("c1", "carol", input_tokens=333, output_tokens=1, source="proxy-2"),
     ]
-    worker = Worker(test_settings).start()
-    try:
-        await publish_events(
-            test_settings.kafka_bootstrap, test_settings.topic_usage_events, events
-        )
-        await wait_for(
-            db, "SELECT count(*) FROM credit_transactions WHERE type = 'usage'", 4, worker=worker
-        )
-    finally:
-        worker.stop()
+    await meter_with_worker(test_settings, db, events, usage_rows=4)
     balances = dict(await db.fetch("SELECT account_id, balance_micros FROM user_credits"))
     assert balances == {"alice": 10_000_000 - 6_000 - 5_800, "bob": -100_000, "carol": -674}
     rows = await db.fetch(
@@ -81,7 +59,7 @@ async def test_events_become_exact_debits(test_settings: CommonSettings, db: asy
     ]
     tiers = dict(await db.fetch("SELECT account_id, tier FROM user_credits"))
     assert tiers["bob"] == "free"  # unknown accounts are created with the default tier
-    assert await db.fetchval(BALANCE_EQUALS_LEDGER) == 0
+    await ledger_matches_balances(db)
 
 
 async def test_every_event_published_three_times_is_debited_once(
@@ -91,15 +69,11 @@ async def test_every_event_published_three_times_is_debited_once(
         await add_test_price(conn)
     events = [event(f"e{i}", f"acct-{i % 7}", input_tokens=1000 + i) for i in range(300)]
     expected_total = sum(round((1000 + i) * 2) for i in range(300))  # micros: tokens × 2/M × 1e6
-    await publish_events(test_settings.kafka_bootstrap, test_settings.topic_usage_events, events)
+    await publish_usage(test_settings, events)
     worker = Worker(test_settings).start()
     try:
-        await publish_events(
-            test_settings.kafka_bootstrap, test_settings.topic_usage_events, events
-        )
-        await publish_events(
-            test_settings.kafka_bootstrap, test_settings.topic_usage_events, events
-        )
+        for _ in range(2):
+            await publish_usage(test_settings, events)
         await wait_for(
             db, "SELECT coalesce(sum(times_seen), 0) FROM duplicate_events", 600, worker=worker
         )
@@ -107,7 +81,7 @@ async def test_every_event_published_three_times_is_debited_once(
         worker.stop()
     assert await db.fetchval("SELECT count(*) FROM credit_transactions") == 300
     assert await db.fetchval("SELECT -sum(balance_micros) FROM user_credits") == expected_total
-    assert await db.fetchval(BALANCE_EQUALS_LEDGER) == 0
+    await ledger_matches_balances(db)
 
 
 async def test_bad_records_go_to_the_dlq_with_their_reason_and_good_ones_are_debited(
@@ -175,7 +149,7 @@ async def test_disruption_mid_stream_loses_nothing_and_debits_nothing_twice(
         for a in range(accounts)
     }
     worker = Worker(test_settings, METERLINE_BATCH_MAX="500").start()
-    await publish_events(test_settings.kafka_bootstrap, test_settings.topic_usage_events, events)
+    await publish_usage(test_settings, events)
     # Disrupt it once part of the stream is debited, mid-flight.
     deadline = asyncio.get_running_loop().time() + 90
     while await db.fetchval("SELECT count(*) FROM credit_transactions") < n // 4:
@@ -200,7 +174,7 @@ async def test_disruption_mid_stream_loses_nothing_and_debits_nothing_twice(
     assert await db.fetchval("SELECT count(*) FROM credit_transactions") == n
     assert await db.fetchval("SELECT count(DISTINCT event_id) FROM credit_transactions") == n
     assert dict(await db.fetch("SELECT account_id, balance_micros FROM user_credits")) == expected
-    assert await db.fetchval(BALANCE_EQUALS_LEDGER) == 0
+    await ledger_matches_balances(db)
 
 
 async def test_alerts_reach_credit_alerts_once(
@@ -208,15 +182,7 @@ async def test_alerts_reach_credit_alerts_once(
 ) -> None:
     async with db.acquire() as conn:
         await add_test_price(conn)
-        await post_entry(
-            conn,
-            account_id="dave",
-            type="allocation",
-            amount_micros=2_000_000,
-            reason=None,
-            idempotency_key=None,
-            policy=LedgerPolicy(),
-        )
+        await allocate(conn, "dave", 2_000_000, reason=None)
     # free tier cap is 5.0: spend 3.0 (60 %) then 3.0 more (120 %, overdrawn)
     events = [
         event("d1", "dave", input_tokens=1_500_000),
@@ -224,9 +190,7 @@ async def test_alerts_reach_credit_alerts_once(
     ]
     worker = Worker(test_settings).start()
     try:
-        await publish_events(
-            test_settings.kafka_bootstrap, test_settings.topic_usage_events, events
-        )
+        await publish_usage(test_settings, events)
         alerts = await consume_all(
             test_settings.kafka_bootstrap, test_settings.topic_credit_alerts, expected=5
         )

@@ -10,25 +10,19 @@ from pathlib import Path
 import asyncpg
 
 from processors.catalog import insert_price_version
-from processors.ledger import ensure_account, post_entry
+from processors.ledger import ensure_account
 from processors.reconcile import apply_fixes
 from schemas.settings import CommonSettings
+from tests.integration.ledger_helpers import allocate, ledger_matches_balances
 from tests.integration.reconcile_helpers import (
     POLICY,
     balances,
     cli,
-    meter_with_worker,
     run_reconcile,
     run_replay,
     window,
 )
-from tests.integration.worker import TEST_MODEL, add_test_price, event
-
-BALANCE_EQUALS_LEDGER = (
-    "SELECT count(*) FROM user_credits u WHERE u.balance_micros <>"
-    " (SELECT coalesce(sum(amount_micros), 0) FROM credit_transactions t"
-    " WHERE t.account_id = u.account_id)"
-)
+from tests.integration.worker import TEST_MODEL, add_test_price, event, meter_with_worker
 
 
 async def test_tampered_ledger_is_found_exactly_and_fixed_once(
@@ -36,15 +30,7 @@ async def test_tampered_ledger_is_found_exactly_and_fixed_once(
 ) -> None:
     async with db.acquire() as conn:
         await add_test_price(conn)
-        await post_entry(
-            conn,
-            account_id="carol",
-            type="allocation",
-            amount_micros=5_000_000,
-            reason="grant",
-            idempotency_key="g1",
-            policy=POLICY,
-        )
+        await allocate(conn, "carol", 5_000_000, "g1", reason="grant")
     # 1000 input × 2/M = 2000 micros each.
     events = [
         event(f"{a}{i}", name, input_tokens=1000)
@@ -140,7 +126,7 @@ async def test_tampered_ledger_is_found_exactly_and_fixed_once(
         ("bob", 2000, "reconcile:amount:default:b2:2000:0"),
     ]
     assert await balances(db) == before
-    assert await db.fetchval(BALANCE_EQUALS_LEDGER) == 0
+    await ledger_matches_balances(db)
     third = await run_reconcile(test_settings, start, end)
     assert third.clean, third.findings
 
@@ -253,7 +239,7 @@ async def test_retroactive_price_correction_adjusts_by_the_hand_computed_differe
         "bob": before["bob"] - 50_000,
         "ent": before["ent"] - 2700,
     }
-    assert await db.fetchval(BALANCE_EQUALS_LEDGER) == 0
+    await ledger_matches_balances(db)
     assert (await run_reconcile(test_settings, start, end)).clean
     # A second --fix of the same findings finds its adjustments already posted.
     again = await apply_fixes(

@@ -6,14 +6,14 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from schemas.settings import CommonSettings
-from tests.integration.reconcile_helpers import (
+from tests.integration.reconcile_helpers import balances, cli, run_replay
+from tests.integration.worker import (
     USAGE_ROWS,
-    balances,
-    cli,
+    add_test_price,
+    consume_all,
+    event,
     meter_with_worker,
-    run_replay,
 )
-from tests.integration.worker import add_test_price, consume_all, event
 
 
 async def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:

@@ -22,6 +22,7 @@ from schemas.settings import CommonSettings
 from tests.integration.conftest import env_for
 
 TEST_MODEL = "test/model"
+USAGE_ROWS = "SELECT count(*) FROM credit_transactions WHERE type = 'usage'"
 
 
 async def add_test_price(conn: asyncpg.Connection, **prices: str) -> None:
@@ -162,3 +163,27 @@ async def consume_all(bootstrap: str, topic: str, expected: int, timeout: float 
     finally:
         await consumer.stop()
     return out
+
+
+async def publish_usage(settings: CommonSettings, events: list[dict[str, Any]]) -> None:
+    """Publish usage events to the test's own usage topic."""
+    await publish_events(settings.kafka_bootstrap, settings.topic_usage_events, events)
+
+
+async def meter_with_worker(
+    settings: CommonSettings,
+    db: asyncpg.Pool,
+    events: list[dict[str, Any]],
+    *,
+    usage_rows: int,
+    raw: list[tuple[bytes | None, bytes]] | None = None,
+) -> None:
+    """Publish, run the real worker until `usage_rows` usage debits exist, stop it."""
+    worker = Worker(settings).start()
+    try:
+        await publish_usage(settings, events)
+        if raw:
+            await publish_raw(settings.kafka_bootstrap, settings.topic_usage_events, raw)
+        await wait_for(db, USAGE_ROWS, usage_rows, worker=worker)
+    finally:
+        worker.stop()

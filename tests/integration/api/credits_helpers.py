@@ -8,25 +8,20 @@ from decimal import Decimal
 import asyncpg
 
 from processors.catalog import insert_price_version
-from processors.ledger import LedgerPolicy, post_entry
+from tests.integration.ledger_helpers import POLICY, allocate, ledger_matches_balances
 
-POLICY = LedgerPolicy()
+# The ledger helpers are shared with the non-API tests; re-exported for the credit routes.
+__all__ = [
+    "MODEL",
+    "POLICY",
+    "add_coupon",
+    "add_test_price",
+    "allocate",
+    "ledger_matches_balances",
+]
+
 # 2 credits per M input, 1 per M cached, 8 per M output, 0.04 per image: easy by hand.
 MODEL = "test/model-a"
-
-
-async def allocate(db: asyncpg.Pool, account_id: str, micros: int, key: str | None = None) -> None:
-    """Credit an account through the ledger (as the admin route does)."""
-    async with db.acquire() as conn:
-        await post_entry(
-            conn,
-            account_id=account_id,
-            type="allocation",
-            amount_micros=micros,
-            reason="test grant",
-            idempotency_key=key,
-            policy=POLICY,
-        )
 
 
 async def add_test_price(db: asyncpg.Pool, model: str = MODEL) -> None:
@@ -60,13 +55,3 @@ async def add_coupon(
         max_redemptions,
         expires_at,
     )
-
-
-async def ledger_matches_balances(db: asyncpg.Pool) -> None:
-    """Invariant 2: every balance is the sum of its ledger rows."""
-    bad = await db.fetch(
-        "SELECT u.account_id FROM user_credits u LEFT JOIN credit_transactions t"
-        " USING (account_id) GROUP BY u.account_id, u.balance_micros"
-        " HAVING u.balance_micros <> coalesce(sum(t.amount_micros), 0)"
-    )
-    assert bad == []

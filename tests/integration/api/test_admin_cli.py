@@ -31,32 +31,11 @@ async def test_create_key_and_allocate(
     assert r.returncode == 0, r.stderr
     key = r.stdout.strip()
     assert key.startswith("ml_")
-    r = _run(
-        api_settings,
-        "allocate",
-        "--account",
-        "cli-acct",
-        "--amount",
-        "10",
-        "--reason",
-        "cli",
-        "--idempotency-key",
-        "cli-1",
-    )
+    allocate_10 = "allocate --account cli-acct --amount 10 --reason cli --idempotency-key cli-1"
+    r = _run(api_settings, *allocate_10.split())
     assert r.returncode == 0, r.stderr
     assert "balance 10.000000" in r.stdout
-    r = _run(
-        api_settings,
-        "allocate",
-        "--account",
-        "cli-acct",
-        "--amount",
-        "10",
-        "--reason",
-        "cli",
-        "--idempotency-key",
-        "cli-1",
-    )
+    r = _run(api_settings, *allocate_10.split())
     assert r.returncode == 0 and "replay" in r.stdout
     bad = _run(
         api_settings,

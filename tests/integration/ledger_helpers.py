@@ -1,0 +1,45 @@
+"""Helpers of every test that writes the ledger: an allocation through it, and invariant 2."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from processors.ledger import LedgerPolicy, post_entry
+
+POLICY = LedgerPolicy()
+
+
+async def allocate(
+    db: asyncpg.Pool | asyncpg.Connection,
+    account_id: str,
+    micros: int,
+    key: str | None = None,
+    *,
+    reason: str | None = "test grant",
+    policy: LedgerPolicy = POLICY,
+) -> None:
+    """Credit an account through the ledger (as the admin route does)."""
+    if isinstance(db, asyncpg.Pool):
+        async with db.acquire() as conn:
+            await allocate(conn, account_id, micros, key, reason=reason, policy=policy)
+        return
+    await post_entry(
+        db,
+        account_id=account_id,
+        type="allocation",
+        amount_micros=micros,
+        reason=reason,
+        idempotency_key=key,
+        policy=policy,
+    )
+
+
+async def ledger_matches_balances(db: asyncpg.Pool | asyncpg.Connection) -> None:
+    """Invariant 2: every balance is the sum of its ledger rows."""
+    bad = await db.fetch(
+        "SELECT u.account_id, u.balance_micros, coalesce(sum(t.amount_micros), 0) AS total"
+        " FROM user_credits u LEFT JOIN credit_transactions t USING (account_id)"
+        " GROUP BY u.account_id, u.balance_micros"
+        " HAVING u.balance_micros <> coalesce(sum(t.amount_micros), 0)"
+    )
+    assert [tuple(r) for r in bad] == []
