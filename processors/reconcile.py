@@ -184,20 +184,26 @@ class ReconcileResult:
         path.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
 
 
-class _Pricer:
-    """Expected charge of one event, as debit_batch would compute it today."""
+@dataclass(frozen=True, slots=True)
+class _Prices:
+    """What debit_batch would price an event with today."""
 
-    def __init__(self, conn: asyncpg.Connection, policy: LedgerPolicy) -> None:
-        self.conn, self.policy = conn, policy
-        self.catalog = Catalog([])
-        self.multipliers: dict[str, Decimal] = {}
-        self.default = Decimal(1)
+    catalog: Catalog
+    multipliers: dict[str, Decimal]  # each account's tier multiplier
+    default: Decimal  # the default tier's: accounts not yet created
+    byok_fee_pct: Decimal
 
-    async def load(self) -> None:
-        self.catalog = await catalog_db.load_catalog(self.conn)
-        self.multipliers = await q.fetch_account_multipliers(self.conn)
-        default = await q.fetch_tier_multiplier(self.conn, tier=self.policy.default_tier)
-        self.default = default if default is not None else Decimal(1)
+
+async def _load_prices(conn: asyncpg.Connection, policy: LedgerPolicy) -> _Prices:
+    catalog = await catalog_db.load_catalog(conn)
+    multipliers = await q.fetch_account_multipliers(conn)
+    default = await q.fetch_tier_multiplier(conn, tier=policy.default_tier)
+    return _Prices(
+        catalog=catalog,
+        multipliers=multipliers,
+        default=default if default is not None else Decimal(1),
+        byok_fee_pct=policy.byok_fee_pct,
+    )
 
 
 async def reconcile(
@@ -228,12 +234,11 @@ async def reconcile(
         rng = await resolve_range(consumer, topic, start=start - grace, end=end + grace)
         result.truncated = dict(rng.truncated)
         await q.create_work_tables(conn)
-        pricer = _Pricer(conn, policy)
-        await pricer.load()
+        prices = await _load_prices(conn, policy)
         pending: asyncio.Task[None] | None = None
         rows: list[tuple[Any, ...]] = []
         async for records in read_range(consumer, rng, max_records=20_000):
-            _expect(records, rows, pricer, result, start, end, max_event_bytes)
+            _expect(records, rows, prices, result, start, end, max_event_bytes)
             result.read += len(records)
             if len(rows) >= _COPY_CHUNK:
                 if pending is not None:
@@ -283,15 +288,15 @@ async def reconcile(
 def _expect(
     records: Sequence[Any],
     rows: list[tuple[Any, ...]],
-    pricer: _Pricer,
+    prices: _Prices,
     result: ReconcileResult,
     start: datetime,
     end: datetime,
     max_event_bytes: int,
 ) -> None:
     """Validate and price a batch of records; append the expected rows of those in range."""
-    catalog, multipliers, default = pricer.catalog, pricer.multipliers, pricer.default
-    fee = pricer.policy.byok_fee_pct
+    catalog, multipliers, default = prices.catalog, prices.multipliers, prices.default
+    fee = prices.byok_fee_pct
     invalid = result.invalid
     for rec in records:
         ev = validate(to_raw(rec), max_bytes=max_event_bytes)
