@@ -11,6 +11,7 @@ from fastapi import APIRouter, Path, Request, Response
 from api.deps import AdminKey, Pool, SettingsDep
 from api.errors import Problem
 from api.queries import admin as q
+from api.views import balance_out
 from processors.ledger import AccountState, month_of, set_account_tier, upsert_tier
 from processors.pricing import plain
 from schemas.api_admin import AccountOut, SetTierIn, TierIn, TierOut, TiersOut
@@ -29,29 +30,20 @@ async def _account(conn: Any, account_id: str) -> AccountOut:
         raise Problem(
             404, "unknown_account", f"account {account_id!r} does not exist", account_id=account_id
         )
-    cap = r["monthly_cap_micros"]
     # Blocked is decided live, as authorize does: the stored flag only changes on a write, so
     # it would stay set past a month boundary until the account's next debit.
     live = AccountState(
         account_id=r["account_id"],
         balance_micros=r["balance_micros"],
         tier=r["tier"],
-        monthly_cap_micros=cap,
+        monthly_cap_micros=r["monthly_cap_micros"],
         monthly_spend_micros=r["spend_micros"],
         alerted_pct=0,
         blocked=r["blocked"],
         low_balance_alerted=False,
     )
-    reason = live.should_block()
     return AccountOut(
-        account_id=r["account_id"],
-        balance=format_micros(r["balance_micros"]),
-        monthly_spend=format_micros(r["spend_micros"]),
-        monthly_cap=money_or_none(cap),
-        cap_remaining=None if cap is None else format_micros(max(cap - r["spend_micros"], 0)),
-        tier=r["tier"],
-        blocked=reason is not None,
-        blocked_reason=reason,
+        **balance_out(live).model_dump(),
         byok_configured=r["byok_configured"],
         api_keys=r["api_keys"],
         created_at=r["created_at"],

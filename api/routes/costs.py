@@ -16,7 +16,7 @@ from api.metrics import LEDGER_WRITES
 from api.queries import idempotency as idem
 from api.routes.credits import DEDUCT_RESPONSES
 from api.settings import ApiSettings
-from api.views import REPLAYED_HEADER, account_state, row_out
+from api.views import REPLAYED_HEADER, account_state, entry_out
 from processors.ledger import IdempotencyConflict, post_entry
 from processors.pricing import CostBreakdown, Unpriced, price_event
 from schemas.api_common import ProblemOut
@@ -26,7 +26,6 @@ from schemas.api_credits import (
     CalculateCostIn,
     CostOut,
 )
-from schemas.money import format_micros
 
 router = APIRouter(prefix="/api/v1/credits", tags=["costs"])
 
@@ -147,12 +146,7 @@ async def calculate_and_deduct(
             if stored is None:
                 raise IdempotencyConflict(body.idempotency_key, result.row)
             return _replay(stored, digest, body.idempotency_key, response)
-        out = CalculateAndDeductOut(
-            transaction=row_out(result.row),
-            balance=format_micros(result.row.balance_after_micros),
-            replayed=False,
-            cost=cost,
-        )
+        out = CalculateAndDeductOut(**entry_out(result).model_dump(), cost=cost)
         await idem.save_response(
             conn,
             scope=scope,
