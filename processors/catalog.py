@@ -31,13 +31,6 @@ _SELECT_ALL = (
     " cache_write_per_mtok, output_per_mtok, per_request, units::text AS units"
     " FROM price_versions"
 )
-_INSERT_ONE = (
-    "INSERT INTO price_versions (model, provider, effective_from, input_per_mtok,"
-    " cached_input_per_mtok, cache_write_per_mtok, output_per_mtok, per_request, units,"
-    " created_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::text::jsonb, $10)"
-    " RETURNING id, model, provider, effective_from, input_per_mtok, cached_input_per_mtok,"
-    " cache_write_per_mtok, output_per_mtok, per_request, units::text AS units"
-)
 _INSERT_MANY = (
     "INSERT INTO price_versions (model, provider, effective_from, input_per_mtok,"
     " cached_input_per_mtok, cache_write_per_mtok, output_per_mtok, per_request, units,"
@@ -134,24 +127,10 @@ async def insert_price_version(
         per_request=per_request,
         units=units or {},
     )
-    try:
-        row = await conn.fetchrow(
-            _INSERT_ONE,
-            v.model,
-            v.provider,
-            v.effective_from,
-            v.input_per_mtok,
-            v.cached_input_per_mtok,
-            v.cache_write_per_mtok,
-            v.output_per_mtok,
-            v.per_request,
-            _units_json(v.units),
-            created_by,
-        )
-    except asyncpg.UniqueViolationError as exc:
-        raise DuplicatePriceVersion(v.model, v.effective_from) from exc
-    assert row is not None
-    return _version(row)
+    inserted = await insert_price_versions(conn, versions=[v], created_by=created_by)
+    if not inserted:  # ON CONFLICT (model, effective_from) DO NOTHING skipped it
+        raise DuplicatePriceVersion(v.model, v.effective_from)
+    return inserted[0]
 
 
 async def insert_price_versions(
