@@ -147,7 +147,9 @@ def create_app(settings: WorkerSettings) -> tuple[faust.App, Resources]:
                 outcome.duplicates,
                 outcome.dead or "{}",
             )
-            await _drain_alerts(resources)
+            if outcome.alerts:
+                # Publish this batch's alerts now; the timer publishes the rest (API writes).
+                await _drain_alerts(resources)
 
     @app.timer(interval=2.0)
     async def alerts_timer() -> None:

@@ -69,6 +69,7 @@ class Outcome:
     debited_micros: int = 0
     dead: dict[str, int] = field(default_factory=dict)
     retries: int = 0
+    alerts: int = 0  # queued in the outbox by this batch
 
 
 def describe_validation_error(exc: ValidationError) -> str:
@@ -135,8 +136,9 @@ class Meter:
 
     async def _rate(
         self, events: list[tuple[RawRecord, UsageEvent]]
-    ) -> tuple[list[RatedEvent], list[DeadLetter]]:
-        rated: list[RatedEvent] = []
+    ) -> tuple[list[tuple[RawRecord, RatedEvent]], list[DeadLetter]]:
+        """Each event with the price version in force at its occurred_at, in partition order."""
+        rated: list[tuple[RawRecord, RatedEvent]] = []
         pending = events
         for last_try in (False, True):
             missing: list[tuple[RawRecord, UsageEvent]] = []
@@ -146,7 +148,7 @@ class Meter:
                     missing.append((rec, ev))
                     continue
                 provider = ev.provider or self.catalog.provider_for(ev.model)
-                rated.append(RatedEvent(ev, version, provider, rec.partition, rec.offset))
+                rated.append((rec, RatedEvent(ev, version, provider, rec.partition, rec.offset)))
             if last_try or not missing or time.monotonic() - self._catalog_loaded_at <= 1.0:
                 break
             # A price may have been added since the last load: look once more before giving up.
@@ -159,7 +161,7 @@ class Meter:
             for rec, ev in missing
         ]
         # Keep each partition's order for balance_after.
-        rated.sort(key=lambda r: (r.partition or 0, r.offset or 0))
+        rated.sort(key=lambda pair: (pair[0].partition, pair[0].offset))
         return rated, dead
 
     async def _retrying(self, op: Callable[[], Awaitable[object]], what: str) -> int:
@@ -206,8 +208,9 @@ class Meter:
                 dead.append(parsed)
             else:
                 valid.append((rec, parsed))
-        rated, unpriced = await self._rate(valid)
+        pairs, unpriced = await self._rate(valid)
         dead.extend(unpriced)
+        rated = [r for _, r in pairs]
 
         result = BatchResult()
 
@@ -218,20 +221,13 @@ class Meter:
 
         if rated:
             out.retries = await self._retrying(write, "debit batch")
-        for position, message in result.unpriced:
-            r = rated[position]
-            rec = RawRecord(
-                topic="", partition=r.partition or 0, offset=r.offset or 0, key=None, value=None
-            )
-            orig = next(
-                (x for x, e in valid if x.partition == rec.partition and x.offset == rec.offset),
-                rec,
-            )
-            dead.append(DeadLetter(orig, "unpriced", message))
-        out.debited, out.duplicates, out.debited_micros = (
+        # debit_batch names unpriced events (a unit with no price) by their position in `rated`.
+        dead.extend(DeadLetter(pairs[i][0], "unpriced", message) for i, message in result.unpriced)
+        out.debited, out.duplicates, out.debited_micros, out.alerts = (
             result.debited,
             result.duplicates,
             result.debited_micros,
+            result.alerts,
         )
         for d in dead:
             out.dead[d.reason] = out.dead.get(d.reason, 0) + 1
