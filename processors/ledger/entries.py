@@ -102,13 +102,15 @@ async def post_entry(
         )
         alerts = evaluate(state, policy, current_month)
         await queries.save_account_states(conn, states=[state])
-        await queries.add_monthly_spend(
-            conn,
-            account_ids=[account_id],
-            months=[current_month],
-            spends=[-amount_micros if spends else 0],
-            alerted_pcts=[state.alerted_pct],
-        )
+        if spends:
+            # Only spend moves the month's row (and its alerted threshold); a credit leaves it.
+            await queries.add_monthly_spend(
+                conn,
+                account_ids=[account_id],
+                months=[current_month],
+                spends=[-amount_micros],
+                alerted_pcts=[state.alerted_pct],
+            )
         await queries.queue_alerts(conn, alerts=alerts)
     return EntryResult(row, state, replayed=False)
 
