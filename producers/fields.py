@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from producers.errors import AdapterError
-from schemas.event import METADATA_MAX_BYTES
+from schemas.event import METADATA_MAX_BYTES, metadata_size
 
 
 def epoch(value: Any, field: str) -> datetime:
@@ -45,16 +44,12 @@ def decimal_text(value: Any, field: str) -> str:
     return format(dec, "f")
 
 
-def _size(meta: Mapping[str, Any]) -> int:
-    return len(json.dumps(meta, separators=(",", ":"), default=str, ensure_ascii=False).encode())
-
-
 def fit_metadata(meta: Mapping[str, Any]) -> dict[str, Any] | None:
     """Metadata gathered from a payload, without nulls, cut to fit 4 KiB (last keys go first).
 
     Metadata we collect ourselves must never make a real usage event invalid.
     """
     out = {k: v for k, v in meta.items() if v is not None and v != [] and v != {}}
-    while out and _size(out) > METADATA_MAX_BYTES:
+    while out and metadata_size(out) > METADATA_MAX_BYTES:
         out.pop(next(reversed(out)))
     return out or None

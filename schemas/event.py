@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any
@@ -43,6 +44,13 @@ UnitCount = Annotated[
     Field(ge=0, allow_inf_nan=False),
     PlainSerializer(_unit_number, when_used="json"),
 ]
+
+
+def metadata_size(metadata: Mapping[str, Any]) -> int:
+    """The metadata's size in UTF-8 bytes as written on the wire (not as \\u escapes)."""
+    return len(
+        json.dumps(metadata, separators=(",", ":"), default=str, ensure_ascii=False).encode()
+    )
 
 
 class UsageEvent(BaseModel):
@@ -90,10 +98,7 @@ class UsageEvent(BaseModel):
     @classmethod
     def _metadata_size(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
         if v is not None:
-            # Measure the UTF-8 bytes as written on the wire, not \uXXXX escapes.
-            size = len(
-                json.dumps(v, separators=(",", ":"), default=str, ensure_ascii=False).encode()
-            )
+            size = metadata_size(v)
             if size > METADATA_MAX_BYTES:
                 raise ValueError(f"metadata is {size} bytes; at most {METADATA_MAX_BYTES} allowed")
         return v
