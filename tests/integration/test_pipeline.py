@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from itertools import zip_longest
 
 import asyncpg
 import pytest
@@ -15,12 +16,15 @@ from tests.integration.worker import (
     Worker,
     add_test_price,
     consume_all,
+    end_offsets,
     event,
     meter_with_worker,
     publish_raw,
     publish_usage,
     wait_for,
 )
+
+PENDING_ALERTS = "SELECT count(*) FROM alert_outbox WHERE published_at IS NULL"
 
 
 async def test_events_become_exact_debits(test_settings: CommonSettings, db: asyncpg.Pool) -> None:
@@ -104,12 +108,12 @@ async def test_bad_records_go_to_the_dlq_with_their_reason_and_good_ones_are_deb
         json.dumps(event("o1", "acct", metadata={"blob": "x" * 70_000})).encode(): "oversized",
         json.dumps(event("u1", "acct", model="nobody/unknown-model")).encode(): "unpriced",
     }
-    records: list[tuple[bytes | None, bytes]] = []
-    for i, value in enumerate(bad):
-        records.append((b"acct", json.dumps(good[i % 6]).encode()) if i < 6 else (b"acct", b""))
-        records.append((b"acct", value))
-    records = [r for r in records if r != (b"acct", b"")] + [(b"acct", b"")]
-    records = [(k, v) for k, v in records if v or True]
+    # Good and bad records interleaved, the empty record last.
+    pairs = zip_longest([json.dumps(g).encode() for g in good], [v for v in bad if v])
+    records: list[tuple[bytes | None, bytes]] = [
+        (b"acct", v) for pair in pairs for v in pair if v is not None
+    ]
+    records.append((b"acct", b""))
     worker = Worker(test_settings).start()
     try:
         await publish_raw(test_settings.kafka_bootstrap, test_settings.topic_usage_events, records)
@@ -119,6 +123,7 @@ async def test_bad_records_go_to_the_dlq_with_their_reason_and_good_ones_are_deb
         await wait_for(db, "SELECT count(*) FROM credit_transactions", 6, worker=worker)
     finally:
         worker.stop()
+    assert len(dead) == len(bad)  # the dict below would hide a record dead-lettered twice
     got = {}
     for r in dead:
         headers = dict(r.headers)
@@ -194,8 +199,12 @@ async def test_alerts_reach_credit_alerts_once(
         alerts = await consume_all(
             test_settings.kafka_bootstrap, test_settings.topic_credit_alerts, expected=5
         )
+        await wait_for(db, PENDING_ALERTS, 0, worker=worker)
     finally:
         worker.stop()
+    # Once: the outbox is drained and the topic holds those five records, no more.
+    ends = await end_offsets(test_settings.kafka_bootstrap, test_settings.topic_credit_alerts)
+    assert sum(ends.values()) == len(alerts) == 5
     payloads = [json.loads(r.value) for r in alerts]
     assert {r.key for r in alerts} == {b"dave"}
     kinds = sorted((p["kind"], p.get("threshold_pct")) for p in payloads)

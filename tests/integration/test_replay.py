@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncpg
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from schemas.settings import CommonSettings
 from tests.integration.reconcile_helpers import balances, cli, run_replay
@@ -11,23 +10,10 @@ from tests.integration.worker import (
     USAGE_ROWS,
     add_test_price,
     consume_all,
+    end_offsets,
     event,
     meter_with_worker,
 )
-
-
-async def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
-    await consumer.start()
-    try:
-        parts = consumer.partitions_for_topic(topic) or set()
-        if not parts:
-            await consumer._client.force_metadata_update()
-            parts = consumer.partitions_for_topic(topic) or set()
-        ends = await consumer.end_offsets([TopicPartition(topic, p) for p in parts])
-        return {tp.partition: o for tp, o in ends.items()}
-    finally:
-        await consumer.stop()
 
 
 async def test_replay_of_the_whole_topic_changes_nothing(
