@@ -13,7 +13,7 @@ from limits import RateLimitItem, parse
 from limits.aio.strategies import FixedWindowRateLimiter
 from limits.storage import storage_from_string
 
-from api.errors import Problem
+from api.errors import Problem, invalid_field
 from api.key_cache import KeyCache
 from api.security import Principal, authenticate_key, hash_key
 from api.settings import ApiSettings
@@ -162,19 +162,7 @@ async def target_account(
     """The account a user route acts on: the key's own, or the one an admin names."""
     if principal.is_admin:
         if account_id is None:
-            raise Problem(
-                422,
-                "validation_error",
-                "invalid request: query.account_id: an admin key must name the account "
-                "(rule: missing)",
-                errors=[
-                    {
-                        "field": "query.account_id",
-                        "rule": "missing",
-                        "message": "an admin key must name the account",
-                    }
-                ],
-            )
+            raise invalid_field("query.account_id", "missing", "an admin key must name the account")
         return account_id
     own = principal.account_id
     assert own is not None  # the schema requires an account for user keys

@@ -53,6 +53,19 @@ class Problem(Exception):
         self.extra = extra
 
 
+def invalid_field(field: str, rule: str, message: str, *, detail: str | None = None) -> Problem:
+    """A 422 validation_error for one field, shaped as the request-validation handler's answer.
+
+    ``detail`` replaces ``message`` in the human-readable text, e.g. to add a hint.
+    """
+    return Problem(
+        422,
+        "validation_error",
+        f"invalid request: {field}: {detail or message} (rule: {rule})",
+        errors=[{"field": field, "rule": rule, "message": message}],
+    )
+
+
 def _title(status: int) -> str:
     try:
         return HTTPStatus(status).phrase

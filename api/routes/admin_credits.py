@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Response
 
 from api.deps import AdminKey, Pool, SettingsDep
-from api.errors import Problem
+from api.errors import Problem, invalid_field
 from api.metrics import LEDGER_WRITES
 from api.queries import admin as q
 from api.views import REPLAYED_HEADER, entry_out
@@ -151,14 +151,11 @@ def _period(day_from: date | None, day_to: date | None) -> tuple[date, date]:
     start = day_from or today.replace(day=1)
     end = day_to or today
     if end < start:
-        raise Problem(
-            422,
-            "validation_error",
-            f"invalid request: query.to: must not be before from ({start.isoformat()}) "
-            "(rule: period_order)",
-            errors=[
-                {"field": "query.to", "rule": "period_order", "message": "must not be before from"}
-            ],
+        raise invalid_field(
+            "query.to",
+            "period_order",
+            "must not be before from",
+            detail=f"must not be before from ({start.isoformat()})",
         )
     return start, end
 

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Request, Response
 
 from api.deps import AdminKey, Pool, SettingsDep
-from api.errors import Problem
+from api.errors import Problem, invalid_field
 from api.queries.keys import list_keys
 from api.security import create_api_key, revoke_api_key
 from processors.ledger import ensure_account
@@ -44,18 +44,7 @@ async def create_key(body: ApiKeyIn, pool: Pool, settings: SettingsDep, _: Admin
     The key is in this answer only: it is stored as a SHA-256 hash and cannot be shown again.
     """
     if body.scope == "user" and body.account_id is None:
-        raise Problem(
-            422,
-            "validation_error",
-            "invalid request: body.account_id: a user key needs an account (rule: missing)",
-            errors=[
-                {
-                    "field": "body.account_id",
-                    "rule": "missing",
-                    "message": "a user key needs an account",
-                }
-            ],
-        )
+        raise invalid_field("body.account_id", "missing", "a user key needs an account")
     async with pool.acquire() as conn:
         if body.account_id is not None:
             await ensure_account(conn, account_id=body.account_id, tier=settings.default_tier)

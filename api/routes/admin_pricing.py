@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Path
 
 from api.deps import AdminKey, Pool
-from api.errors import Problem
+from api.errors import Problem, invalid_field
 from processors.catalog import insert_price_version
 from processors.pricing import PriceVersion, plain
 from schemas.api_admin import PriceIn, PriceVersionOut
@@ -55,14 +55,7 @@ async def put_model_price(
     effective_from (and re-rate if needed). The same effective_from again is a 409.
     """
     if not model or len(model) > 256:
-        raise Problem(
-            422,
-            "validation_error",
-            "invalid request: path.model: must be 1 to 256 characters (rule: length)",
-            errors=[
-                {"field": "path.model", "rule": "length", "message": "must be 1 to 256 characters"}
-            ],
-        )
+        raise invalid_field("path.model", "length", "must be 1 to 256 characters")
     try:
         v = await insert_price_version(
             pool,

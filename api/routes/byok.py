@@ -9,7 +9,7 @@ from fastapi import APIRouter, Response
 
 from api.byok import EncryptionNotConfigured, encrypt, key_problem, mask, multifernet
 from api.deps import Pool, SettingsDep, TargetAccount
-from api.errors import Problem
+from api.errors import Problem, invalid_field
 from api.queries import byok as q
 from processors.ledger import ensure_account
 from schemas.api_common import ProblemOut
@@ -55,12 +55,7 @@ async def put_openrouter_key(
     api_key = body.api_key.get_secret_value()
     problem = key_problem(api_key)
     if problem is not None:
-        raise Problem(
-            422,
-            "validation_error",
-            f"invalid request: body.api_key: {problem} (rule: openrouter_key)",
-            errors=[{"field": "body.api_key", "rule": "openrouter_key", "message": problem}],
-        )
+        raise invalid_field("body.api_key", "openrouter_key", problem)
     try:
         fernet = multifernet(settings.encryption_keys)
     except EncryptionNotConfigured as exc:

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Request, Response
 
 from api.catalog_cache import CatalogCache
 from api.deps import Pool, SettingsDep, TargetAccount
-from api.errors import Problem
+from api.errors import Problem, invalid_field
 from api.metrics import LEDGER_WRITES
 from api.queries import idempotency as idem
 from api.routes.credits import DEDUCT_RESPONSES
@@ -35,12 +35,7 @@ _SCOPE = "calculate-and-deduct:"
 def _unpriced(exc: Unpriced) -> Problem:
     field = f"body.units.{exc.unit}" if exc.unit else "body.model"
     rule = "unpriced_unit" if exc.unit else "unknown_model"
-    return Problem(
-        422,
-        "validation_error",
-        f"invalid request: {field}: {exc} (rule: {rule})",
-        errors=[{"field": field, "rule": rule, "message": str(exc)}],
-    )
+    return invalid_field(field, rule, str(exc))
 
 
 async def _price(

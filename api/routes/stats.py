@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query
 
 from api.deps import Pool, TargetAccount
-from api.errors import Problem
+from api.errors import Problem, invalid_field
 from api.queries import usage as q
 from schemas.api_credits import UsageGroupOut, UsageStatsOut, UsageTotalsOut
 from schemas.money import format_micros
@@ -28,12 +28,7 @@ _COUNTERS = (
 
 
 def _range_problem(message: str) -> Problem:
-    return Problem(
-        422,
-        "validation_error",
-        f"invalid request: query.to: {message} (rule: range)",
-        errors=[{"field": "query.to", "rule": "range", "message": message}],
-    )
+    return invalid_field("query.to", "range", message)
 
 
 @router.get("/usage/stats", summary="Usage and cost by model, provider or day")

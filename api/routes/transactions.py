@@ -17,7 +17,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import AwareDatetime
 
 from api.deps import Pool, TargetAccount
-from api.errors import Problem
+from api.errors import invalid_field
 from api.queries import transactions as q
 from api.views import row_out
 from schemas.api_credits import TransactionsPage
@@ -66,29 +66,18 @@ def decode_cursor(cursor: str) -> int:
             raise ValueError(raw)
         return int(raw)
     except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise Problem(
-            422,
-            "validation_error",
-            "invalid request: query.cursor: is not a cursor this API returned; pass next_cursor "
-            "from the previous page unchanged (rule: cursor)",
-            errors=[
-                {
-                    "field": "query.cursor",
-                    "rule": "cursor",
-                    "message": "is not a cursor this API returned",
-                }
-            ],
+        raise invalid_field(
+            "query.cursor",
+            "cursor",
+            "is not a cursor this API returned",
+            detail="is not a cursor this API returned; pass next_cursor from the previous page "
+            "unchanged",
         ) from None
 
 
 def _check_range(created_from: datetime | None, created_to: datetime | None) -> None:
     if created_from is not None and created_to is not None and created_to <= created_from:
-        raise Problem(
-            422,
-            "validation_error",
-            "invalid request: query.to: must be later than from (rule: range)",
-            errors=[{"field": "query.to", "rule": "range", "message": "must be later than from"}],
-        )
+        raise invalid_field("query.to", "range", "must be later than from")
 
 
 @router.get("/transactions", summary="The ledger history, newest first (keyset pages)")
