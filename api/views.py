@@ -9,6 +9,7 @@ import asyncpg
 
 from api.queries.accounts import read_tier
 from processors.ledger import AccountState, EntryResult, LedgerRow, read_account
+from processors.pricing import PriceVersion, plain
 from schemas.api_credits import BalanceOut, EntryOut, LedgerRowOut, money_or_none
 from schemas.money import format_micros
 
@@ -82,6 +83,26 @@ def entry_out(result: EntryResult) -> EntryOut:
         balance=format_micros(result.row.balance_after_micros),
         replayed=result.replayed,
     )
+
+
+def price_fields(v: PriceVersion) -> dict[str, Any]:
+    """A price version's wire fields shared by the admin and user pricing answers (prices as
+    plain decimal strings; a null cached or cache-write price means the input price applies)."""
+    return {
+        "model": v.model,
+        "provider": v.provider,
+        "effective_from": v.effective_from,
+        "input_per_mtok": plain(v.input_per_mtok),
+        "cached_input_per_mtok": (
+            None if v.cached_input_per_mtok is None else plain(v.cached_input_per_mtok)
+        ),
+        "cache_write_per_mtok": (
+            None if v.cache_write_per_mtok is None else plain(v.cache_write_per_mtok)
+        ),
+        "output_per_mtok": plain(v.output_per_mtok),
+        "per_request": plain(v.per_request),
+        "units": {name: plain(price) for name, price in sorted(v.units.items())},
+    }
 
 
 REPLAYED_HEADER = "Idempotent-Replayed"

@@ -6,8 +6,9 @@ from fastapi import APIRouter, Path
 
 from api.deps import AdminKey, Pool
 from api.errors import Problem, invalid_field
+from api.views import price_fields
 from processors.catalog import insert_price_version
-from processors.pricing import PriceVersion, plain
+from processors.pricing import PriceVersion
 from schemas.api_admin import PriceIn, PriceVersionOut
 
 router = APIRouter(prefix="/api/v1/admin/pricing", tags=["admin: pricing"])
@@ -15,22 +16,7 @@ router = APIRouter(prefix="/api/v1/admin/pricing", tags=["admin: pricing"])
 
 def _out(v: PriceVersion) -> PriceVersionOut:
     assert v.id is not None
-    return PriceVersionOut(
-        id=v.id,
-        model=v.model,
-        provider=v.provider,
-        effective_from=v.effective_from,
-        input_per_mtok=plain(v.input_per_mtok),
-        cached_input_per_mtok=None
-        if v.cached_input_per_mtok is None
-        else plain(v.cached_input_per_mtok),
-        cache_write_per_mtok=None
-        if v.cache_write_per_mtok is None
-        else plain(v.cache_write_per_mtok),
-        output_per_mtok=plain(v.output_per_mtok),
-        per_request=plain(v.per_request),
-        units={name: plain(p) for name, p in sorted(v.units.items())},
-    )
+    return PriceVersionOut(id=v.id, **price_fields(v))
 
 
 @router.put(

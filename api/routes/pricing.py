@@ -5,8 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from api.deps import AuthedKey, Pool
+from api.views import price_fields
 from processors.catalog import list_current_prices
-from processors.pricing import plain
 from schemas.api_credits import ModelPriceOut, ModelPricesOut
 
 router = APIRouter(prefix="/api/v1/pricing", tags=["pricing"])
@@ -20,23 +20,5 @@ async def list_models(_: AuthedKey, pool: Pool) -> ModelPricesOut:
     """
     versions = await list_current_prices(pool)
     return ModelPricesOut(
-        models=[
-            ModelPriceOut(
-                model=v.model,
-                provider=v.provider,
-                price_version_id=v.id,
-                effective_from=v.effective_from,
-                input_per_mtok=plain(v.input_per_mtok),
-                cached_input_per_mtok=(
-                    None if v.cached_input_per_mtok is None else plain(v.cached_input_per_mtok)
-                ),
-                cache_write_per_mtok=(
-                    None if v.cache_write_per_mtok is None else plain(v.cache_write_per_mtok)
-                ),
-                output_per_mtok=plain(v.output_per_mtok),
-                per_request=plain(v.per_request),
-                units={name: plain(price) for name, price in sorted(v.units.items())},
-            )
-            for v in versions
-        ]
+        models=[ModelPriceOut(price_version_id=v.id, **price_fields(v)) for v in versions]
     )
