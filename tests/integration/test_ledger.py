@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -243,27 +244,21 @@ async def test_worker_batches_and_api_writes_at_once_never_deadlock_or_lose(
 ) -> None:
     """Batches over many accounts (any order) and single writes on the same accounts, all at
     once on separate connections: no deadlock, no lost update, balance = sum of rows."""
-    import random
-
     accounts = [f"acct-{i}" for i in range(8)]
+    # Drawn up front: what each writer touches must not depend on which task runs first.
     rng = random.Random(7)
+    batches = [
+        [ev(f"b{n}-{i}", rng.choice(accounts), inp=1000) for i in range(40)] for n in range(12)
+    ]
+    singles = [rng.choice(accounts) for _ in range(12)]
 
     async def batch(n: int) -> None:
-        evs = [ev(f"b{n}-{i}", rng.choice(accounts), inp=1000) for i in range(40)]
         async with db.acquire() as conn:
-            await debit_batch(conn, evs, policy=POLICY)
+            await debit_batch(conn, batches[n], policy=POLICY)
 
     async def single(n: int) -> None:
         async with db.acquire() as conn:
-            await post_entry(
-                conn,
-                account_id=rng.choice(accounts),
-                type="allocation",
-                amount_micros=1_000,
-                reason=None,
-                idempotency_key=f"s{n}",
-                policy=POLICY,
-            )
+            await allocate(conn, singles[n], 1_000, f"s{n}", reason=None, policy=POLICY)
 
     await asyncio.gather(*(batch(n) for n in range(12)), *(single(n) for n in range(12)))
     async with db.acquire() as conn:

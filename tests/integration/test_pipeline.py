@@ -22,6 +22,7 @@ from tests.integration.worker import (
     publish_raw,
     publish_usage,
     wait_for,
+    wait_until_consumed,
 )
 
 PENDING_ALERTS = "SELECT count(*) FROM alert_outbox WHERE published_at IS NULL"
@@ -171,8 +172,8 @@ async def test_disruption_mid_stream_loses_nothing_and_debits_nothing_twice(
         await wait_for(
             db, "SELECT count(*) FROM credit_transactions", n, timeout=180, worker=second
         )
-        # Let it drain whatever was redelivered after the disruption.
-        await asyncio.sleep(2)
+        # Let it drain whatever was redelivered after the disruption: every record committed.
+        await wait_until_consumed(test_settings, second)
     finally:
         second.stop()
         worker.stop()

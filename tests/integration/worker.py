@@ -202,3 +202,33 @@ async def meter_with_worker(
         await wait_for(db, USAGE_ROWS, usage_rows, worker=worker)
     finally:
         worker.stop()
+
+
+async def wait_until_consumed(
+    settings: CommonSettings, worker: Worker, *, timeout: float = 60
+) -> None:
+    """Wait until the worker's group has committed every record of the usage topic.
+
+    Faust commits an offset once the records before it are processed, so this is the moment
+    every record (redeliveries after a disruption included) has been handled.
+    """
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    topic = settings.topic_usage_events
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        ends = await end_offsets(settings.kafka_bootstrap, topic)
+        deadline = time.monotonic() + timeout
+        committed: dict[int, int] = {}
+        while time.monotonic() < deadline:
+            offsets = await admin.list_consumer_group_offsets(worker.group)
+            committed = {tp.partition: o.offset for tp, o in offsets.items() if tp.topic == topic}
+            if committed == ends:
+                return
+            if worker.proc and worker.proc.poll() is not None:
+                break
+            await asyncio.sleep(0.25)
+    finally:
+        await admin.close()
+    raise AssertionError(f"group {worker.group} committed {committed}, end {ends}\n{worker.log()}")
