@@ -6,44 +6,23 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-import uuid
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord
+from aiokafka import ConsumerRecord
 
 from producers.publisher import PublishError, UsagePublisher
 from schemas.event import UsageEvent
 from tests.integration.conftest import TopicFactory, env_for
+from tests.integration.worker import consume_to_end
 
 
 async def consume(
     bootstrap: str, topic: str, expected: int, wait_s: float = 30.0
 ) -> list[ConsumerRecord]:  # type: ignore[type-arg]
-    """Every record of the topic, once `expected` have arrived (or wait_s passed)."""
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap,
-        group_id=f"g-{uuid.uuid4().hex}",
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-    )
-    await consumer.start()
-    records: list[ConsumerRecord] = []  # type: ignore[type-arg]
-    try:
-        deadline = asyncio.get_running_loop().time() + wait_s
-        while len(records) < expected and asyncio.get_running_loop().time() < deadline:
-            batch = await consumer.getmany(timeout_ms=1000)
-            for part in batch.values():
-                records.extend(part)
-        # Anything beyond `expected` would be a duplicate: give it a moment to show up.
-        batch = await consumer.getmany(timeout_ms=500)
-        for part in batch.values():
-            records.extend(part)
-    finally:
-        await consumer.stop()
-    return records
+    """Every record of the topic: `expected` of them, and any duplicate beyond them."""
+    return await consume_to_end(bootstrap, topic, expected, timeout=wait_s)
 
 
 def make_events(accounts: int, per_account: int) -> list[UsageEvent]:

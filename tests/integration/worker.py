@@ -180,6 +180,40 @@ async def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
         await consumer.stop()
 
 
+async def consume_to_end(
+    bootstrap: str, topic: str, expected: int, timeout: float = 30
+) -> list[Any]:
+    """Every record of `topic`: wait for `expected`, then read on to the end offsets.
+
+    Call it once the producer has its acknowledgements: the end offsets then count every
+    record written, so a duplicate beyond `expected` is always read, with no settling sleep.
+    """
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        group_id=None,
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    out: list[Any] = []
+    try:
+        deadline = time.monotonic() + timeout
+        target = expected
+        while time.monotonic() < deadline:
+            if len(out) >= target:
+                held = sum((await end_offsets(bootstrap, topic)).values())
+                if len(out) >= held:
+                    break
+                target = held
+            batch = await consumer.getmany(timeout_ms=300)
+            for records in batch.values():
+                out.extend(records)
+    finally:
+        await consumer.stop()
+    return out
+
+
 async def publish_usage(settings: CommonSettings, events: list[dict[str, Any]]) -> None:
     """Publish usage events to the test's own usage topic."""
     await publish_events(settings.kafka_bootstrap, settings.topic_usage_events, events)

@@ -2,50 +2,25 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import uuid
 from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 import httpx
-from aiokafka import AIOKafkaConsumer
 
 from api.settings import ApiSettings
 from tests.integration.api.conftest import UserKeyFactory, assert_problem, auth
 from tests.integration.api.credits_helpers import MODEL, add_test_price
+from tests.integration.worker import consume_to_end
 
 EVENTS = "/api/v1/usage/events"
 PRICES = "/api/v1/pricing/models"
 
 
-async def consume(settings: ApiSettings, expect: int, wait_s: float = 3.0) -> list[Any]:
-    """Every record on the test's usage.events topic (waits for `expect`, then a bit more)."""
-    consumer = AIOKafkaConsumer(
-        settings.topic_usage_events,
-        bootstrap_servers=settings.kafka_bootstrap,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        group_id=f"test-{uuid.uuid4().hex}",
-    )
-    await consumer.start()
-    records: list[Any] = []
-    try:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 20
-        settle: float | None = None
-        while loop.time() < deadline:
-            batch = await consumer.getmany(timeout_ms=300)
-            for recs in batch.values():
-                records += recs
-            if len(records) >= expect and settle is None:
-                settle = loop.time() + wait_s  # then a little longer: nothing more may come
-            if settle is not None and loop.time() >= settle:
-                break
-    finally:
-        await consumer.stop()
-    return records
+async def consume(settings: ApiSettings, expect: int) -> list[Any]:
+    """Every record on the test's usage.events topic (the API answers once Kafka has them)."""
+    return await consume_to_end(settings.kafka_bootstrap, settings.topic_usage_events, expect)
 
 
 def _event(i: int, account: str = "acme") -> dict[str, Any]:
@@ -154,7 +129,7 @@ async def test_a_bad_item_refuses_the_whole_request_naming_index_field_and_rule(
         EVENTS, content=b"{not json", headers={**auth(key), "content-type": "application/json"}
     )
     assert_problem(r, 422)
-    assert await consume(api_settings, 0, wait_s=2) == []
+    assert await consume(api_settings, 0) == []
 
 
 async def test_a_user_key_publishes_only_for_its_own_account(
