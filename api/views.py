@@ -7,7 +7,7 @@ from typing import Any, cast
 
 import asyncpg
 
-from api.queries.accounts import read_tier
+from api.queries.admin import get_tier
 from processors.ledger import AccountState, EntryResult, LedgerRow, read_account
 from processors.pricing import PriceVersion, plain
 from schemas.api_credits import BalanceOut, EntryOut, LedgerRowOut, money_or_none
@@ -25,17 +25,17 @@ async def account_state(
     state = await read_account(cast(asyncpg.Connection, conn), account_id=account_id)
     if state is not None:
         return state
-    tier = await read_tier(conn, name=default_tier)
+    tier = await get_tier(conn, name=default_tier)
     return AccountState(
         account_id=account_id,
         balance_micros=0,
         tier=default_tier,
-        monthly_cap_micros=tier.default_monthly_cap_micros if tier else None,
+        monthly_cap_micros=tier["default_monthly_cap_micros"] if tier else None,
         monthly_spend_micros=0,
         alerted_pct=0,
         blocked=False,
         low_balance_alerted=False,
-        price_multiplier=tier.price_multiplier if tier else Decimal(1),
+        price_multiplier=tier["price_multiplier"] if tier else Decimal(1),
     )
 
 

@@ -73,7 +73,7 @@ async def account_detail(conn: Conn, *, account_id: str, month: date) -> asyncpg
 
 
 async def get_tier(conn: Conn, *, name: str) -> asyncpg.Record | None:
-    """One tier's row."""
+    """One tier's row (also the defaults of an account not created yet)."""
     return await conn.fetchrow("SELECT * FROM tiers WHERE name = $1", name)
 
 
