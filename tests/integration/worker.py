@@ -144,7 +144,8 @@ async def wait_for(
     )
 
 
-async def consume_all(bootstrap: str, topic: str, expected: int, timeout: float = 60) -> list[Any]:
+async def _reader(bootstrap: str, topic: str) -> AIOKafkaConsumer:
+    """A started consumer of `topic` from its first record, in no group, committing nothing."""
     consumer = AIOKafkaConsumer(
         topic,
         bootstrap_servers=bootstrap,
@@ -153,6 +154,11 @@ async def consume_all(bootstrap: str, topic: str, expected: int, timeout: float 
         enable_auto_commit=False,
     )
     await consumer.start()
+    return consumer
+
+
+async def consume_all(bootstrap: str, topic: str, expected: int, timeout: float = 60) -> list[Any]:
+    consumer = await _reader(bootstrap, topic)
     out: list[Any] = []
     try:
         deadline = time.monotonic() + timeout
@@ -188,14 +194,7 @@ async def consume_to_end(
     Call it once the producer has its acknowledgements: the end offsets then count every
     record written, so a duplicate beyond `expected` is always read, with no settling sleep.
     """
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap,
-        auto_offset_reset="earliest",
-        group_id=None,
-        enable_auto_commit=False,
-    )
-    await consumer.start()
+    consumer = await _reader(bootstrap, topic)
     out: list[Any] = []
     try:
         deadline = time.monotonic() + timeout

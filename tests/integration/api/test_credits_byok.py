@@ -147,14 +147,18 @@ async def test_rotation_re_encrypts_under_the_new_first_key(
         "from meterline.cli import app; from meterline.commands import byok; "
         "byok.register(app); app()"
     )
-    proc = await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-c", code, "admin", "rotate-keys"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+
+    async def rotate_keys(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+        return await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-c", code, "admin", "rotate-keys"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    proc = await rotate_keys(env)
     assert proc.returncode == 0, proc.stderr
     assert "re-encrypted 5" in proc.stderr
     token = bytes(
@@ -165,12 +169,5 @@ async def test_rotation_re_encrypts_under_the_new_first_key(
     assert Fernet(newer).decrypt(token).decode() == f"{SECRET}acct0"
     # Without the key a token was made with, the command fails and says what to do.
     env["METERLINE_ENCRYPTION_KEYS"] = Fernet.generate_key().decode()
-    proc = await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-c", code, "admin", "rotate-keys"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    proc = await rotate_keys(env)
     assert proc.returncode != 0 and "cannot be decrypted" in proc.stderr
