@@ -39,6 +39,16 @@ async def test_unknown_route_is_a_problem(client: httpx.AsyncClient) -> None:
 async def test_openapi_documents_problem_json(client: httpx.AsyncClient) -> None:
     r = await client.get("/openapi.json")
     assert r.status_code == 200
+    errors = [
+        resp
+        for ops in r.json()["paths"].values()
+        for op in ops.values()
+        for code, resp in op["responses"].items()
+        if code[0] in "45"
+    ]
+    documented = [set(resp["content"]) for resp in errors if resp.get("content")]
+    assert len(documented) > 100  # 401, 403, 422, ... of every route
+    assert all(media == {"application/problem+json"} for media in documented)
     assert (await client.get("/docs")).status_code == 200
 
 
