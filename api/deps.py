@@ -121,15 +121,14 @@ async def authenticate(request: Request, pool: Pool, settings: SettingsDep) -> P
     if scheme.lower() != "bearer" or not key.strip():
         raise _unauthorized("the Authorization header must be 'Bearer <key>'")
     key = key.strip()
-    cache: KeyCache | None = getattr(request.app.state, "key_cache", None)
+    cache: KeyCache = request.app.state.key_cache  # set by create_app (TTL 0: keeps nothing)
     digest = hash_key(key)
-    principal = cache.get(digest) if cache is not None else None
+    principal = cache.get(digest)
     if principal is None:
         principal = await authenticate_key(pool, key, default_tier=settings.default_tier)
         if principal is None:
             raise _unauthorized("the API key is invalid or revoked")
-        if cache is not None:
-            cache.put(digest, principal)
+        cache.put(digest, principal)
     await _rate_limit(request, principal, settings)
     return principal
 
