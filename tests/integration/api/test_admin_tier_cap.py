@@ -37,7 +37,8 @@ async def test_a_cap_the_account_chose_is_kept(
     client: httpx.AsyncClient, admin_key: str, db: asyncpg.Pool
 ) -> None:
     body = {"account_id": "acct", "amount": "1", "reason": "r", "idempotency_key": "k"}
-    await client.post(f"{A}/credits/allocate", json=body, headers=auth(admin_key))
+    granted = await client.post(f"{A}/credits/allocate", json=body, headers=auth(admin_key))
+    assert granted.status_code == 200, granted.text
     r = await client.post(
         "/api/v1/credits/monthly-cap",
         params={"account_id": "acct"},

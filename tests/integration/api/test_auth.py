@@ -92,7 +92,10 @@ async def test_user_key_cannot_name_another_account(
 ) -> None:
     key = await user_key_for("alice")  # type: ignore[operator]
     body = {"account_id": "bob", "amount": "7", "reason": "r", "idempotency_key": "k"}
-    await client.post("/api/v1/admin/credits/allocate", json=body, headers=auth(admin_key))
+    granted = await client.post(
+        "/api/v1/admin/credits/allocate", json=body, headers=auth(admin_key)
+    )
+    assert granted.status_code == 200, granted.text  # else "7.000000" is absent for no reason
     r = await client.get("/api/v1/credits/balance", params={"account_id": "bob"}, headers=auth(key))
     body403 = assert_problem(r, 403, "forbidden")
     assert "7.000000" not in r.text and "bob" not in body403["detail"]

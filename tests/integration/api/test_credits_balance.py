@@ -100,9 +100,10 @@ async def test_deduct_replay_answers_the_original_and_writes_nothing(
     body = {"amount": 2, "reason": "batch job", "idempotency_key": "same"}
     first = await client.post(DEDUCT, json=body, headers=auth(key))
     # Another deduction in between: the replay still answers the original balance.
-    await client.post(
+    between = await client.post(
         DEDUCT, json={"amount": "1", "reason": "x", "idempotency_key": "other"}, headers=auth(key)
     )
+    assert between.status_code == 200, between.text
     again = await client.post(DEDUCT, json=body, headers=auth(key))
     assert again.status_code == 200, again.text
     assert again.headers["Idempotent-Replayed"] == "true"
@@ -285,9 +286,10 @@ async def test_lowering_the_cap_below_spend_blocks_and_raising_it_unblocks(
 ) -> None:
     key = await user_key_for("acme", tier="pro")
     await allocate(db, "acme", 10_000_000)
-    await client.post(
+    spent = await client.post(
         DEDUCT, json={"amount": "3", "reason": "r", "idempotency_key": "k"}, headers=auth(key)
     )
+    assert spent.status_code == 200, spent.text
     r = await client.post(CAP, json={"monthly_cap": "2"}, headers=auth(key))
     assert (r.json()["blocked"], r.json()["blocked_reason"]) == (True, "monthly_cap_reached")
     assert r.json()["cap_remaining"] == "0.000000"

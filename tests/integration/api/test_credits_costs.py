@@ -148,11 +148,12 @@ async def test_calculate_and_deduct_debits_the_cost_idempotently(
     )
     assert problem["idempotency_key"] == "c1"
     # A key already used by /deduct is a conflict too.
-    await client.post(
+    deducted = await client.post(
         "/api/v1/credits/deduct",
         json={"amount": "0.1", "reason": "r", "idempotency_key": "d1"},
         headers=auth(key),
     )
+    assert deducted.status_code == 200, deducted.text
     assert_problem(
         await client.post(CAD, json={**body, "idempotency_key": "d1"}, headers=auth(key)),
         409,
