@@ -27,6 +27,7 @@ __all__ = [
     "Publisher",
     "SettingsDep",
     "TargetAccount",
+    "forbid_other_account",
     "make_rate_limiter",
 ]
 
@@ -146,6 +147,16 @@ async def require_admin(principal: AuthedKey) -> Principal:
 AdminKey = Annotated[Principal, Depends(require_admin)]
 
 
+def forbid_other_account(principal: Principal, account_id: str | None) -> None:
+    """403 when a user key names an account other than its own (admins may name any)."""
+    if not principal.is_admin and account_id is not None and account_id != principal.account_id:
+        raise Problem(
+            403,
+            "forbidden",
+            "a user key can only act on its own account; drop account_id or use an admin key",
+        )
+
+
 async def target_account(
     principal: AuthedKey,
     account_id: Annotated[
@@ -163,14 +174,9 @@ async def target_account(
         if account_id is None:
             raise invalid_field("query.account_id", "missing", "an admin key must name the account")
         return account_id
+    forbid_other_account(principal, account_id)
     own = principal.account_id
     assert own is not None  # the schema requires an account for user keys
-    if account_id is not None and account_id != own:
-        raise Problem(
-            403,
-            "forbidden",
-            "a user key can only act on its own account; drop account_id or use an admin key",
-        )
     return own
 
 

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Query
 
-from api.deps import AuthedKey, Principal, Publisher
+from api.deps import AuthedKey, Principal, Publisher, forbid_other_account
 from api.errors import Problem
 from producers.adapters import to_event
 from producers.errors import AdapterError
@@ -130,12 +130,7 @@ async def publish_events(
     usage.events (keyed by account) and acknowledged by the broker before the 202. A retry
     of the same events is safe: the ledger debits each (source, event_id) once.
     """
-    if not principal.is_admin and account_id is not None and account_id != principal.account_id:
-        raise Problem(
-            403,
-            "forbidden",
-            "a user key can only act on its own account; drop account_id or use an admin key",
-        )
+    forbid_other_account(principal, account_id)
     single = not isinstance(body, list)
     items = [body] if single else body
     if not items:
