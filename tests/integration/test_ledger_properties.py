@@ -58,6 +58,12 @@ async def test_ledger_invariants_hold_for_any_stream(db: asyncpg.Pool, steps: li
     pending: list[RatedEvent] = []
 
     async def flush(conn: asyncpg.Connection) -> None:
+        # A batch creates the account of each event that is not a repeat within the batch,
+        # even when an earlier batch debited that event id for another account: it then has
+        # an account at 0 and no row (rare in the draws, so the model must say it).
+        firsts = {r.event.event_id: r.event.account_id for r in reversed(pending)}
+        for account in firsts.values():
+            expected.setdefault(account, 0)
         await debit_batch(conn, pending, policy=POLICY)
         pending.clear()
 
@@ -119,4 +125,5 @@ async def test_ledger_invariants_hold_for_any_stream(db: asyncpg.Pool, steps: li
         for r in rows:
             running[r["account_id"]] = running.get(r["account_id"], 0) + r["amount_micros"]
             assert r["balance_after_micros"] == running[r["account_id"]]
-        assert running == {a: b for a, b in expected.items()}
+        assert set(running) <= set(expected)
+        assert {a: running.get(a, 0) for a in expected} == expected  # 0 if no rows at all
