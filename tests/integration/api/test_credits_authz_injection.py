@@ -8,6 +8,7 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+from fastapi import FastAPI
 
 from tests.integration.api.conftest import UserKeyFactory, assert_problem, auth
 from tests.integration.api.credits_helpers import (
@@ -50,6 +51,17 @@ USER_ROUTES: list[tuple[str, str, Any]] = [
         },
     ),
 ]
+
+
+async def test_user_routes_lists_every_account_route_of_the_app(api_app: FastAPI) -> None:
+    # The tests below loop over USER_ROUTES: a route missing from it would go unchecked.
+    documented = {
+        (method.upper(), path)
+        for path, ops in api_app.openapi()["paths"].items()
+        if path.startswith(("/api/v1/credits/", "/api/v1/usage/"))
+        for method in ops
+    }
+    assert {(method, path) for method, path, _ in USER_ROUTES} == documented
 
 
 async def _victim(db: asyncpg.Pool) -> None:
