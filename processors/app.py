@@ -1,9 +1,11 @@
-"""The Faust application: one agent meters usage.events in batches; a timer drains alert outbox.
+"""The Faust application: the metering loop and the alert outbox drain, as services of one app.
 
 At-least-once delivery with an idempotent Postgres sink (not Faust's exactly_once mode, see
-faust-streaming issues #177, #323, #517); agents run with concurrency=1 (faust#606 can commit
-past an unprocessed message otherwise); inside a take_events batch every failure is retried,
-because an exception escaping the batch would still ack it.
+faust-streaming issues #177, #323, #517). usage.events is read by `MeteringLoop`
+(processors/consumer.py), a service of this app with its own consumer-group member, instead
+of a `take()` agent: Faust acks a take() batch however its body exits, so a shutdown or a
+poison record could commit past records never debited; the loop commits only finished
+batches. Timers (the alert outbox) stay Faust timers.
 """
 
 from __future__ import annotations
@@ -15,23 +17,27 @@ from typing import Any
 import asyncpg
 import faust
 from aiokafka import AIOKafkaProducer
+from faust.app.base import BootStrategy
 from mode import Service
 
-from processors.ledger import publish_pending_alerts
-from processors.metering import Meter, RawRecord
+from processors import metrics
+from processors.consumer import MeteringLoop
+from processors.ledger import count_pending_alerts, publish_pending_alerts
+from processors.metering import Meter
 from processors.settings import WorkerSettings, get_worker_settings
 
 log = logging.getLogger("meterline.worker")
 
 
 class Resources(Service):
-    """The asyncpg pool and the producer for the DLQ and alerts, started with the worker."""
+    """The asyncpg pool, the producer (DLQ, alerts) and the metering loop of one worker."""
 
     def __init__(self, settings: WorkerSettings, **kwargs: Any) -> None:
         self.settings = settings
         self.pool: asyncpg.Pool | None = None
         self.producer: AIOKafkaProducer | None = None
         self.meter: Meter | None = None
+        self.metering: MeteringLoop | None = None
         self.ready = asyncio.Event()
         super().__init__(**kwargs)
 
@@ -39,10 +45,18 @@ class Resources(Service):
         s = self.settings
         from processors.topics import ensure_topics, wanted_topics
 
-        created = await ensure_topics(s.kafka_bootstrap, wanted_topics(s))
+        if s.worker_metrics_port:
+            from prometheus_client import start_http_server
+
+            start_http_server(s.worker_metrics_port, addr=s.worker_metrics_host)
+            log.info("metrics on %s:%d/metrics", s.worker_metrics_host, s.worker_metrics_port)
+        created = await ensure_topics(s.kafka_bootstrap, wanted_topics(s), timeout_s=3600)
         if created:
             log.info("created topics %s", ", ".join(created))
-        self.pool = await asyncpg.create_pool(s.database_url, min_size=1, max_size=s.pg_pool_max)
+        self.pool = await _until_up(
+            lambda: asyncpg.create_pool(s.database_url, min_size=1, max_size=s.pg_pool_max),
+            "connect to PostgreSQL",
+        )
         self.producer = AIOKafkaProducer(
             bootstrap_servers=s.kafka_bootstrap,
             acks="all",
@@ -53,8 +67,12 @@ class Resources(Service):
         if s.seed_catalog:
             from processors.catalog import seed_catalog
 
-            async with self.pool.acquire() as conn:
-                added = await seed_catalog(conn)
+            async def seed() -> int:
+                assert self.pool is not None
+                async with self.pool.acquire() as conn:
+                    return await seed_catalog(conn)
+
+            added = await _until_up(seed, "seed the price catalog")
             log.info("price catalog seeded (%d new versions)", added)
         self.meter = Meter(
             self.pool,
@@ -64,13 +82,30 @@ class Resources(Service):
             catalog_refresh_s=s.catalog_refresh_s,
             max_backoff_s=s.retry_max_backoff_s,
         )
+        self.metering = MeteringLoop(
+            self.meter,
+            bootstrap=s.kafka_bootstrap,
+            topic=s.topic_usage_events,
+            group=s.worker_group,
+            batch_max=s.batch_max,
+            batch_within_s=s.batch_within_s,
+            shutdown_timeout_s=s.shutdown_timeout_s,
+        )
+        await self.metering.start()
         self.ready.set()
 
     async def on_stop(self) -> None:
+        # The loop first (it finishes or abandons its batch and commits only what is done),
+        # then the clients it used.
+        if self.metering is not None:
+            await self.metering.stop()
         if self.producer is not None:
-            await self.producer.stop()
+            await _bounded(self.producer.stop(), "stop the producer")
         if self.pool is not None:
-            await self.pool.close()
+            try:
+                await asyncio.wait_for(self.pool.close(), 3.0)
+            except Exception:  # noqa: BLE001 - Postgres away: drop the connections
+                self.pool.terminate()
 
     async def send_dlq(
         self, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]]
@@ -85,71 +120,51 @@ class Resources(Service):
         await self.producer.send_and_wait(self.settings.topic_credit_alerts, key=key, value=value)
 
 
+async def _until_up(make: Any, what: str) -> Any:
+    """Await make() until it succeeds: a dependency still starting is waited for, not fatal."""
+    delay = 0.5
+    while True:
+        try:
+            return await make()
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+            log.warning("%s failed (%r); retrying in %.1fs", what, exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+async def _bounded(aw: Any, what: str) -> None:
+    try:
+        await asyncio.wait_for(aw, 3.0)
+    except Exception as exc:  # noqa: BLE001 - shutting down: report, go on
+        log.warning("shutdown: could not %s (%r)", what, exc)
+
+
+class _Boot(BootStrategy):
+    # usage.events is read by the metering loop's own consumer: Faust's consumer, conductor
+    # and table manager have nothing to read (and refuse to start with no topic).
+    enable_kafka_consumer = False
+
+
+class MeterlineApp(faust.App):
+    """The worker's Faust app: services and timers, its Kafka consumer left off."""
+
+    BootStrategy = _Boot
+
+
 def create_app(settings: WorkerSettings) -> tuple[faust.App, Resources]:
     """The Faust app and its resources, configured from settings."""
-    app = faust.App(
+    app = MeterlineApp(
         settings.worker_group,
         broker=[f"kafka://{hp}" for hp in settings.kafka_bootstrap.split(",")],
         store="memory://",
         web_enabled=False,
         topic_disable_leader=True,
         topic_partitions=settings.usage_events_partitions,
-        consumer_auto_offset_reset="earliest",
-        broker_commit_every=settings.batch_max,
-        broker_commit_interval=1.0,
-        stream_buffer_maxsize=max(4096, settings.batch_max * 2),
-        stream_wait_empty=False,
         key_serializer="raw",
         value_serializer="raw",
     )
     resources = Resources(settings, loop=app.loop, beacon=app.beacon)
     app.service(resources)  # type: ignore[arg-type]  # faust's stub wants a class
-    source = app.topic(
-        settings.topic_usage_events,
-        key_type=bytes,
-        value_type=bytes,
-        partitions=settings.usage_events_partitions,
-    )
-
-    @app.agent(source, concurrency=1)
-    async def meter_usage(stream: faust.StreamT[bytes]) -> None:
-        async for events in stream.take_events(  # type: ignore[attr-defined]
-            settings.batch_max, within=settings.batch_within_s
-        ):
-            # Resources may still be starting when the first batch arrives: wait, never
-            # raise (an exception escaping take_events would ack the batch unprocessed).
-            await resources.ready.wait()
-            meter = resources.meter
-            assert meter is not None
-            records = [
-                RawRecord(
-                    topic=e.message.topic,
-                    partition=e.message.partition,
-                    offset=e.message.offset,
-                    key=e.message.key,
-                    value=e.message.value,
-                )
-                for e in events
-            ]
-            # Meter.process retries every transient failure itself and never raises on bad
-            # input. take_events acks the batch however the body exits, so a cancellation
-            # (shutdown, rebalance) must not leave it half done: finish the batch first.
-            task = asyncio.ensure_future(meter.process(records))
-            try:
-                outcome = await asyncio.shield(task)
-            except asyncio.CancelledError:
-                await task
-                raise
-            log.info(
-                "batch: %d records, %d debited, %d duplicates, dead %s",
-                outcome.records,
-                outcome.debited,
-                outcome.duplicates,
-                outcome.dead or "{}",
-            )
-            if outcome.alerts:
-                # Publish this batch's alerts now; the timer publishes the rest (API writes).
-                await _drain_alerts(resources)
 
     @app.timer(interval=2.0)
     async def alerts_timer() -> None:
@@ -164,6 +179,7 @@ async def _drain_alerts(resources: Resources) -> None:
     try:
         while await publish_pending_alerts(resources.pool, resources.send_alert) >= 500:
             pass
+        metrics.OUTBOX_BACKLOG.set(await count_pending_alerts(resources.pool))
     except Exception as exc:  # noqa: BLE001 - the outbox keeps them; the timer retries
         log.warning("publishing alerts failed (%r); will retry", exc)
 

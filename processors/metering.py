@@ -1,7 +1,9 @@
 """The metering step, independent of Faust: raw records → validate → price → debit → DLQ.
 
-The worker feeds it batches from `stream.take_events`; replay feeds it records read by a
-plain consumer. Either way the same code decides what is debited, duplicated or dead-lettered.
+The worker's consumer loop (processors/consumer.py) feeds it batches; replay feeds it records
+read by a plain consumer. Either way the same code decides what is debited, duplicated or
+dead-lettered. A record the database or Python refuses is found by bisecting its batch and
+dead-lettered as `rejected` (DESIGN invariant 9); the records around it are debited.
 """
 
 from __future__ import annotations
@@ -13,10 +15,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 import asyncpg
-from aiokafka.errors import KafkaError
+from aiokafka.errors import MessageSizeTooLargeError
 from pydantic import ValidationError
 
 from processors import catalog as catalog_db
+from processors import metrics
+from processors.failures import classify, describe
 from processors.ledger import BatchResult, LedgerPolicy, RatedEvent, debit_batch
 from processors.pricing import Catalog
 from schemas import topics
@@ -41,7 +45,7 @@ class DeadLetter:
     """A record that cannot be debited, with a machine code and a human message."""
 
     record: RawRecord
-    reason: str  # invalid_json | invalid_event | oversized | unpriced
+    reason: str  # invalid_json | invalid_event | oversized | unpriced | rejected
     message: str
 
     def headers(self) -> list[tuple[str, bytes]]:
@@ -96,14 +100,41 @@ def validate(record: RawRecord, *, max_bytes: int) -> UsageEvent | DeadLetter:
                 record, "invalid_json", f"not a JSON object: {exc.errors()[0]['msg']}"
             )
         return DeadLetter(record, "invalid_event", describe_validation_error(exc))
+    except Exception as exc:  # noqa: BLE001 - a value Python cannot hold is the record's fault
+        return DeadLetter(record, "invalid_event", describe(exc))
+
+
+def _merged(a: BatchResult, b: BatchResult) -> BatchResult:
+    # Unpriced positions are already turned into dead letters by each half's _debit.
+    return BatchResult(
+        debited=a.debited + b.debited,
+        duplicates=a.duplicates + b.duplicates,
+        debited_micros=a.debited_micros + b.debited_micros,
+        alerts=a.alerts + b.alerts,
+    )
+
+
+class PermanentFailure(Exception):
+    """An operation failed for a reason retrying cannot fix; `cause` is the original error."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(describe(cause))
+        self.cause = cause
+
+
+# DLQ records larger than this keep only a prefix of the original bytes (header says so).
+_DLQ_VALUE_FALLBACK_BYTES = 512 * 1024
 
 
 class Meter:
     """Prices and debits batches of raw records; never raises on bad input or transient errors.
 
-    A transient failure (Postgres or Kafka away) is retried until it succeeds, also during
-    shutdown: a process stopped mid-batch must not ack what it has not written, and a process
-    killed instead commits nothing, so its records are redelivered and deduplicated.
+    A transient failure (Postgres or Kafka away) is retried with capped backoff until it
+    passes; a permanent one (a value the database or Python refuses) is isolated by bisecting
+    the batch — re-running a part is safe because debits are idempotent — and the record(s)
+    responsible are dead-lettered as `rejected`. `process` may be cancelled at any await (a
+    worker shutting down abandons its batch): nothing is acknowledged for a batch that did
+    not return, so its records are redelivered and deduplicated.
     """
 
     def __init__(
@@ -139,67 +170,128 @@ class Meter:
     ) -> tuple[list[tuple[RawRecord, RatedEvent]], list[DeadLetter]]:
         """Each event with the price version in force at its occurred_at, in partition order."""
         rated: list[tuple[RawRecord, RatedEvent]] = []
+        dead: list[DeadLetter] = []
         pending = events
         for last_try in (False, True):
             missing: list[tuple[RawRecord, UsageEvent]] = []
             for rec, ev in pending:
-                version = self.catalog.version_at(ev.model, ev.occurred_at)
+                try:
+                    version = self.catalog.version_at(ev.model, ev.occurred_at)
+                    provider = ev.provider or self.catalog.provider_for(ev.model)
+                except Exception as exc:  # noqa: BLE001 - this event's values, not the catalog
+                    dead.append(DeadLetter(rec, "rejected", describe(exc)))
+                    continue
                 if version is None:
                     missing.append((rec, ev))
                     continue
-                provider = ev.provider or self.catalog.provider_for(ev.model)
                 rated.append((rec, RatedEvent(ev, version, provider, rec.partition, rec.offset)))
             if last_try or not missing or time.monotonic() - self._catalog_loaded_at <= 1.0:
                 break
             # A price may have been added since the last load: look once more before giving up.
-            await self._retrying(lambda: self.refresh_catalog(force=True), "reload catalog")
+            await self._retrying(lambda: self.refresh_catalog(force=True), "reload catalog", [])
             pending = missing
-        dead = [
+        dead.extend(
             DeadLetter(
                 rec, "unpriced", f"no price for model {ev.model!r} at {ev.occurred_at.isoformat()}"
             )
             for rec, ev in missing
-        ]
+        )
         # Keep each partition's order for balance_after.
         rated.sort(key=lambda pair: (pair[0].partition, pair[0].offset))
         return rated, dead
 
-    async def _retrying(self, op: Callable[[], Awaitable[object]], what: str) -> int:
-        """Run op until it succeeds; transient failures back off. Returns the retry count."""
-        delay, retries = 0.1, 0
-        while True:
-            try:
-                await op()
-                return retries
-            except (
-                asyncpg.PostgresError,
-                asyncpg.InterfaceError,
-                OSError,
-                TimeoutError,
-                KafkaError,
-            ) as exc:
-                retries += 1
-                log.warning("%s failed (%r); retrying in %.1fs", what, exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self.max_backoff_s)
-            except Exception:
-                # Not a known transient failure: a bug or a broken invariant. Never let it
-                # escape the batch (it would be acked unprocessed); hold the partition and
-                # keep trying, loudly, so an operator can fix it with nothing lost.
-                retries += 1
-                log.exception("%s failed unexpectedly; retrying in %.1fs", what, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self.max_backoff_s)
+    async def _retrying(
+        self, op: Callable[[], Awaitable[object]], what: str, partitions: Sequence[int]
+    ) -> int:
+        """Run op until it succeeds; transient failures back off. Returns the retry count.
+
+        A permanent or unknown failure is raised as PermanentFailure for the caller to isolate.
+        While it fails, the partitions it holds show how long in
+        meterline_partition_failing_seconds, and each backoff step logs why, once.
+        """
+        delay, retries, failing_since = 0.1, 0, 0.0
+        try:
+            while True:
+                try:
+                    await op()
+                    return retries
+                except Exception as exc:
+                    kind = classify(exc)
+                    if kind != "transient":
+                        if kind == "unknown":
+                            log.exception("%s failed unexpectedly; isolating the cause", what)
+                        raise PermanentFailure(exc) from exc
+                    retries += 1
+                    now = time.monotonic()
+                    failing_since = failing_since or now
+                    for p in set(partitions):
+                        metrics.PARTITION_FAILING.labels(str(p)).set(now - failing_since)
+                    log.warning(
+                        "%s failed (%s); retrying in %.1fs (failing for %.0fs)",
+                        what,
+                        describe(exc),
+                        delay,
+                        now - failing_since,
+                    )
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, self.max_backoff_s)
+        finally:
+            if failing_since:
+                for p in set(partitions):
+                    metrics.PARTITION_FAILING.labels(str(p)).set(0)
+
+    async def _debit(
+        self, pairs: list[tuple[RawRecord, RatedEvent]]
+    ) -> tuple[BatchResult, list[DeadLetter]]:
+        """Debit pairs in one transaction; on a permanent failure, bisect to the culprit(s)."""
+        result = BatchResult()
+        rated = [r for _, r in pairs]
+
+        async def write() -> None:
+            nonlocal result
+            async with self.pool.acquire() as conn:
+                result = await debit_batch(conn, rated, policy=self.policy)
+
+        try:
+            await self._retrying(write, "debit batch", [rec.partition for rec, _ in pairs])
+        except PermanentFailure as failure:
+            if len(pairs) == 1:
+                log.warning(
+                    "record %s[%d]@%d rejected: %s",
+                    pairs[0][0].topic,
+                    pairs[0][0].partition,
+                    pairs[0][0].offset,
+                    failure,
+                )
+                return BatchResult(), [DeadLetter(pairs[0][0], "rejected", str(failure))]
+            # Halves in order, so each account's events keep their order in the ledger.
+            mid = len(pairs) // 2
+            left, left_dead = await self._debit(pairs[:mid])
+            right, right_dead = await self._debit(pairs[mid:])
+            return _merged(left, right), left_dead + right_dead
+        # debit_batch names unpriced events (a unit with no price) by their position in `rated`.
+        dead = [DeadLetter(pairs[i][0], "unpriced", message) for i, message in result.unpriced]
+        return result, dead
 
     async def _publish_dead(self, dead: list[DeadLetter]) -> None:
-        await asyncio.gather(
-            *(self.send_dlq(d.record.key, d.record.value or b"", d.headers()) for d in dead)
-        )
+        await asyncio.gather(*(self._send_one_dead(d) for d in dead))
+
+    async def _send_one_dead(self, d: DeadLetter) -> None:
+        value = d.record.value or b""
+        try:
+            await self.send_dlq(d.record.key, value, d.headers())
+        except MessageSizeTooLargeError:
+            # The broker takes the original on usage.events but not with our headers: keep a
+            # prefix and say so, rather than lose the record's trace.
+            headers = [*d.headers(), (topics.DLQ_HEADER_TRUNCATED, str(len(value)).encode())]
+            await self.send_dlq(d.record.key, value[:_DLQ_VALUE_FALLBACK_BYTES], headers)
 
     async def process(self, records: Sequence[RawRecord]) -> Outcome:
         """Debit a batch; dead letters are published before this returns (so acking is safe)."""
+        started = time.perf_counter()
         out = Outcome(records=len(records))
-        await self._retrying(self.refresh_catalog, "load catalog")
+        partitions = sorted({r.partition for r in records})
+        await self._retrying(self.refresh_catalog, "load catalog", partitions)
         valid: list[tuple[RawRecord, UsageEvent]] = []
         dead: list[DeadLetter] = []
         for rec in records:
@@ -208,29 +300,39 @@ class Meter:
                 dead.append(parsed)
             else:
                 valid.append((rec, parsed))
-        pairs, unpriced = await self._rate(valid)
-        dead.extend(unpriced)
-        rated = [r for _, r in pairs]
+        pairs, not_rated = await self._rate(valid)
+        dead.extend(not_rated)
 
-        result = BatchResult()
-
-        async def write() -> None:
-            nonlocal result
-            async with self.pool.acquire() as conn:
-                result = await debit_batch(conn, rated, policy=self.policy)
-
-        if rated:
-            out.retries = await self._retrying(write, "debit batch")
-        # debit_batch names unpriced events (a unit with no price) by their position in `rated`.
-        dead.extend(DeadLetter(pairs[i][0], "unpriced", message) for i, message in result.unpriced)
-        out.debited, out.duplicates, out.debited_micros, out.alerts = (
-            result.debited,
-            result.duplicates,
-            result.debited_micros,
-            result.alerts,
-        )
+        if pairs:
+            result, refused = await self._debit(pairs)
+            dead.extend(refused)
+            out.debited, out.duplicates, out.debited_micros, out.alerts = (
+                result.debited,
+                result.duplicates,
+                result.debited_micros,
+                result.alerts,
+            )
         for d in dead:
             out.dead[d.reason] = out.dead.get(d.reason, 0) + 1
         if dead:
-            await self._retrying(lambda: self._publish_dead(dead), "publish to DLQ")
+            # A DLQ write the broker refuses for good is not the record's fault: keep trying.
+            await self._retrying_forever(lambda: self._publish_dead(dead), partitions)
+        metrics.EVENTS_METERED.inc(out.debited)
+        metrics.DUPLICATES.inc(out.duplicates)
+        for reason, n in out.dead.items():
+            metrics.DLQ_RECORDS.labels(reason).inc(n)
+        metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
         return out
+
+    async def _retrying_forever(
+        self, op: Callable[[], Awaitable[object]], partitions: Sequence[int]
+    ) -> None:
+        delay = 0.1
+        while True:
+            try:
+                await self._retrying(op, "publish to DLQ", partitions)
+                return
+            except PermanentFailure as failure:
+                log.error("publish to DLQ failed (%s); retrying in %.1fs", failure, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.max_backoff_s)

@@ -39,6 +39,16 @@ class WorkerSettings(LedgerSettings):
     seed_catalog: bool = True
     pg_pool_max: int = Field(default=4, ge=1)
     retry_max_backoff_s: float = Field(default=5.0, gt=0)
+    shutdown_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="On SIGTERM, how long the batch in flight may take before it is abandoned "
+        "(uncommitted: redelivered and deduplicated) and the worker exits.",
+    )
+    worker_metrics_port: int = Field(
+        default=0, ge=0, le=65535, description="Serve Prometheus metrics on this port (0: off)"
+    )
+    worker_metrics_host: str = "127.0.0.1"
 
 
 @lru_cache(maxsize=1)

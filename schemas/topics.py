@@ -11,3 +11,5 @@ DLQ_HEADER_MESSAGE = "meterline.message"
 DLQ_HEADER_TOPIC = "meterline.source_topic"
 DLQ_HEADER_PARTITION = "meterline.source_partition"
 DLQ_HEADER_OFFSET = "meterline.source_offset"
+# Set (to the original size in bytes) when the DLQ value keeps only a prefix of the record.
+DLQ_HEADER_TRUNCATED = "meterline.truncated"

@@ -33,7 +33,7 @@ from processors.ledger.models import (
     UnknownAccount,
     month_of,
 )
-from processors.ledger.outbox import publish_pending_alerts
+from processors.ledger.outbox import count_pending_alerts, publish_pending_alerts
 
 __all__ = [
     "LEDGER_TYPES",
@@ -62,6 +62,7 @@ __all__ = [
     "grant_monthly_allocations",
     "month_of",
     "post_entry",
+    "count_pending_alerts",
     "publish_pending_alerts",
     "read_account",
     "redeem_coupon",

@@ -29,3 +29,10 @@ async def publish_pending_alerts(pool: asyncpg.Pool, send: Send, *, limit: int =
         if pending:
             await queries.mark_alerts_published(conn, ids=[i for i, _, _ in pending])
     return len(pending)
+
+
+async def count_pending_alerts(pool: asyncpg.Pool) -> int:
+    """Alerts queued in the outbox and not yet published (the backlog an operator watches)."""
+    async with pool.acquire() as conn:
+        n = await conn.fetchval("SELECT count(*) FROM alert_outbox WHERE published_at IS NULL")
+    return int(n or 0)

@@ -1,0 +1,226 @@
+"""The worker's metering loop: a consumer-group member that reads usage.events in batches.
+
+It runs as a service inside the Faust application (processors/app.py) rather than as a Faust
+agent, for two reasons measured and read in upstream issues:
+
+- Faust acks a `take()` batch however its body exits (an exception or a cancellation still
+  acks it), so a shutdown or a poison record could commit past records that were never
+  debited (issue #8). Here offsets are committed only by this loop, explicitly, after the
+  batch's records are each a ledger row, a recorded duplicate or a DLQ record.
+- Faust's per-event stream machinery (one future, task and ack per event) cost about 45 % of
+  a worker's CPU; aiokafka's `getmany` hands over a whole batch at once.
+
+Consumer-group semantics are Kafka's own: partitions are balanced among the workers of one
+group; before a partition is revoked the listener waits (bounded) for the batch in flight and
+commits what is done; what a revoked or killed worker had not committed is redelivered to the
+next owner, where the ledger's (source, event_id) key turns it into recorded duplicates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+
+from processors import metrics
+from processors.metering import Meter, RawRecord
+
+log = logging.getLogger("meterline.consumer")
+
+
+class MeteringLoop:
+    """Read → meter → commit, one batch at a time, with a bounded, loss-free stop."""
+
+    def __init__(
+        self,
+        meter: Meter,
+        *,
+        bootstrap: str,
+        topic: str,
+        group: str,
+        batch_max: int,
+        batch_within_s: float,
+        shutdown_timeout_s: float,
+        rebalance_wait_s: float = 20.0,
+    ) -> None:
+        self.meter = meter
+        self.topic = topic
+        self.batch_max = batch_max
+        self.batch_within_ms = max(1, int(batch_within_s * 1000))
+        self.shutdown_timeout_s = shutdown_timeout_s
+        self.rebalance_wait_s = rebalance_wait_s
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap,
+            group_id=group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=batch_max,
+            # Room for a full batch per fetch across the partitions a worker owns.
+            fetch_max_bytes=64 * 1024 * 1024,
+            max_partition_fetch_bytes=8 * 1024 * 1024,
+        )
+        self._in_flight = asyncio.Lock()
+        self._stopping = asyncio.Event()
+        self._done: dict[TopicPartition, int] = {}  # next offset to read, per partition
+        self._committed: dict[TopicPartition, int] = {}
+        self._task: asyncio.Task[None] | None = None
+        self.batches = 0
+
+    async def start(self) -> None:
+        """Join the group and start the loop in the background."""
+        self.consumer.subscribe([self.topic], listener=_Listener(self))
+        await self.consumer.start()
+        self._task = asyncio.create_task(self.run(), name="metering-loop")
+
+    async def run(self) -> None:
+        """Until stopped: read a batch, meter it, commit its offsets."""
+        backoff = 0.1
+        while not self._stopping.is_set():
+            try:
+                fetched = await self.consumer.getmany(
+                    timeout_ms=self.batch_within_ms, max_records=self.batch_max
+                )
+                backoff = 0.1
+            except KafkaError as exc:  # aiokafka reconnects by itself; wait and ask again
+                log.warning("fetch failed (%r); retrying in %.1fs", exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            if fetched:
+                async with self._in_flight:
+                    try:
+                        await self._meter(fetched)
+                    except Exception:
+                        # Meter.process is built never to raise; if it does anyway, read the
+                        # batch again rather than commit past it.
+                        log.exception("metering a batch failed; reading it again")
+                        self._rewind(fetched)
+                        await asyncio.sleep(backoff)
+                        backoff = min(backoff * 2, 5.0)
+            await self._commit()
+
+    def _rewind(self, fetched: dict[TopicPartition, list[object]]) -> None:
+        assigned = self.consumer.assignment()
+        for tp, msgs in fetched.items():
+            if tp in assigned:
+                self.consumer.seek(tp, msgs[0].offset)  # type: ignore[attr-defined]
+
+    async def _meter(self, fetched: dict[TopicPartition, list[object]]) -> None:
+        records = [
+            RawRecord(m.topic, m.partition, m.offset, m.key, m.value)  # type: ignore[attr-defined]
+            for msgs in fetched.values()
+            for m in msgs
+        ]
+        outcome = await self.meter.process(records)
+        # Only now is every record of the batch a ledger row, a duplicate or a DLQ record.
+        for tp, msgs in fetched.items():
+            self._done[tp] = msgs[-1].offset + 1  # type: ignore[attr-defined]
+        self.batches += 1
+        self._report_lag(fetched)
+        log.info(
+            "batch: %d records, %d debited, %d duplicates, dead %s",
+            outcome.records,
+            outcome.debited,
+            outcome.duplicates,
+            outcome.dead or "{}",
+        )
+
+    def _report_lag(self, fetched: Iterable[TopicPartition]) -> None:
+        for tp in fetched:
+            highwater = self.consumer.highwater(tp)
+            if highwater is not None:
+                metrics.CONSUMER_LAG.labels(str(tp.partition)).set(
+                    max(highwater - self._done.get(tp, 0), 0)
+                )
+
+    async def _commit(self, only: Iterable[TopicPartition] | None = None) -> None:
+        """Commit the offsets of finished batches; keep them for later if the broker is away."""
+        wanted = set(only) if only is not None else set(self._done)
+        assigned = self.consumer.assignment()
+        offsets = {
+            tp: off
+            for tp, off in self._done.items()
+            if tp in wanted and tp in assigned and self._committed.get(tp) != off
+        }
+        if not offsets:
+            return
+        try:
+            await self.consumer.commit(offsets)
+            self._committed.update(offsets)
+        except (CommitFailedError, IllegalStateError) as exc:
+            # The group moved on (rebalance): the next owner re-reads from the last commit
+            # and the ledger counts what this worker debited as duplicates.
+            log.info("commit of %d partitions refused after a rebalance (%r)", len(offsets), exc)
+            for tp in offsets:
+                self._done.pop(tp, None)
+        except KafkaError as exc:
+            log.warning("commit failed (%r); kept for the next batch", exc)
+
+    def _forget(self, partitions: Iterable[TopicPartition]) -> None:
+        for tp in partitions:
+            self._done.pop(tp, None)
+            self._committed.pop(tp, None)
+            try:
+                metrics.CONSUMER_LAG.remove(str(tp.partition))
+            except KeyError:
+                pass  # never reported
+
+    async def on_revoked(self, revoked: set[TopicPartition]) -> None:
+        """Before partitions move: let the batch in flight finish (bounded), commit, forget."""
+        try:
+            await asyncio.wait_for(self._in_flight.acquire(), self.rebalance_wait_s)
+        except TimeoutError:
+            # A batch held by a dependency outage: give the partitions up uncommitted; the
+            # next owner redoes them (duplicates), this batch's later commit is refused.
+            log.warning("rebalance: batch still in flight after %.0fs", self.rebalance_wait_s)
+            self._forget(revoked)
+            return
+        try:
+            await self._commit(revoked)
+        finally:
+            self._in_flight.release()
+        self._forget(revoked)
+
+    async def stop(self) -> None:
+        """Stop within shutdown_timeout_s, committing nothing past an unfinished batch."""
+        deadline = time.monotonic() + self.shutdown_timeout_s
+        self._stopping.set()
+        task = self._task
+        if task is not None and not task.done():
+            try:
+                # Leave 3 s of the budget for the last commit and leaving the group.
+                await asyncio.wait_for(
+                    asyncio.shield(task), max(deadline - time.monotonic() - 3.0, 0.1)
+                )
+            except TimeoutError:
+                log.warning("shutdown: abandoning the batch in flight (it will be redelivered)")
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+            except Exception:  # noqa: BLE001 - the loop's own failure; nothing to commit for it
+                log.exception("metering loop failed")
+        for step in (self._commit, self.consumer.stop):
+            remaining = deadline - time.monotonic()
+            try:
+                await asyncio.wait_for(step(), max(remaining, 0.5))
+            except Exception as exc:  # noqa: BLE001 - shutting down: report, go on
+                log.warning("shutdown: %s did not finish (%r)", step.__name__, exc)
+
+    @property
+    def task(self) -> asyncio.Task[None] | None:
+        """The running loop (None before start)."""
+        return self._task
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, loop: MeteringLoop) -> None:
+        self.loop = loop
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self.loop.on_revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        log.info("assigned partitions %s", sorted(tp.partition for tp in assigned))
