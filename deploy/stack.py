@@ -457,6 +457,26 @@ async def _create_database(dsn: str) -> None:
         await conn.close()
 
 
+def restart_postgres(progress: Progress) -> None:
+    """Restart our PostgreSQL with a fast shutdown (clients lose their connections)."""
+    state = read_stack_state()
+    data, bindir = state.get("postgres_data"), state.get("postgres_bin")
+    if not data or not bindir:
+        raise StackError("PostgreSQL of the local stack is not set up: meterline dev up")
+    progress("restarting PostgreSQL")
+    _run(
+        _as_pg_user([str(Path(bindir) / "pg_ctl"), "restart", "-w", "-m", "fast", "-D", data]),
+        "pg_ctl restart",
+    )
+
+
+def restart_kafka(progress: Progress, *, down_s: float = 0.0) -> None:
+    """Stop our broker, wait down_s, start it again (same data: topics and offsets kept)."""
+    stop_kafka(progress)
+    time.sleep(down_s)
+    start_kafka(progress)
+
+
 def stop_postgres(progress: Progress) -> None:
     """Stop our PostgreSQL (fast shutdown)."""
     state = read_stack_state()

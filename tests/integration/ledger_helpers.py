@@ -43,3 +43,14 @@ async def ledger_matches_balances(db: asyncpg.Pool | asyncpg.Connection) -> None
         " HAVING u.balance_micros <> coalesce(sum(t.amount_micros), 0)"
     )
     assert [tuple(r) for r in bad] == []
+
+
+async def balance_after_chain_consistent(db: asyncpg.Pool | asyncpg.Connection) -> None:
+    """Every row's balance_after is the running sum of its account's rows, in ledger order."""
+    bad = await db.fetch(
+        "SELECT account_id, id, balance_after_micros, running FROM ("
+        " SELECT account_id, id, balance_after_micros,"
+        "  sum(amount_micros) OVER (PARTITION BY account_id ORDER BY id) AS running"
+        " FROM credit_transactions) t WHERE balance_after_micros <> running LIMIT 5"
+    )
+    assert [tuple(r) for r in bad] == []
