@@ -28,9 +28,12 @@ from typing import Any, Protocol
 from schemas.money import format_micros, from_micros
 
 __all__ = [
+    "DEFAULT_BYOK_FEE_PCT",
+    "LIST_PRICE",
     "Catalog",
     "CostBreakdown",
     "PriceVersion",
+    "Terms",
     "Unpriced",
     "UsageLike",
     "bare_model",
@@ -55,6 +58,9 @@ _MICROS_EXP = 6  # credits → micro-credits
 _MTOK_EXP = -6  # per million tokens → per token
 _LOOKUP_MEMO_MAX = 4096
 _new = object.__new__
+
+DEFAULT_BYOK_FEE_PCT = Decimal(5)
+"""The platform fee a byok event pays, in percent of what it would have cost (DESIGN.md)."""
 
 
 def plain(value: Decimal) -> str:
@@ -149,8 +155,27 @@ class PriceVersion:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class Terms:
+    """An account's terms at the moment a charge is made: its tier's multiplier and the byok fee.
+
+    Every usage row stores the terms it was charged with, so the charge can be reproduced
+    exactly after the account's tier (or the fee setting) changes.
+    """
+
+    multiplier: Decimal = _ONE
+    byok_fee_pct: Decimal = DEFAULT_BYOK_FEE_PCT
+
+
+LIST_PRICE = Terms()
+"""The default tier's terms: list price, the default byok fee."""
+
+
 class Unpriced(Exception):
-    """No price: no version of the model at that time, or a unit the version does not price."""
+    """No price: no version of the model at that time, or a unit the version does not price.
+
+    `reason` says which: "no_version" or "unpriced_unit" (then `unit` names the unit).
+    """
 
     code = "unpriced"
 
@@ -158,6 +183,7 @@ class Unpriced(Exception):
         super().__init__(message)
         self.model = model
         self.unit = unit
+        self.reason = "unpriced_unit" if unit is not None else "no_version"
 
     @classmethod
     def no_version(cls, model: str, at: datetime | None = None) -> Unpriced:
@@ -253,13 +279,14 @@ def _tokens(count: int, rate: Decimal) -> Decimal:
 
 
 def price_event(
-    event: UsageLike,
-    version: PriceVersion,
-    *,
-    multiplier: Decimal = _ONE,
-    byok_fee_pct: Decimal = Decimal(5),
+    event: UsageLike, version: PriceVersion, terms: Terms = LIST_PRICE
 ) -> CostBreakdown:
-    """Price one event: exact buckets × multiplier (× the fee if byok), rounded once, half-even."""
+    """Price one event: exact buckets × multiplier (× the fee if byok), rounded once, half-even.
+
+    The one rating rule: the batch debit, reconcile's expectation and the API's calculate-cost
+    all call it. Raises Unpriced (a typed reason) when the version does not price a unit used.
+    """
+    multiplier, byok_fee_pct = terms.multiplier, terms.byok_fee_pct
     inp = version.input_per_mtok
     c_in = _tokens(event.cached_input_tokens, version.cached_input_rate)
     c_wr = _tokens(event.cache_write_tokens, version.cache_write_rate)

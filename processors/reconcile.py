@@ -1,9 +1,11 @@
 """Reconcile: prove the ledger matches the stream, and correct it by appending, never editing.
 
 Reads a range of usage.events without writing, prices every valid event with the version in
-force at its occurred_at (and the account's tier multiplier and the byok fee, through the same
-price_event the ledger uses), COPYs the expected charges into a temp table and compares them
-with the ledger in one SQL pass. Findings:
+force at its occurred_at and the terms it was charged with (the tier multiplier and byok fee
+stored on its usage row; for an event never metered, the terms a debit would apply now),
+through the same price_event the ledger uses, COPYs the expected charges into a temp table and
+compares them with the ledger in one SQL pass. A tier changed since is not a finding; a price
+version corrected in the past is. Findings:
 
 - missing: an event in the range with no usage debit;
 - amount: the debit (plus earlier reconcile adjustments) differs from the expected charge,
@@ -38,7 +40,7 @@ from processors import reconcile_queries as q
 from processors.ledger import IdempotencyConflict, LedgerPolicy, post_entry
 from processors.ledger.repair import rebuild_balance
 from processors.metering import DeadLetter, Meter, validate
-from processors.pricing import Catalog, Unpriced, price_event
+from processors.pricing import Catalog, Terms, Unpriced, price_event
 from processors.replay import to_raw
 from processors.topic_range import (
     fetch_records,
@@ -46,6 +48,7 @@ from processors.topic_range import (
     read_range,
     resolve_range,
 )
+from schemas.event import UsageEvent
 from schemas.money import format_micros
 
 KINDS = ("missing", "amount", "extra", "balance")
@@ -184,14 +187,29 @@ class ReconcileResult:
         path.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
 
 
+def expected_micros(event: UsageEvent, catalog: Catalog, terms: Terms) -> int | None:
+    """What the ledger should charge for an event under these terms; None when unpriced."""
+    version = catalog.version_at(event.model, event.occurred_at)
+    if version is None:
+        return None
+    try:
+        return price_event(event, version, terms).cost_micros
+    except Unpriced:
+        return None
+
+
 @dataclass(frozen=True, slots=True)
 class _Prices:
-    """What debit_batch would price an event with today."""
+    """The catalog, and the terms a debit would apply now to an event never metered."""
 
     catalog: Catalog
-    multipliers: dict[str, Decimal]  # each account's tier multiplier
+    multipliers: dict[str, Decimal]  # each account's current tier multiplier
     default: Decimal  # the default tier's: accounts not yet created
-    byok_fee_pct: Decimal
+    policy: LedgerPolicy
+
+    def current_terms(self, account_id: str) -> Terms:
+        """The terms a debit of this account would apply now."""
+        return self.policy.terms(self.multipliers.get(account_id, self.default))
 
 
 async def _load_prices(conn: asyncpg.Connection, policy: LedgerPolicy) -> _Prices:
@@ -202,7 +220,7 @@ async def _load_prices(conn: asyncpg.Connection, policy: LedgerPolicy) -> _Price
         catalog=catalog,
         multipliers=multipliers,
         default=default if default is not None else Decimal(1),
-        byok_fee_pct=policy.byok_fee_pct,
+        policy=policy,
     )
 
 
@@ -230,6 +248,8 @@ async def reconcile(
     consumer = make_consumer(bootstrap)
     await consumer.start()
     conn: asyncpg.Connection = await asyncpg.connect(database_url)
+    # A second connection reads the stored terms while the first COPYs the previous chunk.
+    terms_conn: asyncpg.Connection = await asyncpg.connect(database_url)
     try:
         rng = await resolve_range(consumer, topic, start=start - grace, end=end + grace)
         result.truncated = dict(rng.truncated)
@@ -238,7 +258,7 @@ async def reconcile(
         pending: asyncio.Task[None] | None = None
         rows: list[tuple[Any, ...]] = []
         async for records in read_range(consumer, rng, max_records=20_000):
-            _expect(records, rows, prices, result, start, end, max_event_bytes)
+            await _expect(records, rows, prices, result, start, end, max_event_bytes, terms_conn)
             result.read += len(records)
             if len(rows) >= _COPY_CHUNK:
                 if pending is not None:
@@ -279,13 +299,14 @@ async def reconcile(
                 for f in result.findings
             ]
     finally:
+        await terms_conn.close()
         await conn.close()
         await consumer.stop()
     result.seconds = time.monotonic() - began
     return result
 
 
-def _expect(
+async def _expect(
     records: Sequence[Any],
     rows: list[tuple[Any, ...]],
     prices: _Prices,
@@ -293,11 +314,11 @@ def _expect(
     start: datetime,
     end: datetime,
     max_event_bytes: int,
+    terms_conn: asyncpg.Connection,
 ) -> None:
     """Validate and price a batch of records; append the expected rows of those in range."""
-    catalog, multipliers, default = prices.catalog, prices.multipliers, prices.default
-    fee = prices.byok_fee_pct
     invalid = result.invalid
+    events: list[tuple[Any, UsageEvent]] = []
     for rec in records:
         ev = validate(to_raw(rec), max_bytes=max_event_bytes)
         if isinstance(ev, DeadLetter):
@@ -306,19 +327,19 @@ def _expect(
         if not start <= ev.occurred_at < end:
             result.outside += 1
             continue
+        events.append((rec, ev))
+    if not events:
+        return
+    stored = await q.fetch_rating_terms(
+        terms_conn,
+        sources=[ev.source for _, ev in events],
+        event_ids=[ev.event_id for _, ev in events],
+    )
+    catalog = prices.catalog
+    for rec, ev in events:
         result.in_range += 1
-        expected: int | None = None
-        version = catalog.version_at(ev.model, ev.occurred_at)
-        if version is not None:
-            try:
-                expected = price_event(
-                    ev,
-                    version,
-                    multiplier=multipliers.get(ev.account_id, default),
-                    byok_fee_pct=fee,
-                ).cost_micros
-            except Unpriced:
-                expected = None
+        terms = stored.get((ev.source, ev.event_id)) or prices.current_terms(ev.account_id)
+        expected = expected_micros(ev, catalog, terms)
         if expected is None:
             result.unpriced += 1
         rows.append((ev.source, ev.event_id, ev.account_id, expected, rec.partition, rec.offset))

@@ -10,6 +10,8 @@ from typing import Any
 
 import asyncpg
 
+from processors.pricing import Terms
+
 EXPECTED_TABLE = "reconcile_expected"
 ADJUSTED_TABLE = "reconcile_adjusted"
 EXPECTED_COLUMNS = (
@@ -49,12 +51,35 @@ async def copy_adjusted(conn: asyncpg.Connection, *, rows: Sequence[tuple[str, s
 
 
 async def fetch_account_multipliers(conn: asyncpg.Connection) -> dict[str, Decimal]:
-    """Each account's current tier multiplier (the ledger prices with the tier at debit time)."""
+    """Each account's current tier multiplier (what a debit made now applies: unmetered events)."""
     rows = await conn.fetch(
         "SELECT u.account_id, t.price_multiplier"
         " FROM user_credits u JOIN tiers t ON t.name = u.tier"
     )
     return {r["account_id"]: r["price_multiplier"] for r in rows}
+
+
+async def fetch_rating_terms(
+    conn: asyncpg.Connection, *, sources: Sequence[str], event_ids: Sequence[str]
+) -> dict[tuple[str, str], Terms]:
+    """The terms each of these events was charged with, from its usage row (metered ones)."""
+    rows = await conn.fetch(
+        "SELECT u.source, u.event_id, u.price_multiplier, u.byok_fee_pct FROM usage_events u"
+        " JOIN unnest($1::text[], $2::text[]) AS k(source, event_id)"
+        " ON u.source = k.source AND u.event_id = k.event_id",
+        list(sources),
+        list(event_ids),
+    )
+    # Few distinct terms exist: share one Terms per pair instead of one per event.
+    shared: dict[tuple[Decimal, Decimal], Terms] = {}
+    out: dict[tuple[str, str], Terms] = {}
+    for r in rows:
+        pair = (r["price_multiplier"], r["byok_fee_pct"])
+        terms = shared.get(pair)
+        if terms is None:
+            terms = shared[pair] = Terms(multiplier=pair[0], byok_fee_pct=pair[1])
+        out[(r["source"], r["event_id"])] = terms
+    return out
 
 
 async def fetch_tier_multiplier(conn: asyncpg.Connection, *, tier: str) -> Decimal | None:

@@ -52,9 +52,8 @@ async def _price(
     state = await account_state(pool, account_id=account_id, default_tier=settings.default_tier)
     try:
         version = catalog.require(body.model, at)
-        cost: CostBreakdown = price_event(
-            body, version, multiplier=state.price_multiplier, byok_fee_pct=settings.byok_fee_pct
-        )
+        terms = settings.ledger_policy().terms(state.price_multiplier)
+        cost: CostBreakdown = price_event(body, version, terms)
     except Unpriced as exc:
         raise _unpriced(exc) from None
     out = CostOut(model=version.model, occurred_at=at, tier=state.tier, **cost.as_wire())

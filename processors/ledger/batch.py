@@ -12,7 +12,7 @@ import asyncpg
 from processors.ledger import queries
 from processors.ledger.models import BatchResult, LedgerPolicy, month_of
 from processors.ledger.state import evaluate
-from processors.pricing import PriceVersion, Unpriced, price_event
+from processors.pricing import PriceVersion, Terms, Unpriced, price_event
 from schemas.event import UsageEvent
 
 
@@ -27,8 +27,8 @@ class RatedEvent:
     offset: int | None = None
 
 
-def _row_json(n: int, rated: RatedEvent, cost_micros: int) -> str:
-    """The event as JSON plus what the batch adds (position, cost, version, origin).
+def _row_json(n: int, rated: RatedEvent, cost_micros: int, terms: Terms) -> str:
+    """The event as JSON plus what the batch adds (position, cost, version, terms, origin).
 
     Rows travel to Postgres as one JSON document (jsonb_to_recordset) rather than as 20
     parameter arrays: encoding arrays element by element cost more client CPU than the rest
@@ -40,6 +40,8 @@ def _row_json(n: int, rated: RatedEvent, cost_micros: int) -> str:
             "n": n,
             "cost": cost_micros,
             "pv": rated.version.id,
+            "pm": str(terms.multiplier),
+            "fee": str(terms.byok_fee_pct),
             "kp": rated.partition,
             "ko": rated.offset,
             "rp": rated.provider,
@@ -84,18 +86,13 @@ async def debit_batch(
         priced: list[tuple[RatedEvent, int]] = []
         docs: list[str] = []
         for position, rated in candidates:
-            ev = rated.event
+            terms = policy.terms(states[rated.event.account_id].price_multiplier)
             try:
-                cost = price_event(
-                    ev,
-                    rated.version,
-                    multiplier=states[ev.account_id].price_multiplier,
-                    byok_fee_pct=policy.byok_fee_pct,
-                )
+                cost = price_event(rated.event, rated.version, terms)
             except Unpriced as exc:
                 result.unpriced.append((position, str(exc)))
                 continue
-            docs.append(_row_json(len(priced), rated, cost.cost_micros))
+            docs.append(_row_json(len(priced), rated, cost.cost_micros, terms))
             priced.append((rated, cost.cost_micros))
 
         new_positions: set[int] = set()

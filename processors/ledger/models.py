@@ -7,6 +7,8 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
+from processors.pricing import DEFAULT_BYOK_FEE_PCT, Terms
+
 LEDGER_TYPES = ("allocation", "usage", "deduction", "coupon", "refund", "adjustment")
 CAP_THRESHOLDS = (50, 80, 100)
 
@@ -75,8 +77,12 @@ class LedgerPolicy:
     """Settings the ledger applies; callers build it from their service settings."""
 
     low_balance_micros: int = 1_000_000
-    byok_fee_pct: Decimal = Decimal(5)
+    byok_fee_pct: Decimal = DEFAULT_BYOK_FEE_PCT
     default_tier: str = "free"
+
+    def terms(self, multiplier: Decimal) -> Terms:
+        """The terms a charge made now applies: the account tier's multiplier, the byok fee."""
+        return Terms(multiplier=multiplier, byok_fee_pct=self.byok_fee_pct)
 
 
 @dataclass(slots=True)

@@ -167,8 +167,9 @@ async def add_monthly_spend(
 async def insert_usage_and_ledger(conn: asyncpg.Connection, *, rows_json: str) -> set[int]:
     """Record usage events and their ledger rows in one statement; returns the new positions.
 
-    rows_json is a JSON array of events, each with its position n, cost, price version (pv),
-    origin (kp, ko) and resolved provider (rp), without duplicate (source, event_id). Events
+    rows_json is a JSON array of events, each with its position n, cost, the terms it was
+    rated with (price version pv, tier multiplier pm, byok fee percent fee), origin (kp, ko)
+    and resolved provider (rp), without duplicate (source, event_id). Events
     already in usage_events are skipped (ON CONFLICT DO NOTHING waits for a concurrent writer
     of the same event, so it is never debited twice). Ledger rows carry balance_after: the
     locked balance minus the running sum of the account's new costs, in position order.
@@ -179,16 +180,17 @@ async def insert_usage_and_ledger(conn: asyncpg.Connection, *, rows_json: str) -
         " model text, provider text, input_tokens bigint, cached_input_tokens bigint,"
         " cache_write_tokens bigint, output_tokens bigint, reasoning_tokens bigint,"
         " requests bigint, units jsonb, byok bool, reported_cost numeric, metadata jsonb,"
-        " cost bigint, pv bigint, kp int, ko bigint, rp text)),"
+        " cost bigint, pv bigint, pm numeric, fee numeric, kp int, ko bigint, rp text)),"
         " ins AS (INSERT INTO usage_events (source, event_id, account_id, occurred_at, model,"
         " provider, input_tokens, cached_input_tokens, cache_write_tokens, output_tokens,"
-        " reasoning_tokens, requests, units, byok, cost_micros, price_version_id, reported_cost,"
-        " metadata, kafka_partition, kafka_offset)"
+        " reasoning_tokens, requests, units, byok, cost_micros, price_version_id,"
+        " price_multiplier, byok_fee_pct, reported_cost, metadata, kafka_partition,"
+        " kafka_offset)"
         " SELECT source, event_id, account_id, occurred_at, model, coalesce(rp, provider),"
         " coalesce(input_tokens, 0), coalesce(cached_input_tokens, 0),"
         " coalesce(cache_write_tokens, 0), coalesce(output_tokens, 0),"
         " coalesce(reasoning_tokens, 0), coalesce(requests, 1), nullif(units, '{}'::jsonb),"
-        " coalesce(byok, false), cost, pv, reported_cost, metadata, kp, ko FROM ev"
+        " coalesce(byok, false), cost, pv, pm, fee, reported_cost, metadata, kp, ko FROM ev"
         " ON CONFLICT (source, event_id) DO NOTHING RETURNING source, event_id),"
         " new AS (SELECT ev.* FROM ev JOIN ins USING (source, event_id)),"
         " led AS (INSERT INTO credit_transactions (account_id, type, amount_micros,"

@@ -4,6 +4,7 @@ migrations up/down/up, and the schema's refusal of a second usage debit."""
 from __future__ import annotations
 
 import uuid
+from decimal import Decimal
 
 import asyncpg
 import pytest
@@ -91,6 +92,45 @@ async def test_migrations_up_down_up_on_an_empty_database(services) -> None:  # 
             # migrations may drop what earlier ones made, so the end state is checked by table.
             applied_now = [v for v in (await migrate.applied_versions(conn))]
             assert applied_now == [m.version for m in migrate.load_migrations()]
+        finally:
+            await conn.close()
+    finally:
+        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+async def test_rating_terms_migration_backfills_the_tier_multiplier(services) -> None:  # type: ignore[no-untyped-def]
+    """0005 gives usage rows written before it the account tier's multiplier and the 5 % fee."""
+    name = f"mig_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(services.admin_dsn)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        conn = await asyncpg.connect(services.admin_dsn.rpartition("/")[0] + f"/{name}")
+        try:
+            await migrate.up(conn, target=4)
+            await conn.execute(
+                "INSERT INTO user_credits (account_id, tier) VALUES ('ent', 'enterprise')"
+            )
+            await conn.execute(
+                "INSERT INTO usage_events (source, event_id, account_id, occurred_at, model,"
+                " cost_micros) VALUES ('s', 'e1', 'ent', now(), 'm', 9),"
+                " ('s', 'e2', 'gone', now(), 'm', 10)"
+            )
+            await migrate.up(conn, target=5)
+            rows = await conn.fetch(
+                "SELECT event_id, price_multiplier, byok_fee_pct FROM usage_events ORDER BY 1"
+            )
+            assert [tuple(r) for r in rows] == [
+                ("e1", Decimal("0.9"), Decimal(5)),
+                ("e2", Decimal(1), Decimal(5)),  # no account row left: list price
+            ]
+            with pytest.raises(asyncpg.NotNullViolationError):
+                await conn.execute(
+                    "INSERT INTO usage_events (source, event_id, account_id, occurred_at, model,"
+                    " cost_micros) VALUES ('s', 'e3', 'ent', now(), 'm', 9)"
+                )
+            await migrate.down(conn, steps=1)
+            assert await conn.fetchval("SELECT count(*) FROM usage_events") == 2
         finally:
             await conn.close()
     finally:

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from processors.ledger import LedgerPolicy, RatedEvent, debit_batch, post_entry
-from processors.pricing import PriceVersion, price_event
+from processors.pricing import PriceVersion, Terms, price_event
 from schemas.event import UsageEvent
 
 VERSION = PriceVersion(
@@ -85,7 +85,9 @@ async def test_ledger_invariants_hold_for_any_stream(db: asyncpg.Pool, steps: li
                 pending.append(RatedEvent(ev, VERSION, "prop"))
                 if ev.event_id not in debited:  # the first sighting of an event is what counts
                     debited.add(ev.event_id)
-                    cost = price_event(ev, VERSION, byok_fee_pct=POLICY.byok_fee_pct).cost_micros
+                    cost = price_event(
+                        ev, VERSION, Terms(byok_fee_pct=POLICY.byok_fee_pct)
+                    ).cost_micros
                     expected[account] = expected.get(account, 0) - cost
             elif kind == "allocate":
                 await flush(conn)

@@ -7,7 +7,7 @@ from decimal import Decimal as D
 
 import pytest
 
-from processors.pricing import Catalog, CostBreakdown, PriceVersion, Unpriced, price_event
+from processors.pricing import Catalog, CostBreakdown, PriceVersion, Terms, Unpriced, price_event
 from schemas.event import UsageEvent
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
@@ -90,7 +90,7 @@ def test_anthropic_with_cache_read_and_cache_write() -> None:
 @pytest.mark.parametrize(("multiplier", "micros"), [(D("1.2"), 720), (D("0.9"), 540)])
 def test_tier_multiplier_applies_to_the_exact_sum(multiplier: D, micros: int) -> None:
     ev = event(input_tokens=1000, cached_input_tokens=2000, output_tokens=500)
-    cost = price_event(ev, version(), multiplier=multiplier)
+    cost = price_event(ev, version(), Terms(multiplier))
     assert cost.subtotal == D("0.0006")
     assert cost.total_exact == D("0.0006") * multiplier
     assert cost.multiplier == multiplier
@@ -100,7 +100,7 @@ def test_tier_multiplier_applies_to_the_exact_sum(multiplier: D, micros: int) ->
 def test_multiplier_before_rounding_not_after() -> None:
     # 3 input tokens = 0.45 micro: alone it rounds to 0, but ×1.2 = 0.54 rounds to 1.
     # Rounding before the multiplier would charge 0×1.2 = 0.
-    assert price_event(event(input_tokens=3), version(), multiplier=D("1.2")).cost_micros == 1
+    assert price_event(event(input_tokens=3), version(), Terms(D("1.2"))).cost_micros == 1
     assert price_event(event(input_tokens=3), version()).cost_micros == 0
 
 
@@ -118,7 +118,7 @@ def test_byok_pays_the_platform_fee_only() -> None:
     assert cost.subtotal == D("0.0648")  # what it would have cost
     assert cost.total_exact == D("0.00324")  # 5 % of it
     assert cost.cost_micros == 3240
-    with_tier = price_event(ev, SONNET, multiplier=D("1.2"), byok_fee_pct=D("2.5"))
+    with_tier = price_event(ev, SONNET, Terms(D("1.2"), D("2.5")))
     assert with_tier.total_exact == D("0.0648") * D("1.2") * D("0.025")
     assert with_tier.cost_micros == 1944
 
@@ -168,7 +168,7 @@ def test_unused_unit_without_price_costs_nothing() -> None:
 def test_as_wire_is_decimal_strings() -> None:
     ev = event(input_tokens=1000, cached_input_tokens=2000, output_tokens=500, byok=True)
     v = version(units={"images": D("0.04")})
-    wire = price_event(ev, v, multiplier=D("1.2")).as_wire()
+    wire = price_event(ev, v, Terms(D("1.2"))).as_wire()
     assert wire == {
         "cost": "0.000036",
         "breakdown": {

@@ -13,7 +13,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from processors.pricing import PriceVersion, price_event
+from processors.pricing import PriceVersion, Terms, price_event
 from schemas.money import round_micros
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
@@ -87,7 +87,7 @@ def oracle_micros(ev: Any, v: PriceVersion, multiplier: D, fee_pct: D) -> int:
 def test_cost_never_negative_and_matches_the_exact_oracle(
     ev: Any, v: PriceVersion, multiplier: D, fee: D
 ) -> None:
-    cost = price_event(ev, v, multiplier=multiplier, byok_fee_pct=fee)
+    cost = price_event(ev, v, Terms(multiplier, fee))
     assert cost.cost_micros >= 0
     assert cost.total_exact >= 0
     assert cost.cost_micros == oracle_micros(ev, v, multiplier, fee)
@@ -95,7 +95,7 @@ def test_cost_never_negative_and_matches_the_exact_oracle(
 
 @given(events(), versions(wide_prices), factors)
 def test_exact_even_with_many_significant_digits(ev: Any, v: PriceVersion, m: D) -> None:
-    assert price_event(ev, v, multiplier=m).cost_micros == oracle_micros(ev, v, m, D(5))
+    assert price_event(ev, v, Terms(m)).cost_micros == oracle_micros(ev, v, m, D(5))
 
 
 @given(events(), versions())
@@ -109,7 +109,7 @@ def test_subtotal_is_the_exact_sum_of_the_buckets(ev: Any, v: PriceVersion) -> N
 
 @given(events(), versions(), factors)
 def test_rounding_happens_once_on_the_exact_total(ev: Any, v: PriceVersion, m: D) -> None:
-    cost = price_event(ev, v, multiplier=m)
+    cost = price_event(ev, v, Terms(m))
     fee = D("0.05") if ev.byok else D(1)
     with localcontext(prec=120):  # the test's own products must not round either
         assert cost.total_exact == cost.subtotal * m * fee
@@ -143,7 +143,7 @@ def test_rounding_once_differs_from_summing_rounded_buckets() -> None:
     assert (cost.cost_micros, per_bucket) == (3, 4)
     # and the multiplier: 3 tokens = 0.45 micro ×1.2 = 0.54 → 1, not round(0.45)×1.2 → 0
     ev3 = SimpleNamespace(**{**vars(ev), "input_tokens": 3, "cached_input_tokens": 0})
-    cost3 = price_event(ev3, v, multiplier=D("1.2"))
+    cost3 = price_event(ev3, v, Terms(D("1.2")))
     assert cost3.cost_micros == 1
     assert round_micros(D(round_micros(cost3.subtotal)) / 10**6 * D("1.2")) == 0
 
@@ -156,10 +156,7 @@ def test_more_tokens_never_cost_less(
     ev: Any, v: PriceVersion, m: D, bucket: str, extra: int
 ) -> None:
     more = SimpleNamespace(**{**vars(ev), bucket: getattr(ev, bucket) + extra})
-    assert (
-        price_event(more, v, multiplier=m).cost_micros
-        >= price_event(ev, v, multiplier=m).cost_micros
-    )
+    assert price_event(more, v, Terms(m)).cost_micros >= price_event(ev, v, Terms(m)).cost_micros
 
 
 @given(events(), versions())
