@@ -56,7 +56,7 @@ from producers import litellm
 from producers.errors import AdapterError
 from producers.fields import epoch, text
 from producers.usage import USAGE_KEYS, Flavour, buckets, flavour
-from schemas.event import UsageEvent
+from schemas.event import SOURCE_MAX, UsageEvent
 
 Format = Literal["event", "openai", "anthropic", "litellm", "cloudevents"]
 FORMATS: Final[tuple[Format, ...]] = ("event", "openai", "anthropic", "litellm", "cloudevents")
@@ -66,7 +66,6 @@ _EVENT_FIELDS = frozenset(UsageEvent.model_fields)
 _EVENT_ONLY = _EVENT_FIELDS - USAGE_KEYS - {"model"}
 _PASSTHROUGH = ("source", "provider", "byok", "requests", "metadata", "reported_cost")
 _CE_ATTRS = {"id": "event_id", "source": "source", "subject": "account_id", "time": "occurred_at"}
-SOURCE_MAX = 64
 
 
 def _mapping(obj: Any, field: str) -> Mapping[str, Any]:

@@ -8,7 +8,10 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from producers.errors import AdapterError
+from schemas.bounds import MAX_DECIMAL_PLACES, strip_control
 from schemas.event import METADATA_MAX_BYTES, metadata_size
+
+_PLACES = Decimal(1).scaleb(-MAX_DECIMAL_PLACES)
 
 
 def epoch(value: Any, field: str) -> datetime:
@@ -41,15 +44,35 @@ def decimal_text(value: Any, field: str) -> str:
         raise AdapterError(field, f"must be a decimal number, got {value!r}") from exc
     if not dec.is_finite():
         raise AdapterError(field, f"must be a finite number, got {value!r}")
+    exponent = dec.as_tuple().exponent
+    if isinstance(exponent, int) and exponent < -MAX_DECIMAL_PLACES:
+        # A float's tail (1e-40) below the bound's precision: the cost is kept for
+        # reconciliation only, so round it rather than refuse a real usage event.
+        dec = dec.quantize(_PLACES)
     return format(dec, "f")
 
 
 def fit_metadata(meta: Mapping[str, Any]) -> dict[str, Any] | None:
     """Metadata gathered from a payload, without nulls, cut to fit 4 KiB (last keys go first).
 
-    Metadata we collect ourselves must never make a real usage event invalid.
+    Metadata we collect ourselves must never make a real usage event invalid: control
+    characters the event's bounds refuse are dropped from keys and strings.
     """
-    out = {k: v for k, v in meta.items() if v is not None and v != [] and v != {}}
+    out = {
+        strip_control(k): _clean(v)
+        for k, v in meta.items()
+        if v is not None and v != [] and v != {}
+    }
     while out and metadata_size(out) > METADATA_MAX_BYTES:
         out.pop(next(reversed(out)))
     return out or None
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, str):
+        return strip_control(value, free=True)
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    if isinstance(value, Mapping):
+        return {strip_control(str(k)): _clean(v) for k, v in value.items()}
+    return value

@@ -9,7 +9,6 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
-    AwareDatetime,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -19,18 +18,22 @@ from pydantic import (
     field_validator,
 )
 
+from schemas import bounds
 from schemas.api_credits import (
+    CouponCode,
     EntryOut,
     IdempotencyKey,
     Money,
     NonNegativeCredits,
     PositiveCredits,
     Reason,
+    UnitName,
 )
+from schemas.bounds import Timestamp
+from schemas.event import AccountId
 
-AccountId = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 TierName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9_-]{1,32}$")]
-CouponCode = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+ProviderName = Annotated[str, bounds.Text(64)]
 _PRICE_RE = re.compile(r"[0-9]{1,12}(?:\.[0-9]{1,12})?")
 
 
@@ -63,21 +66,31 @@ Price = Annotated[
 ]
 
 
+RATE_LIMIT_MAX_AMOUNT = 1_000_000
+RATE_LIMIT_MAX_WINDOW_S = 31 * 86_400
+
+
 def _rate_limit(value: str) -> str:
     from limits import parse  # the API's rate limiter reads this string
 
     try:
-        parse(value)
+        item = parse(value)
     except ValueError:
         raise ValueError(
             'must be a rate limit such as "20/second", "1000/minute" or "10 per second"'
         ) from None
+    if not 1 <= item.amount <= RATE_LIMIT_MAX_AMOUNT:
+        # 0 would refuse every request of the tier; the limiter stores the count per window.
+        raise ValueError(f"must allow between 1 and {RATE_LIMIT_MAX_AMOUNT} requests per window")
+    if not 1 <= item.get_expiry() <= RATE_LIMIT_MAX_WINDOW_S:
+        raise ValueError("must have a window between 1 second and 31 days")
     return value
 
 
 RateLimit = Annotated[
     str,
     StringConstraints(min_length=3, max_length=64),
+    AfterValidator(bounds.check_identifier),
     AfterValidator(_rate_limit),
 ]
 
@@ -324,7 +337,7 @@ class CouponIn(_In):
     code: CouponCode
     amount: PositiveCredits
     max_redemptions: int = Field(gt=0, le=10_000_000)
-    expires_at: AwareDatetime | None = None
+    expires_at: Timestamp | None = None
 
     @field_validator("expires_at")
     @classmethod
@@ -374,16 +387,14 @@ class PriceIn(_In):
         },
     )
 
-    effective_from: AwareDatetime
-    provider: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
+    effective_from: Timestamp
+    provider: ProviderName | None = None
     input_per_mtok: Price = Decimal(0)
     cached_input_per_mtok: Price | None = None
     cache_write_per_mtok: Price | None = None
     output_per_mtok: Price = Decimal(0)
     per_request: Price = Decimal(0)
-    units: dict[Annotated[str, StringConstraints(min_length=1, max_length=64)], Price] = Field(
-        default_factory=dict, max_length=64
-    )
+    units: dict[UnitName, Price] = Field(default_factory=dict, max_length=64)
 
 
 class PriceVersionOut(BaseModel):

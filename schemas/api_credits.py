@@ -15,21 +15,20 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
-    AwareDatetime,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
-    NonNegativeInt,
     SecretStr,
-    StringConstraints,
     WithJsonSchema,
     model_validator,
 )
 
+from schemas import bounds
+from schemas.bounds import Count, Timestamp
 from schemas.money import format_micros
 
-MAX_WHOLE_DIGITS = 12  # 10**12 credits is 10**18 micro-credits: within BIGINT with room to spare
+MAX_WHOLE_DIGITS = bounds.MAX_CREDIT_DIGITS  # < 10**12 credits: BIGINT micros with room to spare
 _DECIMAL_RE = re.compile(r"-?[0-9]+(?:\.[0-9]+)?")
 _AMOUNT_PATTERN = r"^-?[0-9]{1,12}(\.[0-9]{1,6})?$"
 _MONEY_OUT_PATTERN = r"^-?[0-9]+\.[0-9]{6}$"
@@ -116,10 +115,12 @@ Money = Annotated[
     str,
     Field(pattern=_MONEY_OUT_PATTERN, examples=["12.500000"]),
 ]
-Reason = Annotated[str, StringConstraints(min_length=1, max_length=500)]
-IdempotencyKey = Annotated[str, StringConstraints(min_length=1, max_length=200)]
-ModelName = Annotated[str, StringConstraints(min_length=1, max_length=256)]
-UnitCount = Annotated[Decimal, Field(ge=0, allow_inf_nan=False, max_digits=30)]
+Reason = Annotated[str, bounds.Text(500, free=True)]
+IdempotencyKey = Annotated[str, bounds.Text(200)]
+ModelName = Annotated[str, bounds.Text(256)]
+UnitName = Annotated[str, bounds.Text(64)]
+CouponCode = Annotated[str, bounds.Text(64)]
+UnitCount = bounds.UnitCount
 
 
 def money_or_none(micros: int | None) -> str | None:
@@ -266,19 +267,19 @@ class CalculateCostIn(_In):
     )
 
     model: ModelName
-    input_tokens: NonNegativeInt = 0
-    cached_input_tokens: NonNegativeInt = 0
-    cache_write_tokens: NonNegativeInt = 0
-    output_tokens: NonNegativeInt = 0
-    reasoning_tokens: NonNegativeInt = Field(
-        default=0, ge=0, description="the part of output_tokens spent on reasoning"
+    input_tokens: Count = 0
+    cached_input_tokens: Count = 0
+    cache_write_tokens: Count = 0
+    output_tokens: Count = 0
+    reasoning_tokens: Count = Field(
+        default=0, description="the part of output_tokens spent on reasoning"
     )
-    requests: NonNegativeInt = 1
-    units: dict[Annotated[str, StringConstraints(min_length=1, max_length=64)], UnitCount] = Field(
-        default_factory=dict, description='other billable units, e.g. {"images": 2}'
+    requests: Count = 1
+    units: dict[UnitName, UnitCount] = Field(
+        default_factory=dict, max_length=64, description='other billable units, e.g. {"images": 2}'
     )
     byok: bool = Field(default=False, description="only the platform fee is charged")
-    occurred_at: AwareDatetime | None = Field(
+    occurred_at: Timestamp | None = Field(
         default=None, description="selects the price version; default now"
     )
 
@@ -550,7 +551,7 @@ class RedeemIn(_In):
         extra="forbid", json_schema_extra={"examples": [{"code": "WELCOME25"}]}
     )
 
-    code: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    code: CouponCode
 
 
 class RedeemOut(EntryOut):

@@ -9,24 +9,28 @@ from decimal import Decimal
 from typing import Annotated, Any
 
 from pydantic import (
-    AwareDatetime,
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
-    NonNegativeInt,
     PlainSerializer,
-    StringConstraints,
     field_validator,
     model_validator,
 )
 
+from schemas import bounds
+from schemas.bounds import Count, EventTime
+
 METADATA_MAX_BYTES = 4096
 SCHEMA_VERSION = 1
 
-EventId = Annotated[str, StringConstraints(min_length=1, max_length=128)]
-Source = Annotated[str, StringConstraints(min_length=1, max_length=64)]
-AccountId = Annotated[str, StringConstraints(min_length=1, max_length=128)]
-ModelId = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+SOURCE_MAX = 64
+EventId = Annotated[str, bounds.Text(128)]
+Source = Annotated[str, bounds.Text(SOURCE_MAX)]
+AccountId = Annotated[str, bounds.Text(128)]
+ModelId = Annotated[str, bounds.Text(256)]
+Provider = Annotated[str, bounds.Text(64)]
+UnitName = Annotated[str, bounds.Text(64)]
 
 
 def _unit_number(d: Decimal) -> int | float:
@@ -39,10 +43,11 @@ def _plain_decimal(d: Decimal) -> str:
     return format(d, "f")
 
 
-UnitCount = Annotated[
+UnitCount = Annotated[bounds.UnitCount, PlainSerializer(_unit_number, when_used="json")]
+ReportedCost = Annotated[
     Decimal,
-    Field(ge=0, allow_inf_nan=False),
-    PlainSerializer(_unit_number, when_used="json"),
+    AfterValidator(bounds.check_decimal),
+    PlainSerializer(_plain_decimal, return_type=str, when_used="json"),
 ]
 
 
@@ -61,21 +66,21 @@ class UsageEvent(BaseModel):
     event_id: EventId
     source: Source = "default"
     account_id: AccountId
-    occurred_at: AwareDatetime = Field(description="RFC 3339 with offset; selects the price")
+    occurred_at: EventTime = Field(
+        description="RFC 3339 with offset; selects the price. From 2000-01-01 to at most the "
+        "clock skew (default 5 minutes) ahead of the receiver's clock."
+    )
     model: ModelId
-    provider: str | None = None
-    input_tokens: NonNegativeInt = 0
-    cached_input_tokens: NonNegativeInt = 0
-    cache_write_tokens: NonNegativeInt = 0
-    output_tokens: NonNegativeInt = 0
-    reasoning_tokens: NonNegativeInt = 0
-    requests: NonNegativeInt = 1
-    units: dict[str, UnitCount] = Field(default_factory=dict)
+    provider: Provider | None = None
+    input_tokens: Count = 0
+    cached_input_tokens: Count = 0
+    cache_write_tokens: Count = 0
+    output_tokens: Count = 0
+    reasoning_tokens: Count = 0
+    requests: Count = 1
+    units: dict[UnitName, UnitCount] = Field(default_factory=dict, max_length=64)
     byok: bool = False
-    reported_cost: (
-        Annotated[Decimal, PlainSerializer(_plain_decimal, return_type=str, when_used="json")]
-        | None
-    ) = Field(default=None, allow_inf_nan=False)
+    reported_cost: ReportedCost | None = None
     metadata: dict[str, Any] | None = None
     schema_version: int = SCHEMA_VERSION
 
@@ -98,6 +103,7 @@ class UsageEvent(BaseModel):
     @classmethod
     def _metadata_size(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
         if v is not None:
+            bounds.check_json_strings(v)
             size = metadata_size(v)
             if size > METADATA_MAX_BYTES:
                 raise ValueError(f"metadata is {size} bytes; at most {METADATA_MAX_BYTES} allowed")

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from schemas.bounds import METADATA_MAX_DEPTH
 from schemas.event import METADATA_MAX_BYTES, SCHEMA_VERSION, UsageEvent
 
 SCHEMA_FILE = Path(__file__).with_name("usage_event.schema.json")
@@ -26,7 +27,8 @@ def usage_event_schema() -> dict[str, Any]:
     props["output_tokens"]["description"] = "All output tokens, reasoning included."
     props["metadata"]["description"] = (
         f"At most {METADATA_MAX_BYTES} bytes as compact UTF-8 JSON: request_id, api_key_id, "
-        "team, tags."
+        f"team, tags. Nested at most {METADATA_MAX_DEPTH} levels; keys carry no control "
+        "characters, string values none but tab, line feed and carriage return."
     )
     props["reported_cost"]["description"] = (
         "What the proxy computed, as a decimal string; kept for reconciliation only."

@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
 from schemas import topics
+from schemas.bounds import BoundsSettings
 
 
 def meterline_home() -> Path:
@@ -38,8 +39,9 @@ def read_stack_state() -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-class CommonSettings(BaseSettings):
-    """Where the services are; every service's settings extend this."""
+class CommonSettings(BoundsSettings):
+    """Where the services are (and the clock skew an event may have); every service's settings
+    extend this."""
 
     model_config = SettingsConfigDict(env_prefix="METERLINE_", extra="ignore")
 

@@ -16,6 +16,8 @@ from schemas.event import UsageEvent
 
 T0 = "2025-03-01T12:00:00Z"
 COUNTS = st.integers(min_value=0, max_value=10**9)
+# What the event's string bound allows: no control characters (Cc) or lone surrogates (Cs).
+IDENTS = st.characters(blacklist_categories=("Cc", "Cs"))
 DEFAULTS: dict[str, Any] = {"account_id": "a", "event_id": "e", "occurred_at": T0, "model": "m"}
 
 
@@ -219,26 +221,29 @@ def test_any_json_becomes_an_event_or_an_adapter_error(obj: Any) -> None:
 def events(draw: st.DrawFn) -> UsageEvent:
     out = draw(COUNTS)
     return UsageEvent(
-        event_id=draw(st.text(min_size=1, max_size=128)),
-        source=draw(st.text(min_size=1, max_size=64)),
-        account_id=draw(st.text(min_size=1, max_size=128)),
+        event_id=draw(st.text(IDENTS, min_size=1, max_size=128)),
+        source=draw(st.text(IDENTS, min_size=1, max_size=64)),
+        account_id=draw(st.text(IDENTS, min_size=1, max_size=128)),
         # RFC 3339 offsets are whole minutes (historic LMT offsets with seconds are not).
         occurred_at=draw(
             st.datetimes(
-                min_value=datetime(2000, 1, 1),
-                max_value=datetime(2100, 1, 1),
+                min_value=datetime(2000, 1, 2),  # 2000-01-01 UTC at the latest offset
+                # not ahead of now: the bound allows only the clock skew
+                max_value=datetime.now() - timedelta(days=1),
                 timezones=st.builds(
                     timezone, st.integers(-14 * 60, 14 * 60).map(lambda m: timedelta(minutes=m))
                 ),
             )
         ),
-        model=draw(st.text(min_size=1, max_size=40)),
+        model=draw(st.text(IDENTS, min_size=1, max_size=40)),
         input_tokens=draw(COUNTS),
         cached_input_tokens=draw(COUNTS),
         cache_write_tokens=draw(COUNTS),
         output_tokens=out,
         reasoning_tokens=draw(st.integers(0, out)),
-        units=draw(st.dictionaries(st.text(min_size=1, max_size=10), st.integers(0, 10**6))),
+        units=draw(
+            st.dictionaries(st.text(IDENTS, min_size=1, max_size=10), st.integers(0, 10**6))
+        ),
         byok=draw(st.booleans()),
         reported_cost=draw(
             st.none() | st.decimals(min_value=0, max_value=10**6, places=8, allow_nan=False)

@@ -418,6 +418,46 @@ def test_litellm_huge_tags_never_break_the_event() -> None:
     assert e.metadata is not None and len(e.metadata["tags"]) == 20
 
 
+def test_litellm_gathered_metadata_with_control_characters_never_breaks_the_event() -> None:
+    # Tags and ids come from the proxy's payload: the bound refuses control characters in an
+    # event, so the adapter drops them from what it gathers rather than lose the usage.
+    payload = {**LITELLM, "request_tags": ["pr\x00od", "line\nbreak"], "end_user": "cust\x1b9"}
+    e = to_event(payload)
+    assert e.metadata is not None
+    assert e.metadata["tags"] == ["prod", "line\nbreak"]
+    assert e.metadata["end_user"] == "cust9"
+
+
+def test_litellm_float_cost_below_the_bound_precision_is_rounded_not_refused() -> None:
+    e = to_event({**LITELLM, "response_cost": 1.5e-40})
+    assert e.reported_cost == 0
+
+
+@pytest.mark.parametrize(
+    ("override", "field"),
+    [
+        ({"event_id": "a\x00b"}, "event_id"),
+        ({"model": "gpt\x7f"}, "model"),
+        ({"input_tokens": 10**30}, "input_tokens"),
+        ({"occurred_at": "9999-12-31T23:59:59-05:00"}, "occurred_at"),
+        ({"metadata": {"k": "v\x00"}}, "metadata"),
+    ],
+)
+def test_canonical_events_outside_the_bounds_are_adapter_errors(
+    override: dict[str, Any], field: str
+) -> None:
+    body = {
+        "event_id": "e1",
+        "account_id": "a1",
+        "occurred_at": "2025-03-01T12:00:00Z",
+        "model": "openai/gpt-4o",
+        **override,
+    }
+    with pytest.raises(AdapterError) as exc:
+        to_event(body)
+    assert exc.value.field == field
+
+
 # --- CloudEvents ------------------------------------------------------------------------
 
 
