@@ -13,14 +13,18 @@ import asyncpg
 from cryptography.fernet import Fernet, MultiFernet
 
 from api.queries import byok as q
+from schemas.errors import DomainError
 
 OPENROUTER_PREFIX = "sk-or-"
 _KEY_CHARS = re.compile(r"[A-Za-z0-9_\-]+")
 MIN_KEY_LEN, MAX_KEY_LEN = 16, 512
 
 
-class EncryptionNotConfigured(RuntimeError):
+class EncryptionNotConfigured(DomainError):
     """No (or an unusable) METERLINE_ENCRYPTION_KEYS; the message never contains a key."""
+
+    code = "encryption_not_configured"
+    status = 503
 
 
 def multifernet(encryption_keys: str) -> MultiFernet:

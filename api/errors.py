@@ -12,15 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from processors.catalog import DuplicatePriceVersion
-from processors.ledger import (
-    CapExceeded,
-    IdempotencyConflict,
-    InsufficientCredit,
-    UnknownAccount,
-    UnknownTier,
-)
-from schemas.money import format_micros
+from schemas.errors import DomainError
 
 log = logging.getLogger("meterline.api")
 
@@ -28,12 +20,13 @@ PROBLEM_MEDIA_TYPE = "application/problem+json"
 PROBLEM_TYPE_BASE = "https://meterline.dev/problems/"
 
 
-class Problem(Exception):
-    """An error answered as problem+json; raise it anywhere in a route or a dependency.
+class Problem(DomainError):
+    """An error the HTTP layer itself answers (auth, forbidden, rate limit, request rules).
 
-    ``code`` is machine-readable (``insufficient_credit``), ``detail`` says what happened and
-    what to do; extra keyword arguments become extra members of the body. ``headers`` (a
-    keyword) are sent with the answer, e.g. WWW-Authenticate or Retry-After.
+    Domain errors carry their own code and status (schemas.errors.DomainError); a Problem sets
+    them per instance. ``detail`` says what happened and what to do; extra keyword arguments
+    become extra members of the body. ``headers`` (a keyword) are sent with the answer, e.g.
+    WWW-Authenticate or Retry-After.
     """
 
     def __init__(
@@ -45,12 +38,10 @@ class Problem(Exception):
         headers: Mapping[str, str] | None = None,
         **extra: Any,
     ) -> None:
-        super().__init__(detail)
+        super().__init__(detail, **extra)
         self.status = status
         self.code = code
-        self.detail = detail
         self.headers = dict(headers or {})
-        self.extra = extra
 
 
 def invalid_field(field: str, rule: str, message: str, *, detail: str | None = None) -> Problem:
@@ -133,8 +124,10 @@ def validation_problem(errors: list[dict[str, str]]) -> JSONResponse:
     )
 
 
-async def _on_problem(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, Problem)
+async def _on_domain(request: Request, exc: Exception) -> JSONResponse:
+    # Every DomainError (ledger, catalog, pricing, money, adapters, Problem): its own code,
+    # status, message and extra members.
+    assert isinstance(exc, DomainError)
     return problem_response(exc.status, exc.code, exc.detail, headers=exc.headers, **exc.extra)
 
 
@@ -166,74 +159,6 @@ async def _on_http(request: Request, exc: Exception) -> JSONResponse:
     return problem_response(exc.status_code, code, detail, headers=exc.headers)
 
 
-async def _on_insufficient(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, InsufficientCredit)
-    return problem_response(
-        402,
-        "insufficient_credit",
-        f"account {exc.account_id!r} has a balance of {format_micros(exc.balance_micros)}; "
-        f"{format_micros(exc.amount_micros)} would overdraw it. Add credit or deduct less.",
-        account_id=exc.account_id,
-        balance=format_micros(exc.balance_micros),
-        amount=format_micros(exc.amount_micros),
-    )
-
-
-async def _on_cap(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, CapExceeded)
-    remaining = max(exc.cap_micros - exc.spend_micros, 0)
-    return problem_response(
-        402,
-        "monthly_cap_exceeded",
-        f"account {exc.account_id!r} has spent {format_micros(exc.spend_micros)} of its monthly "
-        f"cap of {format_micros(exc.cap_micros)}; {format_micros(exc.amount_micros)} more would "
-        "pass it. Raise the cap or wait for next month.",
-        account_id=exc.account_id,
-        monthly_spend=format_micros(exc.spend_micros),
-        monthly_cap=format_micros(exc.cap_micros),
-        cap_remaining=format_micros(remaining),
-        amount=format_micros(exc.amount_micros),
-    )
-
-
-async def _on_idempotency(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, IdempotencyConflict)
-    return problem_response(
-        409,
-        "idempotency_conflict",
-        str(exc),
-        idempotency_key=exc.key,
-        original_transaction_id=exc.original.id,
-    )
-
-
-async def _on_unknown_account(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, UnknownAccount)
-    return problem_response(404, "unknown_account", str(exc), account_id=exc.account_id)
-
-
-async def _on_duplicate_price(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, DuplicatePriceVersion)
-    return problem_response(
-        409,
-        "duplicate_price_version",
-        str(exc),
-        model=exc.model,
-        effective_from=exc.effective_from.isoformat(),
-    )
-
-
-async def _on_unknown_tier(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, UnknownTier)
-    return problem_response(
-        422,
-        "unknown_tier",
-        str(exc),
-        tier=exc.tier,
-        errors=[{"field": "body.tier", "rule": "unknown_tier", "message": str(exc)}],
-    )
-
-
 async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
     # Logged with its traceback here; the client gets no internals (SQL, keys, paths).
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
@@ -246,13 +171,7 @@ async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
 
 def install_error_handlers(app: FastAPI) -> None:
     """Render every error the app can raise as problem+json."""
-    app.add_exception_handler(Problem, _on_problem)
+    app.add_exception_handler(DomainError, _on_domain)
     app.add_exception_handler(RequestValidationError, _on_validation)
     app.add_exception_handler(StarletteHTTPException, _on_http)
-    app.add_exception_handler(InsufficientCredit, _on_insufficient)
-    app.add_exception_handler(CapExceeded, _on_cap)
-    app.add_exception_handler(IdempotencyConflict, _on_idempotency)
-    app.add_exception_handler(UnknownAccount, _on_unknown_account)
-    app.add_exception_handler(DuplicatePriceVersion, _on_duplicate_price)
-    app.add_exception_handler(UnknownTier, _on_unknown_tier)
     app.add_exception_handler(Exception, _on_unexpected)

@@ -12,6 +12,7 @@ from typing import Any
 import asyncpg
 
 from processors.pricing import Catalog, PriceVersion, plain
+from schemas.errors import DomainError
 
 __all__ = [
     "DuplicatePriceVersion",
@@ -53,16 +54,19 @@ _SELECT_CURRENT = (
 _SELECT_HISTORY = _SELECT_ALL + " WHERE model = ANY($1::text[]) ORDER BY model, effective_from"
 
 
-class DuplicatePriceVersion(ValueError):
+class DuplicatePriceVersion(DomainError):
     """A price version of this model already starts at this effective_from."""
 
     code = "duplicate_price_version"
+    status = 409
 
     def __init__(self, model: str, effective_from: datetime) -> None:
         super().__init__(
             f"model {model!r} already has a price version effective from "
             f"{effective_from.isoformat()}; versions are immutable, so add one with a later "
-            "effective_from instead"
+            "effective_from instead",
+            model=model,
+            effective_from=effective_from.isoformat(),
         )
         self.model = model
         self.effective_from = effective_from

@@ -25,6 +25,7 @@ from decimal import (
 )
 from typing import Any, Protocol
 
+from schemas.errors import DomainError
 from schemas.money import format_micros, from_micros
 
 __all__ = [
@@ -171,16 +172,17 @@ LIST_PRICE = Terms()
 """The default tier's terms: list price, the default byok fee."""
 
 
-class Unpriced(Exception):
+class Unpriced(DomainError):
     """No price: no version of the model at that time, or a unit the version does not price.
 
     `reason` says which: "no_version" or "unpriced_unit" (then `unit` names the unit).
     """
 
     code = "unpriced"
+    status = 422
 
     def __init__(self, message: str, *, model: str, unit: str | None = None) -> None:
-        super().__init__(message)
+        super().__init__(message, model=model, **({"unit": unit} if unit else {}))
         self.model = model
         self.unit = unit
         self.reason = "unpriced_unit" if unit is not None else "no_version"

@@ -9,9 +9,14 @@ from datetime import datetime
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
+from schemas.errors import DomainError
 
-class RangeError(ValueError):
+
+class RangeError(DomainError):
     """A range that cannot be read: unknown topic or partition, bad bounds."""
+
+    code = "invalid_range"
+    status = 422
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,6 +6,7 @@ import re
 
 from pydantic import ValidationError
 
+from schemas.errors import DomainError
 from schemas.event import UsageEvent
 
 _REQUIRED_HINT = {
@@ -17,8 +18,14 @@ _REQUIRED_HINT = {
 _VALUE_ERROR = re.compile(r"^(?:Value error, )?(?P<field>[a-z_]+) \(")
 
 
-class AdapterError(ValueError):
-    """An input that cannot become a UsageEvent; `field` is a dotted path, `rule` what it broke."""
+class AdapterError(DomainError, ValueError):
+    """An input that cannot become a UsageEvent; `field` is a dotted path, `rule` what it broke.
+
+    A ValueError too, so a pydantic validator may raise it.
+    """
+
+    code = "invalid_event"
+    status = 422
 
     def __init__(self, field: str, rule: str, *, problems: list[tuple[str, str]] | None = None):
         self.problems = problems or [(field, rule)]

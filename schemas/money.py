@@ -4,12 +4,17 @@ from __future__ import annotations
 
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 
+from schemas.errors import DomainError
+
 MICROS_PER_CREDIT = 1_000_000
 _QUANTUM = Decimal("0.000001")
 
 
-class MoneyError(ValueError):
-    """A value that is not an amount of credits."""
+class MoneyError(DomainError, ValueError):
+    """A value that is not an amount of credits (a ValueError too: pydantic validators raise it)."""
+
+    code = "invalid_amount"
+    status = 422
 
 
 def to_micros(value: Decimal | str | int) -> int:

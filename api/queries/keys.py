@@ -49,11 +49,6 @@ async def find_key(
     )
 
 
-async def key_exists(conn: asyncpg.Connection | asyncpg.Pool, *, key_id: str) -> bool:
-    """Whether a key with this id exists (revoked or not)."""
-    return bool(await conn.fetchval("SELECT 1 FROM api_keys WHERE key_id = $1", key_id))
-
-
 async def list_keys(
     conn: asyncpg.Connection | asyncpg.Pool,
     *,

@@ -56,9 +56,7 @@ async def put_model_price(
             units=body.units,
             created_by=f"api-key:{principal.key_id}",
         )
-    except ValueError as exc:
-        if getattr(exc, "code", None) == "duplicate_price_version":
-            raise
+    except ValueError as exc:  # a price the version refuses (DuplicatePriceVersion is a 409)
         raise Problem(
             422,
             "validation_error",

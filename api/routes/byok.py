@@ -7,7 +7,7 @@ from typing import Any
 import asyncpg
 from fastapi import APIRouter, Response
 
-from api.byok import EncryptionNotConfigured, encrypt, key_problem, mask, multifernet
+from api.byok import encrypt, key_problem, mask, multifernet
 from api.deps import Pool, SettingsDep, TargetAccount
 from api.errors import Problem, invalid_field
 from api.queries import byok as q
@@ -56,10 +56,7 @@ async def put_openrouter_key(
     problem = key_problem(api_key)
     if problem is not None:
         raise invalid_field("body.api_key", "openrouter_key", problem)
-    try:
-        fernet = multifernet(settings.encryption_keys)
-    except EncryptionNotConfigured as exc:
-        raise Problem(503, "encryption_not_configured", str(exc)) from None
+    fernet = multifernet(settings.encryption_keys)  # 503 EncryptionNotConfigured without keys
     token = encrypt(fernet, api_key)
     async with pool.acquire() as conn, conn.transaction():
         await ensure_account(conn, account_id=account_id, tier=settings.default_tier)

@@ -5,28 +5,13 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from api.deps import Pool, SettingsDep, TargetAccount
-from api.errors import Problem
 from api.metrics import LEDGER_WRITES
 from api.views import entry_out
-from processors.ledger import (
-    CouponAlreadyRedeemed,
-    CouponError,
-    CouponExhausted,
-    CouponExpired,
-    CouponNotFound,
-    redeem_coupon,
-)
+from processors.ledger import redeem_coupon
 from schemas.api_common import ProblemOut
 from schemas.api_credits import RedeemIn, RedeemOut
 
 router = APIRouter(prefix="/api/v1/credits/coupons", tags=["coupons"])
-
-_STATUS: dict[type[CouponError], int] = {
-    CouponNotFound: 404,
-    CouponExpired: 410,
-    CouponExhausted: 409,
-    CouponAlreadyRedeemed: 409,
-}
 
 
 @router.post(
@@ -49,12 +34,9 @@ async def redeem(
     in total than the coupon's maximum, however many redeem it at once.
     """
     async with pool.acquire() as conn:
-        try:
-            done = await redeem_coupon(
-                conn, code=body.code, account_id=account_id, policy=settings.ledger_policy()
-            )
-        except CouponError as exc:
-            raise Problem(_STATUS[type(exc)], exc.code, str(exc), coupon=body.code) from None
+        done = await redeem_coupon(
+            conn, code=body.code, account_id=account_id, policy=settings.ledger_policy()
+        )
     LEDGER_WRITES.labels(type="coupon").inc()
     entry = entry_out(done.entry)
     return RedeemOut(**entry.model_dump(), code=done.code)

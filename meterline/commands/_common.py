@@ -16,8 +16,3 @@ def fail(message: str, code: int = 1) -> NoReturn:
     """Print an error the user can act on and exit non-zero."""
     console.print(f"[bold red]error:[/] {message}")
     raise typer.Exit(code)
-
-
-def not_yet(issue: int, what: str) -> NoReturn:
-    """A subcommand whose implementation lands with a later issue."""
-    fail(f"`{what}` is not implemented yet (issue #{issue}).", code=2)

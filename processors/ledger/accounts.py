@@ -12,17 +12,28 @@ import asyncpg
 
 from processors.ledger import queries
 from processors.ledger.entries import post_entry, set_monthly_cap
-from processors.ledger.models import IdempotencyConflict, LedgerPolicy, UnknownAccount
+from processors.ledger.models import (
+    IdempotencyConflict,
+    LedgerError,
+    LedgerPolicy,
+    UnknownAccount,
+)
 
 
-class UnknownTier(ValueError):
-    """A tier name that is not in the tiers table."""
+class UnknownTier(LedgerError):
+    """A tier name that is not in the tiers table (a 422 naming body.tier)."""
 
     code = "unknown_tier"
+    status = 422
 
     def __init__(self, tier: str) -> None:
         self.tier = tier
-        super().__init__(f"tier {tier!r} does not exist; create it first or pick an existing one")
+        message = f"tier {tier!r} does not exist; create it first or pick an existing one"
+        super().__init__(
+            message,
+            tier=tier,
+            errors=[{"field": "body.tier", "rule": "unknown_tier", "message": message}],
+        )
 
 
 async def ensure_account(conn: asyncpg.Connection, *, account_id: str, tier: str) -> bool:

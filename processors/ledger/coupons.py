@@ -12,46 +12,50 @@ from processors.ledger.models import LedgerError, LedgerPolicy
 
 
 class CouponError(LedgerError):
-    """A redemption the ledger refused; `code` says why."""
+    """A redemption the ledger refused; `code` says why, `coupon` names the coupon."""
 
-    def __init__(self, code: str, message: str) -> None:
-        self.coupon_code = code
-        super().__init__(message)
+    def __init__(self, coupon: str, message: str) -> None:
+        self.coupon = coupon
+        super().__init__(message, coupon=coupon)
 
 
 class CouponNotFound(CouponError):
     code = "coupon_not_found"
+    status = 404
 
-    def __init__(self, code: str) -> None:
-        super().__init__(code, f"no coupon has the code {code!r}; check its spelling")
+    def __init__(self, coupon: str) -> None:
+        super().__init__(coupon, f"no coupon has the code {coupon!r}; check its spelling")
 
 
 class CouponExpired(CouponError):
     code = "coupon_expired"
+    status = 410
 
-    def __init__(self, code: str, expires_at: datetime) -> None:
+    def __init__(self, coupon: str, expires_at: datetime) -> None:
         self.expires_at = expires_at
-        super().__init__(code, f"coupon {code!r} expired at {expires_at.isoformat()}")
+        super().__init__(coupon, f"coupon {coupon!r} expired at {expires_at.isoformat()}")
 
 
 class CouponExhausted(CouponError):
     code = "coupon_exhausted"
+    status = 409
 
-    def __init__(self, code: str, max_redemptions: int) -> None:
+    def __init__(self, coupon: str, max_redemptions: int) -> None:
         self.max_redemptions = max_redemptions
         super().__init__(
-            code, f"coupon {code!r} has been redeemed its maximum of {max_redemptions} times"
+            coupon, f"coupon {coupon!r} has been redeemed its maximum of {max_redemptions} times"
         )
 
 
 class CouponAlreadyRedeemed(CouponError):
     code = "coupon_already_redeemed"
+    status = 409
 
-    def __init__(self, code: str, account_id: str) -> None:
+    def __init__(self, coupon: str, account_id: str) -> None:
         self.account_id = account_id
         super().__init__(
-            code,
-            f"account {account_id!r} has already redeemed coupon {code!r}; "
+            coupon,
+            f"account {account_id!r} has already redeemed coupon {coupon!r}; "
             "each account may redeem a coupon once",
         )
 

@@ -8,6 +8,8 @@ from decimal import Decimal
 from typing import Any
 
 from processors.pricing import DEFAULT_BYOK_FEE_PCT, Terms
+from schemas.errors import DomainError
+from schemas.money import format_micros
 
 LEDGER_TYPES = ("allocation", "usage", "deduction", "coupon", "refund", "adjustment")
 CAP_THRESHOLDS = (50, 80, 100)
@@ -96,7 +98,7 @@ class BatchResult:
     alerts: int = 0
 
 
-class LedgerError(Exception):
+class LedgerError(DomainError):
     """A write the ledger refused; `code` is machine-readable, the message says what to do."""
 
     code = "ledger_error"
@@ -104,6 +106,7 @@ class LedgerError(Exception):
 
 class InsufficientCredit(LedgerError):
     code = "insufficient_credit"
+    status = 402
 
     def __init__(self, account_id: str, balance_micros: int, amount_micros: int) -> None:
         self.account_id, self.balance_micros, self.amount_micros = (
@@ -111,14 +114,19 @@ class InsufficientCredit(LedgerError):
             balance_micros,
             amount_micros,
         )
+        balance, amount = format_micros(balance_micros), format_micros(amount_micros)
         super().__init__(
-            f"account {account_id!r} has {balance_micros} micro-credits; "
-            f"the deduction of {amount_micros} would overdraw it"
+            f"account {account_id!r} has a balance of {balance}; {amount} would overdraw it."
+            " Add credit or deduct less.",
+            account_id=account_id,
+            balance=balance,
+            amount=amount,
         )
 
 
 class CapExceeded(LedgerError):
     code = "monthly_cap_exceeded"
+    status = 402
 
     def __init__(self, account_id: str, spend_micros: int, cap_micros: int, amount_micros: int):
         self.account_id, self.spend_micros, self.cap_micros, self.amount_micros = (
@@ -127,29 +135,39 @@ class CapExceeded(LedgerError):
             cap_micros,
             amount_micros,
         )
+        spend, cap, amount = map(format_micros, (spend_micros, cap_micros, amount_micros))
         super().__init__(
-            f"account {account_id!r} has spent {spend_micros} of its monthly cap of {cap_micros} "
-            f"micro-credits; {amount_micros} more would pass it"
+            f"account {account_id!r} has spent {spend} of its monthly cap of {cap}; {amount} more"
+            " would pass it. Raise the cap or wait for next month.",
+            account_id=account_id,
+            monthly_spend=spend,
+            monthly_cap=cap,
+            cap_remaining=format_micros(max(cap_micros - spend_micros, 0)),
+            amount=amount,
         )
 
 
 class IdempotencyConflict(LedgerError):
     code = "idempotency_conflict"
+    status = 409
 
     def __init__(self, key: str, original: LedgerRow) -> None:
         self.key, self.original = key, original
         super().__init__(
             f"idempotency_key {key!r} was already used for a different request "
-            f"(a {original.type} of {original.amount_micros} micro-credits); use a new key"
+            f"(a {original.type} of {original.amount_micros} micro-credits); use a new key",
+            idempotency_key=key,
+            original_transaction_id=original.id,
         )
 
 
 class UnknownAccount(LedgerError):
     code = "unknown_account"
+    status = 404
 
     def __init__(self, account_id: str) -> None:
         self.account_id = account_id
-        super().__init__(f"account {account_id!r} does not exist")
+        super().__init__(f"account {account_id!r} does not exist", account_id=account_id)
 
 
 def month_of(at: datetime | date) -> date:
