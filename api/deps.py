@@ -18,6 +18,7 @@ from api.key_cache import KeyCache
 from api.security import Principal, authenticate_key, hash_key
 from api.settings import ApiSettings
 from producers.publisher import UsagePublisher
+from schemas.bounds import Text
 
 __all__ = [
     "AdminKey",
@@ -160,10 +161,8 @@ def forbid_other_account(principal: Principal, account_id: str | None) -> None:
 async def target_account(
     principal: AuthedKey,
     account_id: Annotated[
-        str | None,
+        Annotated[str, Text(128)] | None,
         Query(
-            min_length=1,
-            max_length=128,
             description="The account to act on: admin keys must give it; a user key may only "
             "give its own account.",
         ),

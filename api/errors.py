@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from http import HTTPStatus
 from typing import Any
 
+import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -159,6 +160,39 @@ async def _on_http(request: Request, exc: Exception) -> JSONResponse:
     return problem_response(exc.status_code, code, detail, headers=exc.headers)
 
 
+# A value the database (or asyncpg encoding it) refuses: SQLSTATE class 22 (NUL in text,
+# numeric or datetime out of range, bad encoding) and CHECK constraints. The bounds at the
+# edge should have refused it first; this backstop keeps a missed one a 422 that stores
+# nothing (the transaction rolled back) instead of a 500 that drops the connection.
+_REFUSED_VALUES: tuple[type[Exception], ...] = (
+    asyncpg.exceptions.DataError,
+    asyncpg.exceptions.CheckViolationError,
+    OverflowError,
+)
+
+
+async def _on_refused_value(request: Request, exc: Exception) -> JSONResponse:
+    log.warning(
+        "refused value on %s %s: %s: %s",
+        request.method,
+        request.url.path,
+        type(exc).__name__,
+        exc,
+    )
+    rule = "value_refused" if isinstance(exc, asyncpg.PostgresError) else "value_out_of_range"
+    message = (
+        "a value of this request cannot be stored "
+        f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'out of range'})"
+    )
+    return problem_response(
+        422,
+        "validation_error",
+        f"invalid request: {message}; nothing was written. Check the request against the "
+        "documented bounds (no control characters, counts <= 10^12, times 1970..9999).",
+        errors=[{"field": "body", "rule": rule, "message": message}],
+    )
+
+
 async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
     # Logged with its traceback here; the client gets no internals (SQL, keys, paths).
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
@@ -174,4 +208,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(DomainError, _on_domain)
     app.add_exception_handler(RequestValidationError, _on_validation)
     app.add_exception_handler(StarletteHTTPException, _on_http)
+    for refused in _REFUSED_VALUES:
+        app.add_exception_handler(refused, _on_refused_value)
     app.add_exception_handler(Exception, _on_unexpected)

@@ -27,8 +27,18 @@ class AdapterError(DomainError, ValueError):
     code = "invalid_event"
     status = 422
 
-    def __init__(self, field: str, rule: str, *, problems: list[tuple[str, str]] | None = None):
+    def __init__(
+        self,
+        field: str,
+        rule: str,
+        *,
+        problems: list[tuple[str, str]] | None = None,
+        codes: list[str] | None = None,
+    ):
         self.problems = problems or [(field, rule)]
+        # The machine name of each problem's rule (pydantic's error type, e.g.
+        # control_character, less_than_equal); "usage_event" when the adapter's own.
+        self.codes = codes or ["usage_event"] * len(self.problems)
         self.field, self.rule = self.problems[0]
         super().__init__("; ".join(f"{f}: {r}" for f, r in self.problems))
 
@@ -36,6 +46,7 @@ class AdapterError(DomainError, ValueError):
     def from_validation(cls, exc: ValidationError, *, prefix: str = "") -> AdapterError:
         """Each pydantic error as (field path, message), e.g. ("units.images", "...>= 0")."""
         problems: list[tuple[str, str]] = []
+        codes: list[str] = []
         for err in exc.errors(include_url=False):
             msg = str(err["msg"]).removeprefix("Value error, ")
             path = ".".join(str(p) for p in err["loc"])
@@ -48,4 +59,5 @@ class AdapterError(DomainError, ValueError):
                 hint = _REQUIRED_HINT.get(path)
                 msg = f"is required ({hint})" if hint else "is required"
             problems.append((prefix + path, msg))
-        return cls(problems[0][0], problems[0][1], problems=problems)
+            codes.append(str(err["type"]))
+        return cls(problems[0][0], problems[0][1], problems=problems, codes=codes)

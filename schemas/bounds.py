@@ -185,14 +185,23 @@ def strip_control(value: str, *, free: bool = False) -> str:
 Count = Annotated[int, Field(ge=0, le=MAX_COUNT)]
 
 
-def check_cost_micros(micros: int) -> int:
-    """A priced cost in micro-credits within the bound (10^12 credits)."""
-    if abs(micros) > MAX_MICROS:
-        raise PydanticCustomError(
-            "cost_too_large",
-            "the cost is beyond {limit} credits, the most one charge may be",
-            {"limit": MAX_CREDITS},
+class CostOutOfBounds(ValueError):
+    """A priced cost beyond MAX_CREDITS: the input is wrong, retrying cannot fix it."""
+
+    rule = "cost_too_large"
+
+    def __init__(self, micros: int) -> None:
+        super().__init__(
+            f"the priced cost is beyond {MAX_CREDITS} credits, the most one charge may be "
+            "(check the token counts and the price)"
         )
+        self.micros = micros
+
+
+def check_cost_micros(micros: int) -> int:
+    """A priced cost in micro-credits within the bound (10^12 credits); CostOutOfBounds if not."""
+    if abs(micros) > MAX_MICROS:
+        raise CostOutOfBounds(micros)
     return micros
 
 

@@ -16,11 +16,12 @@ from processors.ledger import AccountState, month_of, set_account_tier, upsert_t
 from processors.pricing import plain
 from schemas.api_admin import AccountOut, SetTierIn, TierIn, TierOut, TiersOut
 from schemas.api_credits import money_or_none
+from schemas.bounds import Text
 from schemas.money import format_micros, to_micros
 
 router = APIRouter(prefix="/api/v1/admin", tags=["admin: accounts and tiers"])
 
-AccountPath = Annotated[str, Path(min_length=1, max_length=128, description="the account id")]
+AccountPath = Annotated[str, Text(128), Path(description="the account id")]
 TierPath = Annotated[str, Path(pattern=r"^[a-z0-9_-]{1,32}$", description="the tier name")]
 
 

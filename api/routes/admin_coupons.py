@@ -11,6 +11,7 @@ from api.deps import AdminKey, Pool
 from api.errors import Problem
 from api.queries import admin as q
 from schemas.api_admin import CouponIn, CouponOut, CouponsPage
+from schemas.bounds import Text
 from schemas.money import format_micros, to_micros
 
 router = APIRouter(prefix="/api/v1/admin/coupons", tags=["admin: coupons"])
@@ -58,8 +59,8 @@ async def list_coupons(
     pool: Pool,
     _: AdminKey,
     cursor: Annotated[
-        str | None,
-        Query(min_length=1, max_length=64, description="next_cursor of the previous page"),
+        Annotated[str, Text(64)] | None,
+        Query(description="next_cursor of the previous page"),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> CouponsPage:

@@ -31,6 +31,7 @@ from schemas.api_admin import (
     TopSpendersOut,
 )
 from schemas.api_credits import EntryOut
+from schemas.bounds import Day
 from schemas.money import format_micros, to_micros
 
 router = APIRouter(prefix="/api/v1/admin/credits", tags=["admin: credits"])
@@ -161,10 +162,10 @@ def _period(day_from: date | None, day_to: date | None) -> tuple[date, date]:
 
 
 DayFrom = Annotated[
-    date | None, Query(alias="from", description="first UTC day (default: the 1st of this month)")
+    Day | None, Query(alias="from", description="first UTC day (default: the 1st of this month)")
 ]
 DayTo = Annotated[
-    date | None, Query(alias="to", description="last UTC day, inclusive (default: today)")
+    Day | None, Query(alias="to", description="last UTC day, inclusive (default: today)")
 ]
 
 

@@ -12,6 +12,7 @@ from api.queries.keys import list_keys
 from api.security import create_api_key, revoke_api_key
 from processors.ledger import ensure_account
 from schemas.api_admin import ApiKeyIn, ApiKeyInfo, ApiKeyOut, ApiKeysOut
+from schemas.bounds import Text
 
 router = APIRouter(prefix="/api/v1/admin/api-keys", tags=["admin: API keys"])
 
@@ -20,9 +21,9 @@ router = APIRouter(prefix="/api/v1/admin/api-keys", tags=["admin: API keys"])
 async def get_keys(
     pool: Pool,
     _: AdminKey,
-    account_id: Annotated[str | None, Query(min_length=1, max_length=128)] = None,
+    account_id: Annotated[Annotated[str, Text(128)] | None, Query()] = None,
     include_revoked: bool = False,
-    cursor: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
+    cursor: Annotated[Annotated[str, Text(64)] | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> ApiKeysOut:
     """Live keys (and revoked ones with include_revoked), of one account or all, by key_id."""
@@ -60,7 +61,7 @@ async def create_key(body: ApiKeyIn, pool: Pool, settings: SettingsDep, _: Admin
     responses={404: {"description": "no such live key"}},
 )
 async def revoke_key(
-    key_id: Annotated[str, Path(min_length=1, max_length=64)],
+    key_id: Annotated[str, Text(64), Path()],
     pool: Pool,
     _: AdminKey,
     request: Request,

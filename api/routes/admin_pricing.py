@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from fastapi import APIRouter, Path
 
 from api.deps import AdminKey, Pool
-from api.errors import Problem, invalid_field
+from api.errors import Problem
 from api.views import price_fields
 from processors.catalog import insert_price_version
 from processors.pricing import PriceVersion
 from schemas.api_admin import PriceIn, PriceVersionOut
+from schemas.bounds import Text
 
 router = APIRouter(prefix="/api/v1/admin/pricing", tags=["admin: pricing"])
 
@@ -30,18 +33,20 @@ async def put_model_price(
     body: PriceIn,
     pool: Pool,
     principal: AdminKey,
-    model: str = Path(
-        description="the model id, slashes included (openai/gpt-4o)",
-        examples=["openai/gpt-4o-mini"],
-    ),
+    model: Annotated[
+        str,
+        Text(256),
+        Path(
+            description="the model id, slashes included (openai/gpt-4o)",
+            examples=["openai/gpt-4o-mini"],
+        ),
+    ],
 ) -> PriceVersionOut:
     """A new immutable version from effective_from on; events are priced at their occurred_at.
 
     Versions are never edited: correct a price by adding a version with a later
     effective_from (and re-rate if needed). The same effective_from again is a 409.
     """
-    if not model or len(model) > 256:
-        raise invalid_field("path.model", "length", "must be 1 to 256 characters")
     try:
         v = await insert_price_version(
             pool,

@@ -26,6 +26,7 @@ from schemas.api_credits import (
     CalculateCostIn,
     CostOut,
 )
+from schemas.bounds import CostOutOfBounds, check_cost_micros
 
 router = APIRouter(prefix="/api/v1/credits", tags=["costs"])
 
@@ -54,8 +55,11 @@ async def _price(
         version = catalog.require(body.model, at)
         terms = settings.ledger_policy().terms(state.price_multiplier)
         cost: CostBreakdown = price_event(body, version, terms)
+        check_cost_micros(cost.cost_micros)
     except Unpriced as exc:
         raise _unpriced(exc) from None
+    except CostOutOfBounds as exc:
+        raise invalid_field("body", exc.rule, str(exc)) from None
     out = CostOut(model=version.model, occurred_at=at, tier=state.tier, **cost.as_wire())
     return out, cost.cost_micros
 

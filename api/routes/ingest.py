@@ -12,6 +12,7 @@ from producers.adapters import to_event
 from producers.errors import AdapterError
 from schemas.api_common import ProblemOut
 from schemas.api_credits import IngestAccepted
+from schemas.bounds import Text
 from schemas.event import UsageEvent
 
 router = APIRouter(prefix="/api/v1/usage", tags=["ingest"])
@@ -82,9 +83,9 @@ def _validate(
         try:
             event = to_event(item, account_id=default_account)
         except AdapterError as exc:
-            for path, rule in exc.problems:
+            for (path, message), code in zip(exc.problems, exc.codes, strict=True):
                 field = base if path in ("", "(line)") else f"{base}.{path}"
-                errors.append({"index": i, "field": field, "rule": "usage_event", "message": rule})
+                errors.append({"index": i, "field": field, "rule": code, "message": message})
             continue
         if not principal.is_admin and event.account_id != principal.account_id:
             forbidden.append(i)
@@ -116,10 +117,8 @@ async def publish_events(
     principal: AuthedKey,
     publisher: Publisher,
     account_id: Annotated[
-        str | None,
+        Annotated[str, Text(128)] | None,
         Query(
-            min_length=1,
-            max_length=128,
             description="default account for events that name none; a user key may only "
             "give its own",
         ),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
@@ -11,6 +11,7 @@ from api.deps import Pool, TargetAccount
 from api.errors import Problem, invalid_field
 from api.queries import usage as q
 from schemas.api_credits import UsageGroupOut, UsageStatsOut, UsageTotalsOut
+from schemas.bounds import Day
 from schemas.money import format_micros
 
 router = APIRouter(prefix="/api/v1/credits", tags=["usage"])
@@ -36,11 +37,11 @@ async def usage_stats(
     account_id: TargetAccount,
     pool: Pool,
     day_from: Annotated[
-        date | None,
+        Day | None,
         Query(alias="from", description="first UTC day (YYYY-MM-DD); default: this month's 1st"),
     ] = None,
     day_to: Annotated[
-        date | None, Query(alias="to", description="last UTC day, inclusive; default: today")
+        Day | None, Query(alias="to", description="last UTC day, inclusive; default: today")
     ] = None,
     group_by: Annotated[
         Literal["model", "provider", "day"], Query(description="how to group the usage")

@@ -14,13 +14,13 @@ from typing import Annotated, Literal
 import asyncpg
 from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
-from pydantic import AwareDatetime
 
 from api.deps import Pool, TargetAccount
 from api.errors import invalid_field
 from api.queries import transactions as q
 from api.views import row_out
 from schemas.api_credits import TransactionsPage
+from schemas.bounds import Text, Timestamp
 from schemas.money import format_micros
 
 router = APIRouter(prefix="/api/v1/credits", tags=["transactions"])
@@ -28,11 +28,11 @@ router = APIRouter(prefix="/api/v1/credits", tags=["transactions"])
 LedgerType = Literal["allocation", "usage", "deduction", "coupon", "refund", "adjustment"]
 TypeFilter = Annotated[LedgerType | None, Query(description="only rows of this type")]
 From = Annotated[
-    AwareDatetime | None,
+    Timestamp | None,
     Query(alias="from", description="rows created at or after this time (RFC 3339 with offset)"),
 ]
 To = Annotated[
-    AwareDatetime | None,
+    Timestamp | None,
     Query(alias="to", description="rows created before this time (RFC 3339 with offset)"),
 ]
 
@@ -89,8 +89,8 @@ async def list_transactions(
     created_from: From = None,
     created_to: To = None,
     cursor: Annotated[
-        str | None,
-        Query(max_length=64, description="next_cursor of the previous page; omit for the first"),
+        Annotated[str, Text(64)] | None,
+        Query(description="next_cursor of the previous page; omit for the first"),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=500, description="rows per page")] = 50,
 ) -> TransactionsPage:
@@ -155,16 +155,33 @@ async def _csv_stream(
     created_from: datetime | None,
     created_to: datetime | None,
 ) -> AsyncIterator[bytes]:
-    yield _HEADER
+    # The first chunk is yielded only after the query has run and its first batch is read,
+    # so whatever can fail (the connection, a value the database refuses) fails before the
+    # route answers: a clean error, never a 200 whose file stops short.
     async with pool.acquire() as conn, conn.transaction(readonly=True):
-        async for batch in q.stream_transactions(
+        batches = q.stream_transactions(
             conn,
             account_id=account_id,
             type=type,
             created_from=created_from,
             created_to=created_to,
-        ):
+        )
+        first = await anext(batches, None)
+        yield _HEADER + (csv_lines(first).encode() if first else b"")
+        async for batch in batches:
             yield csv_lines(batch).encode()
+
+
+async def _started(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """The stream with its first chunk already produced (errors raised here, before the 200)."""
+    first = await anext(chunks)
+
+    async def rest() -> AsyncIterator[bytes]:
+        yield first
+        async for chunk in chunks:
+            yield chunk
+
+    return rest()
 
 
 @router.get(
@@ -189,16 +206,20 @@ async def export_transactions(
     cursor in batches, so memory stays flat however long the history. Quoting follows
     RFC 4180; text cells that a spreadsheet would run as a formula (starting with = + - @,
     tab or CR) get a leading apostrophe, while amounts such as -1.500000 stay numbers.
+    Every parameter is checked and the first batch read before the 200 starts.
     """
     _check_range(created_from, created_to)
-    return StreamingResponse(
+    body = await _started(
         _csv_stream(
             pool,
             account_id=account_id,
             type=type,
             created_from=created_from,
             created_to=created_to,
-        ),
+        )
+    )
+    return StreamingResponse(
+        body,
         media_type="text/csv; charset=utf-8",
         headers={
             "Content-Disposition": f'attachment; filename="transactions-{_slug(account_id)}.csv"'
