@@ -13,10 +13,11 @@ from limits import RateLimitItem, parse
 from limits.aio.strategies import FixedWindowRateLimiter
 from limits.storage import storage_from_string
 
-from api.errors import Problem, invalid_field
+from api.errors import RETRY_AFTER_S, Problem, invalid_field
 from api.key_cache import KeyCache
 from api.security import Principal, authenticate_key, hash_key
 from api.settings import ApiSettings
+from producers.keeper import PublisherKeeper
 from producers.publisher import UsagePublisher
 from schemas.bounds import Text
 
@@ -25,7 +26,6 @@ __all__ = [
     "AuthedKey",
     "Pool",
     "Principal",
-    "Publisher",
     "SettingsDep",
     "TargetAccount",
     "forbid_other_account",
@@ -50,21 +50,23 @@ async def get_app_settings(request: Request) -> ApiSettings:
 
 
 async def get_publisher(request: Request) -> UsagePublisher:
-    """The started UsagePublisher, or 503 when Kafka was unreachable at start-up."""
-    publisher: UsagePublisher | None = getattr(request.app.state, "publisher", None)
+    """The connected UsagePublisher, or 503 (Retry-After) while Kafka cannot be reached."""
+    keeper: PublisherKeeper = request.app.state.publisher_keeper
+    publisher = keeper.current
     if publisher is None:
         raise Problem(
             503,
             "kafka_unavailable",
-            "the usage publisher is not connected to Kafka; retry later",
-            headers={"Retry-After": "5"},
+            f"the usage publisher is not connected to Kafka ({keeper.last_error}); it keeps "
+            f"reconnecting by itself: retry in {RETRY_AFTER_S} s",
+            headers={"Retry-After": str(RETRY_AFTER_S)},
+            dependency="kafka",
         )
     return publisher
 
 
 Pool = Annotated[asyncpg.Pool, Depends(get_pool)]
 SettingsDep = Annotated[ApiSettings, Depends(get_app_settings)]
-Publisher = Annotated[UsagePublisher, Depends(get_publisher)]
 
 
 def make_rate_limiter(storage_uri: str) -> FixedWindowRateLimiter:

@@ -19,6 +19,7 @@ log = logging.getLogger("meterline.api")
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 PROBLEM_TYPE_BASE = "https://meterline.dev/problems/"
+RETRY_AFTER_S = 5  # what a 503 asks the client to wait while a dependency is away
 
 
 class Problem(DomainError):
@@ -193,6 +194,51 @@ async def _on_refused_value(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+# Postgres away: refused or lost connections, the server restarting or shutting down (SQLSTATE
+# classes 08 and 57), too many clients, and the pool's bounded connect/command timeouts.
+_DATABASE_AWAY: tuple[type[Exception], ...] = (
+    asyncpg.exceptions.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.TooManyConnectionsError,
+    asyncpg.exceptions.InterfaceError,
+    ConnectionError,
+    TimeoutError,
+)
+
+
+def _database_away(exc: Exception) -> bool:
+    if isinstance(exc, asyncpg.exceptions.InterfaceError):
+        # Only a closed connection; other interface errors are bugs and stay 500s.
+        return "closed" in str(exc) or "closing" in str(exc)
+    return True
+
+
+async def _on_dependency_away(request: Request, exc: Exception) -> JSONResponse:
+    if not _database_away(exc):
+        return await _on_unexpected(request, exc)
+    lost = isinstance(exc, asyncpg.exceptions.PostgresConnectionError | ConnectionError)
+    pool = getattr(request.app.state, "pool", None)
+    if lost and isinstance(pool, asyncpg.Pool):
+        # A restart broke every idle connection, not just this one: replace them all on their
+        # next use instead of failing one request per stale connection.
+        await pool.expire_connections()
+    log.warning(
+        "dependency unavailable on %s %s: %s: %s",
+        request.method,
+        request.url.path,
+        type(exc).__name__,
+        exc,
+    )
+    return problem_response(
+        503,
+        "database_unavailable",
+        f"the database is not answering ({type(exc).__name__}); nothing was written. The "
+        f"service reconnects by itself: retry in {RETRY_AFTER_S} s.",
+        headers={"Retry-After": str(RETRY_AFTER_S)},
+        dependency="postgres",
+    )
+
+
 async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
     # Logged with its traceback here; the client gets no internals (SQL, keys, paths).
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
@@ -210,4 +256,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _on_http)
     for refused in _REFUSED_VALUES:
         app.add_exception_handler(refused, _on_refused_value)
+    for away in _DATABASE_AWAY:
+        app.add_exception_handler(away, _on_dependency_away)
     app.add_exception_handler(Exception, _on_unexpected)

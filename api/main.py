@@ -21,7 +21,8 @@ from api.errors import PROBLEM_MEDIA_TYPE, install_error_handlers
 from api.key_cache import KeyCache
 from api.metrics import MetricsMiddleware
 from api.settings import ApiSettings, get_api_settings
-from producers.publisher import PublishError, UsagePublisher
+from producers.keeper import PublisherKeeper
+from producers.publisher import UsagePublisher
 from schemas.api_common import ProblemOut
 
 log = logging.getLogger("meterline.api")
@@ -48,21 +49,23 @@ def route_modules() -> list[Any]:
 def _lifespan(settings: ApiSettings) -> Any:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        pool = await asyncpg.create_pool(
-            settings.database_url, min_size=settings.pg_pool_min, max_size=settings.pg_pool_max
+        pool = await _create_pool(settings)
+        keeper = PublisherKeeper(
+            lambda: UsagePublisher(
+                settings.kafka_bootstrap,
+                settings.topic_usage_events,
+                client_id="meterline-api",
+                request_timeout_ms=int(settings.kafka_publish_timeout_seconds * 1000),
+            ),
+            connect_timeout=settings.kafka_publish_timeout_seconds,
         )
-        publisher: UsagePublisher | None = UsagePublisher(
-            settings.kafka_bootstrap, settings.topic_usage_events, client_id="meterline-api"
-        )
-        try:
-            assert publisher is not None
-            await publisher.start()
-        except PublishError as exc:
-            # The API still serves balances and writes; HTTP ingest answers 503 until restart.
-            log.error("usage publisher not started: %s", exc)
-            publisher = None
+        # The API serves balances and writes without Kafka: HTTP ingest answers 503 (with
+        # Retry-After) until the keeper has connected, which it keeps trying in the background.
+        await keeper.start(wait=settings.kafka_publish_timeout_seconds)
+        if keeper.current is None:
+            log.error("usage publisher not connected yet (%s); retrying", keeper.last_error)
         app.state.pool = pool
-        app.state.publisher = publisher
+        app.state.publisher_keeper = keeper
         app.state.limiter = make_rate_limiter(settings.rate_limit_storage)
         # Everything built so far (routes, models, OpenAPI pieces) lives as long as the app:
         # out of the collector's sight, a full collection no longer walks it mid-request.
@@ -70,14 +73,38 @@ def _lifespan(settings: ApiSettings) -> Any:
         try:
             yield
         finally:
-            if publisher is not None:
-                try:
-                    await publisher.close()
-                except Exception:  # noqa: BLE001 - shutting down; the pool still closes
-                    log.exception("closing the usage publisher failed")
+            try:
+                await keeper.close()
+            except Exception:  # noqa: BLE001 - shutting down; the pool still closes
+                log.exception("closing the usage publisher failed")
             await pool.close()
 
     return lifespan
+
+
+async def _create_pool(settings: ApiSettings) -> asyncpg.Pool:
+    """The asyncpg pool; when Postgres is away at start, an empty one that connects later.
+
+    Every connection has bounded connect and command timeouts, so a request waiting on a
+    database that does not answer ends as a 503, never a hang. The pool replaces connections
+    a restart of Postgres broke (see api.errors: a lost connection expires the others).
+    """
+    options: dict[str, Any] = {
+        "max_size": settings.pg_pool_max,
+        "timeout": settings.pg_connect_timeout_seconds,
+        "command_timeout": settings.pg_command_timeout_seconds,
+    }
+    try:
+        return await asyncpg.create_pool(
+            settings.database_url, min_size=settings.pg_pool_min, **options
+        )
+    except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
+        log.error(
+            "Postgres not reachable at start (%s: %s); serving 503 until it is",
+            type(exc).__name__,
+            exc,
+        )
+        return await asyncpg.create_pool(settings.database_url, min_size=0, **options)
 
 
 def _problem_media_types(schema: dict[str, Any]) -> dict[str, Any]:

@@ -30,6 +30,20 @@ class ApiSettings(LedgerSettings):
     )
     pg_pool_min: int = Field(default=2, ge=0)
     pg_pool_max: int = Field(default=10, ge=1)
+    pg_connect_timeout_seconds: float = Field(
+        default=5, gt=0, description="How long opening a Postgres connection may take"
+    )
+    pg_command_timeout_seconds: float = Field(
+        default=30,
+        gt=0,
+        description="How long one query may take before the request answers 503 (never a hang)",
+    )
+    kafka_publish_timeout_seconds: float = Field(
+        default=10,
+        gt=0,
+        description="How long HTTP ingest waits for Kafka's acknowledgements before it answers "
+        "503 with Retry-After (the events may still arrive; a retry is deduplicated)",
+    )
 
 
 @lru_cache(maxsize=1)

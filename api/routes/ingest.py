@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Query
+from fastapi import APIRouter, Body, Query, Request
 
-from api.deps import AuthedKey, Principal, Publisher, forbid_other_account
-from api.errors import Problem
+from api.deps import AuthedKey, Principal, SettingsDep, forbid_other_account, get_publisher
+from api.errors import RETRY_AFTER_S, Problem
 from producers.adapters import to_event
 from producers.errors import AdapterError
 from schemas.api_common import ProblemOut
@@ -115,7 +116,8 @@ def _validate(
 async def publish_events(
     body: EventsBody,
     principal: AuthedKey,
-    publisher: Publisher,
+    request: Request,
+    settings: SettingsDep,
     account_id: Annotated[
         Annotated[str, Text(128)] | None,
         Query(
@@ -156,14 +158,29 @@ async def publish_events(
         )
     default_account = account_id if principal.is_admin else principal.account_id
     events = _validate(items, single=single, principal=principal, default_account=default_account)
-    result = await publisher.publish_many(events)
+    # Validated first, so a bad request is a 422 even while Kafka is away.
+    publisher = await get_publisher(request)
+    try:
+        # aiokafka expires unacknowledged sends after the same timeout; this is the hard bound.
+        result = await asyncio.wait_for(
+            publisher.publish_many(events), settings.kafka_publish_timeout_seconds + 5
+        )
+    except TimeoutError:
+        raise _publish_failed(len(events), len(events), 0, "no acknowledgement in time") from None
     if result.failed:
-        raise Problem(
-            503,
-            "publish_failed",
-            f"{len(result.failed)} of {len(events)} events were not delivered to Kafka; retry "
-            "the request (events are deduplicated by source and event_id)",
-            headers={"Retry-After": "5"},
-            published=result.published,
+        raise _publish_failed(
+            len(result.failed), len(events), result.published, repr(result.failed[0].error)
         )
     return IngestAccepted(accepted=len(events))
+
+
+def _publish_failed(failed: int, total: int, published: int, why: str) -> Problem:
+    return Problem(
+        503,
+        "publish_failed",
+        f"{failed} of {total} events were not delivered to Kafka ({why}); retry the request "
+        f"in {RETRY_AFTER_S} s (events are deduplicated by source and event_id)",
+        headers={"Retry-After": str(RETRY_AFTER_S)},
+        published=published,
+        dependency="kafka",
+    )

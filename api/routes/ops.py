@@ -6,11 +6,12 @@ import asyncio
 from typing import Any
 
 from aiokafka import AIOKafkaClient
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from api.deps import Pool, SettingsDep
-from api.errors import Problem
+from api.errors import RETRY_AFTER_S, Problem
+from producers.keeper import PublisherKeeper
 
 router = APIRouter(tags=["operations"])
 ROUTER_RESPONSES: dict[int | str, dict[str, Any]] = {}  # no key needed, so no 401/403/429
@@ -28,7 +29,7 @@ async def _check_postgres(pool: Any) -> str | None:
     try:
         await asyncio.wait_for(pool.fetchval("SELECT 1"), _CHECK_TIMEOUT_S)
     except Exception as exc:  # noqa: BLE001 - any failure means not ready
-        return f"postgres: {type(exc).__name__}"
+        return f"postgres: {type(exc).__name__}: {exc}".rstrip(": ")
     return None
 
 
@@ -37,7 +38,7 @@ async def _check_kafka(bootstrap: str) -> str | None:
     try:
         await asyncio.wait_for(client.bootstrap(), _CHECK_TIMEOUT_S)
     except Exception as exc:  # noqa: BLE001 - any failure means not ready
-        return f"kafka: {type(exc).__name__}"
+        return f"kafka: {type(exc).__name__}: {exc}".rstrip(": ")
     finally:
         await client.close()
     return None
@@ -48,19 +49,24 @@ async def _check_kafka(bootstrap: str) -> str | None:
     summary="Readiness: Postgres and Kafka reachable",
     responses={503: {"description": "a dependency is unreachable"}},
 )
-async def readyz(pool: Pool, settings: SettingsDep) -> dict[str, Any]:
-    """200 when both Postgres and Kafka answer; 503 problem naming what does not."""
+async def readyz(request: Request, pool: Pool, settings: SettingsDep) -> dict[str, Any]:
+    """200 when Postgres and Kafka answer and the usage publisher is connected; otherwise a
+    503 problem (Retry-After) whose `checks` name each dependency that is down and why."""
     pg, kafka = await asyncio.gather(_check_postgres(pool), _check_kafka(settings.kafka_bootstrap))
-    failures = [f for f in (pg, kafka) if f]
+    keeper: PublisherKeeper = request.app.state.publisher_keeper
+    publisher = None if keeper.current else f"publisher: not connected ({keeper.last_error})"
+    checks = {"postgres": pg, "kafka": kafka, "publisher": publisher}
+    failures = [f for f in checks.values() if f]
     if failures:
         raise Problem(
             503,
             "not_ready",
             "not ready: " + "; ".join(failures),
-            headers={"Retry-After": "5"},
-            checks={"postgres": pg or "ok", "kafka": kafka or "ok"},
+            headers={"Retry-After": str(RETRY_AFTER_S)},
+            checks={name: failure or "ok" for name, failure in checks.items()},
+            down=[name for name, failure in checks.items() if failure],
         )
-    return {"status": "ready", "checks": {"postgres": "ok", "kafka": "ok"}}
+    return {"status": "ready", "checks": {name: "ok" for name in checks}}
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)

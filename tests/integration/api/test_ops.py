@@ -16,7 +16,10 @@ async def test_healthz(client: httpx.AsyncClient) -> None:
 async def test_readyz_with_services_up(client: httpx.AsyncClient) -> None:
     r = await client.get("/readyz")
     assert r.status_code == 200, r.text
-    assert r.json() == {"status": "ready", "checks": {"postgres": "ok", "kafka": "ok"}}
+    assert r.json() == {
+        "status": "ready",
+        "checks": {"postgres": "ok", "kafka": "ok", "publisher": "ok"},
+    }
 
 
 async def test_metrics_count_requests_by_route_template(client: httpx.AsyncClient) -> None:

@@ -1,0 +1,112 @@
+"""PublisherKeeper: a UsagePublisher that connects by itself, however long Kafka is away.
+
+A long-lived service (the API's HTTP ingest, a proxy) cannot assume Kafka is up when it starts.
+The keeper connects in the background with capped exponential backoff and hands out the
+started publisher once there is one; until then ``current`` is None and ``last_error`` says
+why, so the caller can answer "unavailable, retry" instead of failing for good. Once started,
+aiokafka reconnects to brokers that restart by itself; a publisher that stops working for good
+(``recycle``) is replaced the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+
+from producers.publisher import PublishError, UsagePublisher
+
+log = logging.getLogger("meterline.publisher")
+
+
+class PublisherKeeper:
+    """Owns one UsagePublisher at a time, (re)connecting it in the background."""
+
+    def __init__(
+        self,
+        make: Callable[[], UsagePublisher],
+        *,
+        connect_timeout: float = 10.0,
+        min_backoff: float = 0.5,
+        max_backoff: float = 30.0,
+    ) -> None:
+        self._make = make
+        self._connect_timeout = connect_timeout
+        self._min_backoff = min_backoff
+        self._max_backoff = max_backoff
+        self._current: UsagePublisher | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._tried = asyncio.Event()  # set after each attempt, whatever its outcome
+        self.last_error: str | None = "not connected yet"
+        self.attempts = 0
+
+    @property
+    def current(self) -> UsagePublisher | None:
+        """The started publisher, or None while Kafka cannot be reached."""
+        return self._current
+
+    async def start(self, *, wait: float = 0.0) -> None:
+        """Begin connecting; wait up to `wait` s for the first attempt's outcome (never raises)."""
+        self._spawn()
+        if wait > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._tried.wait(), wait)
+
+    def _spawn(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._connect(), name="meterline-publisher-connect")
+
+    async def _connect(self) -> None:
+        backoff = self._min_backoff
+        while True:
+            self.attempts += 1
+            publisher = self._make()
+            try:
+                await asyncio.wait_for(publisher.start(), self._connect_timeout)
+            except (PublishError, TimeoutError, OSError) as exc:
+                self.last_error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+                log.warning(
+                    "usage publisher cannot reach Kafka at %s (%s); retrying in %.1f s",
+                    publisher.bootstrap,
+                    self.last_error,
+                    backoff,
+                )
+                await _discard(publisher)
+                self._tried.set()
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self._max_backoff)
+                continue
+            self._current = publisher
+            self.last_error = None
+            self._tried.set()
+            if self.attempts > 1:
+                log.info("usage publisher connected to Kafka at %s", publisher.bootstrap)
+            return
+
+    async def recycle(self, reason: str) -> None:
+        """Drop the current publisher (it stopped working) and connect a new one."""
+        old, self._current = self._current, None
+        self.last_error = reason
+        if old is not None:
+            log.warning("usage publisher replaced: %s", reason)
+            await _discard(old)
+        self._spawn()
+
+    async def close(self) -> None:
+        """Stop connecting and close the publisher (flushing what it holds)."""
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._current is not None:
+            current, self._current = self._current, None
+            await current.close()
+
+
+async def _discard(publisher: UsagePublisher) -> None:
+    # A publisher that never started (or broke) holds sockets and tasks: release them.
+    try:
+        await asyncio.wait_for(publisher.close(), 5)
+    except Exception:  # noqa: BLE001 - it is being thrown away either way
+        log.debug("closing a discarded publisher failed", exc_info=True)
