@@ -464,10 +464,10 @@ def restart_postgres(progress: Progress) -> None:
     if not data or not bindir:
         raise StackError("PostgreSQL of the local stack is not set up: meterline dev up")
     progress("restarting PostgreSQL")
-    _run(
-        _as_pg_user([str(Path(bindir) / "pg_ctl"), "restart", "-w", "-m", "fast", "-D", data]),
-        "pg_ctl restart",
-    )
+    # -l as at start: without it the server inherits our pipes and pg_ctl never returns.
+    log = str(Path(data).parent / "postgres.log")
+    cmd = [str(Path(bindir) / "pg_ctl"), "restart", "-w", "-m", "fast", "-D", data, "-l", log]
+    _run(_as_pg_user(cmd), "pg_ctl restart")
 
 
 def restart_kafka(progress: Progress, *, down_s: float = 0.0) -> None:
