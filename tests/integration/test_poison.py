@@ -7,9 +7,11 @@ good event is debited once, and the worker never waits on a record that cannot p
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -108,8 +110,7 @@ async def test_poison_records_are_dead_lettered_and_the_rest_debited_once(
             drained_s = time.monotonic() - started
         finally:
             worker.stop()
-        with open(worker.log_path) as f:
-            log = f.read()
+        log = await asyncio.to_thread(Path(worker.log_path).read_text)
     finally:
         async with db.acquire() as conn:
             await conn.execute("ALTER TABLE usage_events DROP CONSTRAINT IF EXISTS test_poison")
