@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install what meterline needs on a fresh Debian-like machine: a JDK and Maven (for the Kafka
-# broker), PostgreSQL's server binaries, and a Python 3.11+ virtualenv with meterline in it.
+# broker), PostgreSQL's server binaries, Chromium (the dashboard's browser tests drive it with
+# Playwright; no browser download), and a Python 3.11+ virtualenv with meterline in it.
 # Safe to run again; installs only what is missing. Needs root (or sudo) for apt-get.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +12,7 @@ command -v mvn >/dev/null 2>&1 || need+=(maven)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 \
   || need+=(postgresql)
 command -v runuser >/dev/null 2>&1 || need+=(util-linux)
+[ -x "${METERLINE_CHROMIUM:-/usr/bin/chromium}" ] || need+=(chromium)
 if [ "${#need[@]}" -gt 0 ]; then
   echo "bootstrap: installing ${need[*]} with apt-get"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"

@@ -1,0 +1,69 @@
+// DOM helpers: text is always set with textContent, so nothing from the API is parsed as HTML.
+
+import { formatCount, formatCredits, perMille, perMilleText, toMicros } from "./money.js";
+
+export const $ = (id) => document.getElementById(id);
+
+export function show(id, visible) {
+  $(id).hidden = !visible;
+}
+
+export function el(tag, text, className) {
+  const node = document.createElement(tag);
+  if (text !== undefined && text !== null) node.textContent = String(text);
+  if (className) node.className = className;
+  return node;
+}
+
+/** A table cell holding an amount: six places (columns align), the API's string in data-value. */
+export function amountCell(text, tag = "td") {
+  const cell = el(tag, formatCredits(text, 6), "num amount");
+  cell.dataset.value = text;
+  if (text.startsWith("-")) cell.classList.add("negative");
+  return cell;
+}
+
+export function setAmount(id, text) {
+  const node = $(id);
+  node.textContent = formatCredits(text);
+  node.dataset.value = text;
+  node.classList.toggle("negative", text.startsWith("-"));
+}
+
+export function fillRows(tbodyParent, rows, cellsOf) {
+  const tbody = $(tbodyParent).querySelector("tbody");
+  tbody.replaceChildren(
+    ...rows.map((row) => {
+      const tr = document.createElement("tr");
+      tr.append(...cellsOf(row));
+      return tr;
+    }),
+  );
+}
+
+/** The monthly cap bar: width and level from BigInt per-mille, the marks in the stylesheet. */
+export function renderCap(balance) {
+  const fill = $("cap-fill");
+  const bar = $("capbar");
+  const spend = balance.monthly_spend;
+  if (balance.monthly_cap === null || balance.monthly_cap === undefined) {
+    $("cap-text").textContent = `${formatCredits(spend)} spent this month; no monthly cap.`;
+    bar.hidden = true;
+    return;
+  }
+  bar.hidden = false;
+  const pm = perMille(toMicros(spend), toMicros(balance.monthly_cap)) ?? 0n;
+  const shown = pm > 1000n ? 1000n : pm;
+  fill.style.width = `${perMilleText(shown)}%`;
+  fill.className = "fill " + (pm >= 1000n ? "over" : pm >= 800n ? "high" : pm >= 500n ? "mid" : "");
+  bar.setAttribute("aria-valuenow", perMilleText(shown));
+  bar.setAttribute("aria-valuetext", `${perMilleText(pm)} % of the cap`);
+  const left = balance.cap_remaining === null ? "" : `; ${formatCredits(balance.cap_remaining)} left`;
+  $("cap-text").textContent =
+    `${formatCredits(spend)} of ${formatCredits(balance.monthly_cap)} credits ` +
+    `(${perMilleText(pm)} %)${left}.`;
+}
+
+export function countCell(n) {
+  return el("td", formatCount(n), "num");
+}
