@@ -1,5 +1,7 @@
 """The demo: stack up, worker and API started, a synthetic stream published and metered, then
-throughput and balances read back through the API and checked against the ledger itself.
+throughput and balances read back through the API and checked against the ledger itself. It
+ends on the dashboard: its address and a user key for the busiest account are printed, and
+with keep_running the worker and the API stay up until Ctrl-C.
 
 Everything runs the way a user would run it: the `meterline` commands as processes and the
 HTTP API over loopback.
@@ -28,6 +30,8 @@ from schemas.settings import meterline_home
 
 Say = Callable[[str], None]
 GRANT = Decimal("25")  # credits allocated to each demo account
+WINDOW_DAYS = 14  # usage spread over the last two weeks, so the dashboard's charts have days
+SHOWCASE_CAP = "50"  # a monthly cap on the account the dashboard opens on, to show the bar
 
 
 def _free_port(preferred: int) -> int:
@@ -91,8 +95,11 @@ async def _debited(pool: asyncpg.Pool, prefix: str) -> int:
     )
 
 
-def run(*, events: int, accounts: int, port: int, say: Say) -> int:
-    """Run the demo; returns a process exit code (0 when balances match the ledger)."""
+def run(*, events: int, accounts: int, port: int, say: Say, keep_running: bool = False) -> int:
+    """Run the demo; returns a process exit code (0 when balances match the ledger).
+
+    With keep_running the worker and the API stay up (for the dashboard) until Ctrl-C.
+    """
     say("bringing the stack up (Kafka + PostgreSQL)")
     st = stack.up(say)
     env = dict(
@@ -114,8 +121,12 @@ def run(*, events: int, accounts: int, port: int, say: Say) -> int:
                 accounts=accounts,
                 port=_free_port(port),
                 say=say,
+                keep_running=keep_running,
             )
         )
+    except KeyboardInterrupt:
+        say("interrupted")
+        return 130
     finally:
         procs.stop()
         say(
@@ -134,6 +145,7 @@ async def _run(
     accounts: int,
     port: int,
     say: Say,
+    keep_running: bool,
 ) -> int:
     say("starting the metering worker")
     worker = procs.start(_meterline("worker"), logs / "worker.log", env)
@@ -142,16 +154,7 @@ async def _run(
     base = f"http://127.0.0.1:{port}"
     await _wait_http(f"{base}/healthz", 60, api)
 
-    key = (
-        await asyncio.to_thread(
-            subprocess.run,
-            _meterline("admin", "create-key", "--scope", "admin"),
-            env=env,
-            check=True,
-            capture_output=True,
-            text=True,
-        )
-    ).stdout.strip()
+    key = await _create_key(env, "--scope", "admin")
     say(f"created an admin key ({key[:19]}…)")
     run_id = secrets.token_hex(3)
     ids = [f"acct-{i:05d}" for i in range(accounts)]
@@ -198,6 +201,8 @@ async def _run(
                     str(seed),
                     "--source",
                     "demo",
+                    "--window-days",
+                    str(WINDOW_DAYS),
                 ),
                 env=env,
                 check=True,
@@ -243,6 +248,48 @@ async def _run(
                 " WHERE t.account_id = u.account_id)"
             )
             print(f"\naccounts whose balance differs from the sum of their ledger rows: {bad}")
-            return 0 if not (mismatches or bad) else 1
+            code = 0 if not (mismatches or bad) else 1
         finally:
             await pool.close()
+        # The busiest account (the generator's first) is the one worth opening.
+        showcase = ids[0]
+        r = await client.post(
+            "/api/v1/credits/monthly-cap",
+            params={"account_id": showcase},
+            json={"monthly_cap": SHOWCASE_CAP},
+        )
+        r.raise_for_status()
+    user_key = await _create_key(env, "--account", showcase, "--scope", "user")
+    print(
+        f"\ndashboard: {base}/dashboard\n"
+        f"  paste this user key for {showcase} (monthly cap {SHOWCASE_CAP}): {user_key}\n"
+        f"  or the admin key, for the system view and any account: {key}"
+    )
+    if keep_running:
+        await _serve_until_interrupted(procs, logs, say)
+    else:
+        print("  (run `meterline demo --keep-running` to keep the worker and the API up for it)")
+    return code
+
+
+async def _create_key(env: dict[str, str], *args: str) -> str:
+    done = await asyncio.to_thread(
+        subprocess.run,
+        _meterline("admin", "create-key", *args),
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return done.stdout.strip()
+
+
+async def _serve_until_interrupted(procs: Processes, logs: Path, say: Say) -> None:
+    say("the worker and the API keep running: press Ctrl-C to stop them")
+    while True:
+        for child in procs.children:
+            if child.poll() is not None:
+                raise RuntimeError(
+                    f"a demo process exited with {child.returncode}; see the logs in {logs}"
+                )
+        await asyncio.sleep(1)

@@ -34,6 +34,9 @@ _REASONING = ("google/gemini-2.5-flash", "anthropic/claude-sonnet-4-5")
 _CACHE_WRITES = ("anthropic/",)
 
 
+DEFAULT_WINDOW = timedelta(minutes=5)  # occurred_at spread over this much time before now
+
+
 def account_id(i: int) -> str:
     """The synthetic account number i: acct-00042."""
     return f"acct-{i:05d}"
@@ -49,7 +52,7 @@ def synthetic_events(
     *,
     seed: int = 0,
     now: datetime | None = None,
-    window: timedelta = timedelta(minutes=5),
+    window: timedelta = DEFAULT_WINDOW,
     models: Sequence[str] = DEFAULT_MODELS,
     byok_fraction: float = 0.0,
     source: str = "synthetic",

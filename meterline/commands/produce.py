@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +33,14 @@ def register(app: typer.Typer) -> None:
         accounts: int = typer.Option(100, "--accounts", min=1, help="Synthetic accounts."),
         seed: int | None = typer.Option(
             None, "--seed", help="Synthetic seed (same seed, same events); random if unset."
+        ),
+        window_days: float = typer.Option(
+            0.0,
+            "--window-days",
+            min=0.0,
+            max=366.0,
+            help="Spread synthetic occurred_at over this many days before now "
+            "(default: the last 5 minutes).",
         ),
         byok_fraction: float = typer.Option(
             0.0,
@@ -81,6 +90,7 @@ def register(app: typer.Typer) -> None:
             synthetic=synthetic,
             accounts=accounts,
             seed=seed,
+            window_days=window_days,
             byok_fraction=byok_fraction,
             rate=rate,
             defaults=defaults,
@@ -107,6 +117,7 @@ def _run(
     synthetic: int | None,
     accounts: int,
     seed: int | None,
+    window_days: float,
     byok_fraction: float,
     rate: float | None,
     defaults: dict[str, Any],
@@ -127,7 +138,7 @@ def _run(
     from producers.jsonlines import BadLine
     from producers.publisher import PublishError
     from producers.pump import produce, read_items
-    from producers.synthetic import synthetic_events
+    from producers.synthetic import DEFAULT_WINDOW, synthetic_events
 
     items: Any
     total: int | None
@@ -143,6 +154,7 @@ def _run(
             seed=seed,
             byok_fraction=byok_fraction,
             source=defaults["source"] or "synthetic",
+            window=timedelta(days=window_days) if window_days else DEFAULT_WINDOW,
         )
     else:
         if file == "-":
