@@ -174,6 +174,7 @@ async function loadGrants() {
     amountCell(g.amount),
     amountCell(g.remaining),
     el("td", g.priority, "num"),
+    el("td", g.status || "", g.status === "active" ? "ok" : "muted"),
     el("td", g.expires_at ? g.expires_at.replace("T", " ").slice(0, 16) : "never"),
     el("td", g.applies_to && g.applies_to.length ? g.applies_to.join(", ") : "any model"),
   ]);

@@ -124,6 +124,40 @@ async def _post(client: httpx.AsyncClient, path: str, **kwargs: Any) -> Any:
     return r.json()
 
 
+async def _grants_and_a_hold(admin: httpx.AsyncClient, s: Stack) -> bool:
+    """A promotional grant for USER's test models (burned first) and a hold of 3 on USER.
+
+    Whether the API has grants and reservations (issue 10) is read from the API itself: the
+    page shows them when it does and hides them when it does not, and the tests check which.
+    """
+    probe = await admin.get("/api/v1/credits/grants", params={"account_id": USER})
+    if probe.status_code == 404:
+        return False
+    assert probe.status_code == 200, probe.text
+    expires = datetime.now(UTC) + timedelta(days=20)
+    await _post(
+        admin,
+        "/api/v1/admin/credits/grants",
+        json={
+            "account_id": USER,
+            "amount": "10",
+            "category": "promotional",
+            "priority": 10,
+            "expires_at": expires.isoformat(),
+            "applies_to": ["test/"],
+            "reason": "dashboard test promotion",
+            "idempotency_key": f"dash-promo-{USER}",
+        },
+    )
+    async with s.client(s.keys[USER]) as user:
+        await _post(
+            user,
+            "/api/v1/credits/reservations",
+            json={"amount": "3", "ttl_seconds": 3600, "idempotency_key": "dash-hold"},
+        )
+    return True
+
+
 @pytest.fixture(scope="module")
 async def stack(kafka_bootstrap: str, database_url: str) -> AsyncIterator[Stack]:
     """Accounts with credit, a cap and usage metered by the worker; the API serving them."""
@@ -180,6 +214,7 @@ async def stack(kafka_bootstrap: str, database_url: str) -> AsyncIterator[Stack]
                 params={"account_id": USER},
                 json={"monthly_cap": "40"},
             )
+            s.extra["grants"] = await _grants_and_a_hold(c, s)
         events = _usage_events(today)
         await meter_with_worker(settings, pool, events, usage_rows=len(events))
         yield s

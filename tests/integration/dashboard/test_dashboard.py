@@ -164,11 +164,30 @@ async def test_a_user_key_shows_its_account_as_the_api_answers_it(
     assert await tab.amount("#balance") == Decimal(balance["balance"])
     assert await tab.amount("#monthly-spend") == Decimal(balance["monthly_spend"])
     assert Decimal(balance["balance"]) < Decimal("100")  # the worker's debits are in it
-    if "available" in balance:
+    if stack.extra["grants"]:
         assert await tab.amount("#available") == Decimal(balance["available"])
-        assert await tab.amount("#held") == Decimal(balance["held"])
-    else:
+        assert await tab.amount("#held") == Decimal(balance["held"]) == Decimal("3")
+        grants = await api_get(stack, key, "/api/v1/credits/grants")
+        shown = await tab.page.eval_on_selector_all(
+            "#grants tbody tr",
+            "rows => rows.map(r => [r.cells[0].textContent, r.cells[1].dataset.value,"
+            " r.cells[2].dataset.value, r.cells[6].textContent])",
+        )
+        assert shown == [
+            [
+                g["category"],
+                g["amount"],
+                g["remaining"],
+                ", ".join(g["applies_to"] or []) or "any model",
+            ]
+            for g in grants["items"]
+        ]
+        promo = next(g for g in grants["items"] if g["category"] == "promotional")
+        assert Decimal(promo["remaining"]) < Decimal(promo["amount"])  # burned first
+    else:  # an API without grants and holds (before issue 10): the page leaves them out
+        assert "available" not in balance
         assert not await tab.visible("#available-tile")
+        assert not await tab.visible("#grants-card")
     spend, _, rest = (await tab.text("#cap-text")).partition(" of ")
     assert Decimal(spend.replace(",", "")) == Decimal(balance["monthly_spend"])
     assert rest.startswith("40.00 credits")
@@ -271,7 +290,7 @@ async def test_transactions_page_on_and_export_the_ledger(
         " WHERE account_id = $1 ORDER BY id DESC",
         USER,
     )
-    assert len(ledger) == 21  # the allocation and 20 usage debits
+    assert len(ledger) >= 21  # the allocation, a grant if any, and 20 usage debits
     assert [(int(r["id"]), r["type"], r["amount"], r["balance_after"]) for r in exported] == [
         (
             r["id"],
