@@ -58,11 +58,26 @@ class Stack:
         )
 
 
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Say where the screenshots are, so a person (or a CI log reader) can look at them."""
+    if _taken:
+        terminalreporter.write_line(
+            f"dashboard screenshots ({len(_taken)}): {SCREENSHOTS}/ "
+            + ", ".join(sorted(p.name for p in _taken))
+        )
+
+
+_taken: list[Path] = []
+
+
+def record_screenshot(path: Path) -> None:
+    _taken.append(path)
+
+
 @pytest.fixture(scope="session")
 def screenshots() -> Path:
-    """Where the screenshots go (gitignored); printed so a person can look."""
+    """Where the screenshots go (gitignored; the run's summary says where)."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    print(f"\ndashboard screenshots: {SCREENSHOTS}")
     return SCREENSHOTS
 
 

@@ -13,7 +13,14 @@ from playwright.async_api import Browser, Page
 
 from api.routes.dashboard import CONTENT_SECURITY_POLICY
 from schemas.money import format_micros
-from tests.integration.dashboard.conftest import OTHER, RANGE_DAYS, THIRD, USER, Stack
+from tests.integration.dashboard.conftest import (
+    OTHER,
+    RANGE_DAYS,
+    THIRD,
+    USER,
+    Stack,
+    record_screenshot,
+)
 
 PAGE_SIZE = 15  # rows per transactions page (main.js)
 
@@ -73,7 +80,7 @@ class Session:
     async def shot(self, directory: Path, name: str) -> None:
         path = directory / f"dashboard-{name}.png"
         await self.page.screenshot(path=str(path), full_page=True)
-        print(f"screenshot: {path}")
+        record_screenshot(path)
 
     def key_never_in_an_address(self, key: str) -> None:
         assert self.urls, "the page made no request"
@@ -121,6 +128,12 @@ async def test_the_page_is_served_with_a_strict_policy(tab: Session) -> None:
         tab.stack.base_url + "/dashboard/static/vendor/chart.js/LICENSE.md"
     )
     assert licence.status == 200 and "MIT License" in await licence.text()
+    # Every field has a label a screen reader announces; the language is declared.
+    unlabelled = await tab.page.eval_on_selector_all(
+        "input", "inputs => inputs.filter(i => !i.labels.length).map(i => i.id)"
+    )
+    assert unlabelled == []
+    assert await tab.page.get_attribute("html", "lang") == "en"
     missing = await tab.page.request.get(tab.stack.base_url + "/dashboard/static/../main.py")
     assert missing.status == 404
 
