@@ -146,6 +146,26 @@ async def test_produce_synthetic_publishes_every_event(
     assert all(r.key == e.account_id.encode() for r, e in zip(records, events, strict=True))
 
 
+async def test_produce_synthetic_spreads_occurred_at_over_window_days(
+    kafka_bootstrap: str, topic_factory: TopicFactory
+) -> None:
+    topic = await topic_factory("usage.events", partitions=1)
+    started = datetime.now(UTC)
+    code, out, err = await run_cli(
+        "produce", "--synthetic", "300", "--accounts", "3", "--seed", "5", "--window-days", "14",
+        "--bootstrap", kafka_bootstrap, "--topic", topic,
+    )  # fmt: skip
+    assert code == 0, err
+    events = [
+        UsageEvent.model_validate_json(r.value)
+        for r in await consume(kafka_bootstrap, topic, expected=300)
+    ]
+    times = [e.occurred_at for e in events]
+    assert min(times) >= started - timedelta(days=14) and max(times) <= datetime.now(UTC)
+    assert len({t.date() for t in times}) >= 14  # every day of the window has usage
+    assert max(times) - min(times) > timedelta(days=13)
+
+
 async def test_produce_file_reports_the_bad_line_and_publishes_the_good(
     kafka_bootstrap: str, topic_factory: TopicFactory, tmp_path: Path
 ) -> None:
