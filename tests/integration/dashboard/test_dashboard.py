@@ -269,7 +269,8 @@ async def test_transactions_page_on_and_export_the_ledger(
     )
     assert ids == [row["id"] for row in first["items"]] and len(ids) == PAGE_SIZE
 
-    await tab.page.click("#tx-older")
+    await tab.page.focus("#tx-older")  # by keyboard: a native button takes Enter
+    await tab.page.keyboard.press("Enter")
     await tab.settled()
     second = await api_get(
         stack, key, "/api/v1/credits/transactions", limit=PAGE_SIZE, cursor=first["next_cursor"]
