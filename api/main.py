@@ -120,7 +120,7 @@ def _problem_media_types(schema: dict[str, Any]) -> dict[str, Any]:
 
 def create_app(settings: ApiSettings | None = None) -> FastAPI:
     """The meterline API; `settings` default to the environment (METERLINE_*)."""
-    settings = settings or get_api_settings()
+    settings = (settings or get_api_settings()).require(kafka=True, database=True)
     app = FastAPI(
         title="meterline",
         summary="Usage metering and prepaid credits for LLM traffic",

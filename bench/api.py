@@ -423,7 +423,7 @@ async def run_api_bench(cfg: ApiBenchConfig, say: Say) -> list[PhaseResult]:
         raise RuntimeError("--load wrk: wrk is not on PATH (Debian/Ubuntu: apt-get install -y wrk)")
     if cfg.load == "auto" and wrk is None:
         say(WRK_MISSING)
-    settings = CommonSettings()
+    settings = CommonSettings().require(kafka=True, database=True)
     dsn = await bench_database(settings.database_url, cfg.database)
     keys, big_key = await _seed(dsn, cfg, say)
     port = cfg.port or _free_port()

@@ -289,7 +289,7 @@ async def run(
     log_dir: str = "/tmp",
 ) -> PipelineFigures:
     """Run the three phases and return their figures."""
-    settings = CommonSettings()
+    settings = CommonSettings().require(kafka=True, database=True)
     run_id = uuid.uuid4().hex[:8]
     say(f"bench run {run_id}: {events:,} events over {accounts:,} accounts, {workers} worker(s)")
     dsn = await _fresh_database(settings.database_url, "meterline_bench_pipeline")

@@ -2,7 +2,8 @@
 
 Values come from the environment (``METERLINE_*``); what is not set there falls back to the
 state file that ``meterline dev up`` writes, so commands and tests find the local stack
-without flags.
+without flags. Outside such a stack nothing falls back to a local address: a service calls
+``require()`` for the addresses it needs and stops with a message naming the missing variable.
 """
 
 from __future__ import annotations
@@ -11,13 +12,14 @@ import json
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from schemas import topics
 from schemas.bounds import BoundsSettings
+from schemas.errors import DomainError
 
 
 def meterline_home() -> Path:
@@ -56,15 +58,52 @@ class CommonSettings(BoundsSettings):
 
     @model_validator(mode="after")
     def _fill_from_stack(self) -> CommonSettings:
+        # Only a stack `meterline dev up` recorded fills what the environment leaves out; there
+        # is no built-in localhost default, so a pod missing a variable cannot quietly talk to
+        # a local address: require() names what is missing instead.
         if not self.kafka_bootstrap or not self.database_url:
             state = read_stack_state()
             if not self.kafka_bootstrap:
-                self.kafka_bootstrap = str(state.get("kafka_bootstrap") or "127.0.0.1:19092")
+                self.kafka_bootstrap = str(state.get("kafka_bootstrap") or "")
             if not self.database_url:
-                self.database_url = str(
-                    state.get("database_url") or "postgresql://meterline@127.0.0.1:15432/meterline"
-                )
+                self.database_url = str(state.get("database_url") or "")
         return self
+
+    def require(self, *, kafka: bool = False, database: bool = False) -> Self:
+        """These settings, or MissingAddress naming each address a service needs but lacks."""
+        missing = [
+            name
+            for name, needed, value in (
+                ("kafka", kafka, self.kafka_bootstrap),
+                ("database", database, self.database_url),
+            )
+            if needed and not value
+        ]
+        if missing:
+            raise MissingAddress(missing)
+        return self
+
+
+_ADDRESS_HELP = {
+    "kafka": ("METERLINE_KAFKA_BOOTSTRAP", "the Kafka bootstrap servers (host:port[,host:port])"),
+    "database": ("METERLINE_DATABASE_URL", "the PostgreSQL DSN (postgresql://user@host:port/db)"),
+}
+
+
+class MissingAddress(DomainError):
+    """A service does not know where Kafka or Postgres is (and will not guess localhost)."""
+
+    code = "missing_address"
+    status = 503
+
+    def __init__(self, missing: list[str]) -> None:
+        lines = [f"{_ADDRESS_HELP[m][0]} is not set: {_ADDRESS_HELP[m][1]}" for m in missing]
+        super().__init__(
+            "; ".join(lines) + f". No local stack is recorded either ({stack_state_file()} is "
+            "missing; `meterline dev up` writes it). Set the variable(s) and start again.",
+            missing=missing,
+        )
+        self.missing = missing
 
 
 @lru_cache(maxsize=1)

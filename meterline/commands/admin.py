@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from meterline.commands._common import console, fail, out
+from meterline.commands._common import addresses, console, fail, out
 
 if TYPE_CHECKING:
     import asyncpg
@@ -30,7 +30,7 @@ async def _connect() -> tuple[ApiSettings, asyncpg.Connection]:
 
     from api.settings import get_api_settings
 
-    settings = get_api_settings()
+    settings = addresses(get_api_settings(), database=True)
     return settings, await asyncpg.connect(settings.database_url)
 
 

@@ -119,7 +119,7 @@ def reconcile(
     import sys
     from pathlib import Path
 
-    from meterline.commands._common import console, out
+    from meterline.commands._common import addresses, console, out
 
     # bench/ sits beside the packages but is not one of pyproject's installed packages.
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -128,7 +128,7 @@ def reconcile(
 
     result = asyncio.run(
         run_reconcile_bench(
-            get_worker_settings(),
+            addresses(get_worker_settings(), kafka=True, database=True),
             events=events,
             accounts=accounts,
             database=database,

@@ -6,7 +6,7 @@ import asyncio
 
 import typer
 
-from meterline.commands._common import console, fail
+from meterline.commands._common import addresses, console, fail
 
 
 def rotate_keys(
@@ -25,7 +25,7 @@ def rotate_keys(
         from api.byok import EncryptionNotConfigured, multifernet, rotate_encryption
         from api.settings import get_api_settings
 
-        settings = get_api_settings()
+        settings = addresses(get_api_settings(), database=True)
         try:
             fernet = multifernet(settings.encryption_keys)
         except EncryptionNotConfigured as exc:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from meterline.commands._common import console, fail, out
+from meterline.commands._common import addresses, console, fail, out
 
 migrate_app = typer.Typer(
     help="Apply, roll back and list the SQL migrations.", no_args_is_help=True
@@ -21,7 +21,7 @@ def register(app: typer.Typer) -> None:
 def _dsn() -> str:
     from schemas.settings import get_settings
 
-    return get_settings().database_url
+    return addresses(get_settings(), database=True).database_url
 
 
 @migrate_app.command("up")

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 import typer
 
-from meterline.commands._common import console, fail, out
+from meterline.commands._common import addresses, console, fail, out
 
 if TYPE_CHECKING:
     from decimal import Decimal
@@ -35,8 +35,10 @@ def _run(work: Callable[[asyncpg.Connection], Awaitable[T]], what: str) -> T:
 
     from schemas.settings import get_settings
 
+    dsn = addresses(get_settings(), database=True).database_url
+
     async def go() -> T:
-        conn = await asyncpg.connect(get_settings().database_url)
+        conn = await asyncpg.connect(dsn)
         try:
             return await work(conn)
         finally:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from meterline.commands._common import console, fail, out
+from meterline.commands._common import addresses, console, fail, out
 
 if TYPE_CHECKING:
     from producers.pump import ProduceSummary
@@ -81,7 +81,7 @@ def register(app: typer.Typer) -> None:
         from schemas.settings import get_settings
 
         settings = get_settings()
-        target_bootstrap = bootstrap or settings.kafka_bootstrap
+        target_bootstrap = bootstrap or addresses(settings, kafka=True).kafka_bootstrap
         target_topic = topic or settings.topic_usage_events
         defaults: dict[str, Any] = {"source": source, "litellm_account_field": account_field}
         summary = _run(

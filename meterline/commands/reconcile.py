@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from meterline.commands._common import console, fail, out
+from meterline.commands._common import addresses, console, fail, out
 
 if TYPE_CHECKING:
     from processors.reconcile import ReconcileResult
@@ -64,7 +64,7 @@ def _progress(label: str) -> Iterator[Callable[[int, int], None]]:
 def _settings() -> WorkerSettings:
     from processors.settings import get_worker_settings
 
-    return get_worker_settings()
+    return addresses(get_worker_settings(), kafka=True, database=True)
 
 
 def register(app: typer.Typer) -> None:

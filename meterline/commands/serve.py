@@ -24,6 +24,10 @@ def register(app: typer.Typer) -> None:
         """Serve the HTTP API (OpenAPI at /docs); settings from METERLINE_* variables."""
         import uvicorn
 
+        from api.settings import get_api_settings
+        from meterline.commands._common import addresses
+
+        addresses(get_api_settings(), kafka=True, database=True)
         uvicorn.run(
             "api.main:create_app",
             factory=True,
