@@ -73,7 +73,14 @@ export function drawDaily(canvas, rows) {
     type: "bar",
     data: {
       labels: rows.map((r) => r.key.slice(5)),
-      datasets: [{ label: "cost", data: rows.map((r) => plotted(r.cost)), backgroundColor: BAR }],
+      datasets: [
+        {
+          label: "cost",
+          data: rows.map((r) => plotted(r.cost)),
+          backgroundColor: BAR,
+          maxBarThickness: 48,
+        },
+      ],
     },
     options,
   });
@@ -95,7 +102,12 @@ export function drawModels(canvas, groups) {
     data: {
       labels: groups.map((g) => g.key),
       datasets: [
-        { label: "cost", data: groups.map((g) => plotted(g.cost)), backgroundColor: BAR_MODEL },
+        {
+          label: "cost",
+          data: groups.map((g) => plotted(g.cost)),
+          backgroundColor: BAR_MODEL,
+          maxBarThickness: 28,
+        },
       ],
     },
     options,

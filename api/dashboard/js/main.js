@@ -125,6 +125,7 @@ async function openAccount(accountId) {
     await state.api.get(`/api/v1/admin/accounts/${encodeURIComponent(accountId)}`);
     state.account = accountId;
     await loadAccount();
+    $("account-title").focus(); // keyboard and screen-reader users land on what they opened
   } catch (error) {
     show("account", false);
     message(describe(error));
