@@ -1,14 +1,17 @@
-"""`meterline bench pipeline`: end-to-end metering throughput and latency, with a baseline.
+"""`meterline bench pipeline`: the worker's drain rate beside a lean reference, and latency.
 
-Runs against the local stack (its own database and topic, so nothing of the demo is touched):
+Runs against the local stack (databases and topics of its own, so nothing of the demo is
+touched). N synthetic events over K accounts are published once to one topic; then, each in
+its own consumer group and database:
 
-1. throughput — real `meterline worker` processes are started and ready; then N synthetic
-   events over K prepaid accounts are published as fast as the producer goes. Measured: first
-   publish → last debit committed (polled), i.e. sustained end-to-end events/s.
-2. latency — events at a fixed rate R for S seconds; each event's publish time is compared with
-   the moment its debit became visible (committed), polled every 10 ms. p50/p99 printed.
-3. baseline — the same kind of events, consumed and debited one Postgres transaction per
-   event (the per-request design), through the same ledger code; events/s and the ratio.
+1. reference — bench/reference.py, the leanest exactly-once pipeline this box runs (aiokafka
+   getmany → json.loads → dict prices → one unnest transaction per poll), drains the topic;
+2. worker drains — `meterline worker` processes (1, then 2 by default) drain the same topic:
+   events/s from the first debit visible to the last (start-up excluded), the ratio to the
+   reference, and the first worker's RSS after 200,000 events and at the end;
+3. latency — events at half the 1-worker drain rate for S seconds, publish → debit committed,
+   p50/p99 (polled every 10 ms).
+4. optional baseline — one Postgres transaction per event through the ledger code.
 """
 
 from __future__ import annotations
@@ -21,16 +24,19 @@ import sys
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from bench import reference
 from bench.common import bench_database
 from processors.catalog import load_catalog, seed_catalog
-from processors.ledger import LedgerPolicy, RatedEvent, debit_batch
+from processors.ledger import LedgerPolicy, RatedEvent, debit_batch, post_entry
 from processors.metering import RawRecord, validate
+from processors.settings import WorkerSettings
 from producers.synthetic import account_id, synthetic_events
 from schemas.event import UsageEvent
 from schemas.settings import CommonSettings
@@ -39,21 +45,29 @@ Say = Callable[[str], None]
 
 
 @dataclass
+class Drain:
+    workers: int
+    events: int
+    seconds: float
+    rss_mib: dict[int, float] = field(default_factory=dict)  # events debited → worker 0's RSS
+
+    @property
+    def per_s(self) -> float:
+        return self.events / self.seconds if self.seconds else 0.0
+
+
+@dataclass
 class PipelineFigures:
     events: int
     publish_s: float
-    end_to_end_s: float
-    events_per_s: float
+    reference_per_s: float
+    drains: list[Drain]
     latency_rate: float
     latency_events: int
     p50_ms: float
     p99_ms: float
-    baseline_events: int
-    baseline_per_s: float
-
-    @property
-    def ratio(self) -> float:
-        return self.events_per_s / self.baseline_per_s if self.baseline_per_s else 0.0
+    baseline_events: int = 0
+    baseline_per_s: float = 0.0
 
 
 async def _fresh_database(admin_dsn: str, name: str) -> str:
@@ -67,21 +81,25 @@ async def _fresh_database(admin_dsn: str, name: str) -> str:
 
 
 async def _prepay(dsn: str, accounts: int) -> None:
-    """Every account on the cap-less pro tier with 1,000,000 credits, one allocation row each."""
+    """Every account on the cap-less pro tier with 1,000,000 credits, through the ledger."""
     conn = await asyncpg.connect(dsn)
     try:
         ids = [account_id(i) for i in range(accounts)]
         await conn.execute(
             "INSERT INTO user_credits (account_id, tier, balance_micros)"
-            " SELECT a, 'pro', 1000000000000 FROM unnest($1::text[]) a",
+            " SELECT a, 'pro', 0 FROM unnest($1::text[]) a",
             ids,
         )
-        await conn.execute(
-            "INSERT INTO credit_transactions (account_id, type, amount_micros,"
-            " balance_after_micros, reason) SELECT a, 'allocation', 1000000000000,"
-            " 1000000000000, 'bench prepay' FROM unnest($1::text[]) a",
-            ids,
-        )
+        for a in ids:
+            await post_entry(
+                conn,
+                account_id=a,
+                type="allocation",
+                amount_micros=1_000_000_000_000,
+                reason="bench prepay",
+                idempotency_key=None,
+                policy=LedgerPolicy(),
+            )
     finally:
         await conn.close()
 
@@ -277,67 +295,153 @@ async def _baseline(
     return n / (time.monotonic() - start)
 
 
-async def run(
+def _rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+async def _drain(
+    settings: CommonSettings,
+    admin_dsn: str,
+    topic: str,
     *,
     events: int,
     accounts: int,
     workers: int,
-    latency_rate: float,
+    run_id: str,
+    say: Say,
+    log_dir: str,
+    keep: bool = False,
+) -> tuple[Drain, asyncpg.Pool | None, list[subprocess.Popen[bytes]]]:
+    """Start `workers` workers on a fresh database and group; time them draining `events`."""
+    dsn = await _fresh_database(admin_dsn, f"meterline_bench_w{workers}")
+    await _prepay(dsn, accounts)
+    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=4)
+    assert pool is not None
+    procs = _start_workers(settings, dsn, topic, f"bench-{run_id}-w{workers}", workers, log_dir)
+    drain = Drain(workers, 0, 0.0)
+    try:
+        first = await _wait_count(pool, 1, 180, say, procs)
+        at_first = await _count(pool)
+        marks = [m for m in (200_000, 2_000_000) if m < events]
+        while True:
+            n = await _count(pool)
+            while marks and n >= marks[0]:
+                drain.rss_mib[marks.pop(0)] = _rss_mib(procs[0].pid)
+            if n >= events:
+                break
+            if any(p.poll() is not None for p in procs):
+                raise RuntimeError(f"a bench worker exited; see {log_dir}/bench-worker-*.log")
+            await asyncio.sleep(0.05)
+        drain.seconds = time.monotonic() - first
+        drain.events = events - at_first
+        drain.rss_mib[events] = _rss_mib(procs[0].pid)
+    except BaseException:
+        _stop(procs)
+        await pool.close()
+        raise
+    if keep:
+        return drain, pool, procs
+    _stop(procs)
+    await pool.close()
+    return drain, None, []
+
+
+def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
+    for p in procs:
+        p.terminate()
+    for p in procs:
+        try:
+            p.wait(timeout=40)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
+async def run(
+    *,
+    events: int,
+    accounts: int,
+    workers: list[int],
     latency_seconds: float,
     baseline_events: int,
     say: Say,
     log_dir: str = "/tmp",
 ) -> PipelineFigures:
-    """Run the three phases and return their figures."""
+    """Publish once, drain with the reference and with the workers, then measure latency."""
     settings = CommonSettings().require(kafka=True, database=True)
     run_id = uuid.uuid4().hex[:8]
-    say(f"bench run {run_id}: {events:,} events over {accounts:,} accounts, {workers} worker(s)")
-    dsn = await _fresh_database(settings.database_url, "meterline_bench_pipeline")
-    await _prepay(dsn, accounts)
+    say(f"bench run {run_id}: {events:,} events over {accounts:,} accounts")
     topic = f"bench.{run_id}.usage.events"
     await _topic(settings.kafka_bootstrap, topic, settings.usage_events_partitions)
     say("generating events")
     records = _payloads(events, accounts, seed=int(run_id, 16))
-    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=4)
-    assert pool is not None
-    procs = _start_workers(settings, dsn, topic, f"bench-{run_id}", workers, log_dir)
-    try:
-        say("warming up: workers join the group and debit a first event")
-        await _publish(settings.kafka_bootstrap, topic, _payloads(1, 1, seed=99))
-        await _wait_count(pool, 1, 120, say, procs)
-        say(f"throughput: publishing {events:,} events")
-        t0 = time.monotonic()
-        pub = asyncio.create_task(_publish(settings.kafka_bootstrap, topic, records))
-        t_end = await _wait_count(pool, events + 1, 3600, say, procs)
-        publish_s = await pub
-        e2e = t_end - t0
-        say(f"  published in {publish_s:.1f}s; all debited {e2e:.1f}s after the first publish")
-        say(f"latency: {latency_rate:,.0f} events/s for {latency_seconds:.0f}s")
-        lat = await _latency(
-            pool, settings.kafka_bootstrap, topic, latency_rate, latency_seconds, accounts
+    say(f"publishing {events:,} events")
+    publish_s = await _publish(settings.kafka_bootstrap, topic, records)
+    del records
+    say(f"  published in {publish_s:.1f}s")
+
+    say("reference: the lean pipeline drains the topic")
+    ref_dsn = await _fresh_database(settings.database_url, "meterline_bench_reference")
+    async with asyncpg.create_pool(ref_dsn, min_size=1, max_size=1) as ref_pool:
+        async with ref_pool.acquire() as conn:
+            await reference.prepare(conn, [account_id(i) for i in range(accounts)])
+            catalog = await load_catalog(conn)
+    batch_max = int(
+        os.environ.get("METERLINE_BATCH_MAX") or WorkerSettings.model_fields["batch_max"].default
+    )
+    ref_rate = await reference.drain(
+        ref_dsn, settings.kafka_bootstrap, topic, events, catalog, batch_max=batch_max
+    )
+    say(f"  reference: {ref_rate:,.0f} events/s")
+
+    drains: list[Drain] = []
+    lat: list[float] = []
+    for k in workers:
+        say(f"{k} worker(s) drain the topic")
+        keep = k == workers[0]
+        drain, pool, procs = await _drain(
+            settings,
+            settings.database_url,
+            topic,
+            events=events,
+            accounts=accounts,
+            workers=k,
+            run_id=run_id,
+            say=say,
+            log_dir=log_dir,
+            keep=keep,
         )
-    finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
+        drains.append(drain)
+        say(f"  {k} worker(s): {drain.per_s:,.0f} events/s ({drain.per_s / ref_rate:.2f}x)")
+        if pool is not None:
             try:
-                p.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        await pool.close()
-    say(f"baseline: {baseline_events:,} events, one transaction each")
-    base_topic = f"bench.{run_id}.baseline"
-    await _topic(settings.kafka_bootstrap, base_topic, settings.usage_events_partitions)
-    base_rate = await _baseline(settings, dsn, base_topic, baseline_events, accounts, say)
+                rate = max(drain.per_s / 2, 1.0)
+                say(f"latency: {rate:,.0f} events/s (half the drain rate) for {latency_seconds}s")
+                lat = await _latency(
+                    pool, settings.kafka_bootstrap, topic, rate, latency_seconds, accounts
+                )
+            finally:
+                _stop(procs)
+                await pool.close()
+    base_rate = 0.0
+    if baseline_events:
+        say(f"baseline: {baseline_events:,} events, one transaction each")
+        base_topic = f"bench.{run_id}.baseline"
+        await _topic(settings.kafka_bootstrap, base_topic, settings.usage_events_partitions)
+        base_dsn = await _fresh_database(settings.database_url, "meterline_bench_pipeline")
+        await _prepay(base_dsn, accounts)
+        base_rate = await _baseline(settings, base_dsn, base_topic, baseline_events, accounts, say)
     return PipelineFigures(
         events=events,
         publish_s=publish_s,
-        end_to_end_s=e2e,
-        events_per_s=events / e2e,
-        latency_rate=latency_rate,
+        reference_per_s=ref_rate,
+        drains=drains,
+        latency_rate=drains[0].per_s / 2 if drains else 0.0,
         latency_events=len(lat),
-        p50_ms=statistics.median(lat),
-        p99_ms=lat[min(len(lat) - 1, int(len(lat) * 0.99))],
+        p50_ms=statistics.median(lat) if lat else 0.0,
+        p99_ms=lat[min(len(lat) - 1, int(len(lat) * 0.99))] if lat else 0.0,
         baseline_events=baseline_events,
         baseline_per_s=base_rate,
     )

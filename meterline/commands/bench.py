@@ -13,20 +13,31 @@ def register(app: typer.Typer) -> None:
 
 @bench_app.command("pipeline")
 def pipeline(
-    events: int = typer.Option(1_000_000, min=1, help="Events in the throughput phase."),
+    events: int = typer.Option(500_000, min=1, help="Events published once and drained."),
     accounts: int = typer.Option(10_000, min=1, help="Prepaid synthetic accounts."),
-    workers: int = typer.Option(1, min=1, help="`meterline worker` processes."),
-    latency_rate: float = typer.Option(5000, min=1, help="Events/s in the latency phase."),
+    workers: str = typer.Option(
+        "1,2", help="Worker counts to drain with, in turn (comma-separated)."
+    ),
     latency_seconds: float = typer.Option(20, min=1, help="Seconds of the latency phase."),
-    baseline_events: int = typer.Option(20_000, min=1, help="Events for the per-event baseline."),
+    baseline_events: int = typer.Option(
+        0, min=0, help="Events for the one-transaction-per-event baseline (0: skip)."
+    ),
 ) -> None:
-    """End-to-end metering: sustained events/s, p50/p99 latency, ratio to a per-event baseline."""
+    """The worker's drain rate beside a lean reference pipeline, 1 vs 2 workers, latency, RSS."""
     import asyncio
     import sys
     from pathlib import Path
 
     from meterline.commands._common import console, out
 
+    try:
+        counts = [int(w) for w in workers.split(",") if w.strip()]
+    except ValueError:
+        raise typer.BadParameter(
+            "a comma-separated list of integers", param_hint="--workers"
+        ) from None
+    if not counts or min(counts) < 1:
+        raise typer.BadParameter("at least one count, each >= 1", param_hint="--workers")
     # bench/ sits beside the packages but is not one of pyproject's installed packages.
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
     from bench.pipeline import run
@@ -35,26 +46,35 @@ def pipeline(
         run(
             events=events,
             accounts=accounts,
-            workers=workers,
-            latency_rate=latency_rate,
+            workers=counts,
             latency_seconds=latency_seconds,
             baseline_events=baseline_events,
             say=console.log,
         )
     )
-    out.print(
-        f"throughput  {f.events:,} events end to end in {f.end_to_end_s:.1f}s = "
-        f"{f.events_per_s:,.0f} events/s (publishing took {f.publish_s:.1f}s)"
-    )
+    out.print(f"published   {f.events:,} events in {f.publish_s:.1f}s")
+    out.print(f"reference   {f.reference_per_s:,.0f} events/s (lean aiokafka + asyncpg pipeline)")
+    for d in f.drains:
+        out.print(
+            f"worker x{d.workers}   {d.per_s:,.0f} events/s = {d.per_s / f.reference_per_s:.2f}x "
+            f"the reference ({d.events:,} events in {d.seconds:.1f}s)"
+        )
+        rss = ", ".join(f"{n:,} events: {mib:.0f} MiB" for n, mib in sorted(d.rss_mib.items()))
+        out.print(f"            worker RSS after {rss}")
+    if len(f.drains) > 1 and f.drains[0].per_s:
+        out.print(
+            f"scaling     x{f.drains[-1].workers} / x{f.drains[0].workers} = "
+            f"{f.drains[-1].per_s / f.drains[0].per_s:.2f}"
+        )
     out.print(
         f"latency     {f.latency_events:,} events at {f.latency_rate:,.0f}/s: "
         f"p50 {f.p50_ms:.0f} ms, p99 {f.p99_ms:.0f} ms (publish → debit committed)"
     )
-    out.print(
-        f"baseline    one transaction per event: {f.baseline_per_s:,.0f} events/s "
-        f"over {f.baseline_events:,} events"
-    )
-    out.print(f"ratio       {f.ratio:.1f}x the baseline")
+    if f.baseline_events:
+        out.print(
+            f"baseline    one transaction per event: {f.baseline_per_s:,.0f} events/s "
+            f"over {f.baseline_events:,} events"
+        )
 
 
 @bench_app.command("api")
