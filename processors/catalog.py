@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
@@ -12,15 +14,18 @@ from typing import Any
 import asyncpg
 
 from processors.pricing import Catalog, PriceVersion, plain
+from schemas.bounds import MAX_CREDITS
 from schemas.errors import DomainError
 
 __all__ = [
     "DuplicatePriceVersion",
+    "UnusablePrice",
     "insert_price_version",
     "insert_price_versions",
     "list_current_prices",
     "list_price_history",
     "load_catalog",
+    "load_catalog_checked",
     "seed_catalog",
     "shipped_versions",
 ]
@@ -97,10 +102,68 @@ def _version(row: Mapping[str, Any]) -> PriceVersion:
     )
 
 
+log = logging.getLogger("meterline.catalog")
+_reported: set[int] = set()  # unusable rows already logged by this process
+
+
+@dataclass(frozen=True)
+class UnusablePrice:
+    """A stored price version nothing can price with (written before the bounds, or by hand)."""
+
+    id: int
+    model: str
+    reason: str
+
+
+def _usable(row: Mapping[str, Any]) -> PriceVersion:
+    """The row as a PriceVersion; ValueError saying why when it cannot price anything."""
+    # asyncpg reads ±infinity as a naive datetime, which PriceVersion refuses, as it refuses
+    # negative or non-finite prices.
+    v = _version(row)
+    prices = [v.input_per_mtok, v.output_per_mtok, v.per_request, *v.units.values()]
+    prices += [p for p in (v.cached_input_per_mtok, v.cache_write_per_mtok) if p is not None]
+    if any(p > MAX_CREDITS for p in prices):
+        raise ValueError(f"a price above {MAX_CREDITS} credits")
+    return v
+
+
+def _checked(rows: Iterable[Mapping[str, Any]]) -> tuple[list[PriceVersion], list[UnusablePrice]]:
+    good: list[PriceVersion] = []
+    bad: list[UnusablePrice] = []
+    for r in rows:
+        try:
+            good.append(_usable(r))
+        except (ValueError, ArithmeticError, TypeError) as exc:
+            bad.append(UnusablePrice(r["id"], r["model"], str(exc)))
+            if r["id"] not in _reported:
+                _reported.add(r["id"])
+                log.warning(
+                    "price version %s of %r skipped, it cannot price anything: %s "
+                    "(add a correct version; `meterline pricing list` reports it)",
+                    r["id"],
+                    r["model"],
+                    exc,
+                )
+    return good, bad
+
+
 async def load_catalog(conn: asyncpg.Connection | asyncpg.Pool) -> Catalog:
-    """Every price version in the database, as a Catalog."""
-    rows = await conn.fetch(_SELECT_ALL)
-    return Catalog(_version(r) for r in rows)
+    """Every usable price version in the database, as a Catalog (unusable rows skipped)."""
+    catalog, _ = await load_catalog_checked(conn)
+    return catalog
+
+
+async def load_catalog_checked(
+    conn: asyncpg.Connection | asyncpg.Pool,
+) -> tuple[Catalog, list[UnusablePrice]]:
+    """The Catalog of the usable versions, and the rows skipped with why.
+
+    A row nothing can use (an effective_from of ±infinity stored before the bounds, a negative
+    price written by hand) is skipped with one log line, so one bad row never stops the
+    worker or every price read.
+    """
+    good, bad = _checked(await conn.fetch(_SELECT_ALL))
+    return Catalog(good), bad
 
 
 async def insert_price_version(
@@ -206,7 +269,7 @@ async def list_current_prices(
 ) -> list[PriceVersion]:
     """The version in force for every model at `at` (default: now), by model."""
     rows = await conn.fetch(_SELECT_CURRENT, at)
-    return [_version(r) for r in rows]
+    return _checked(rows)[0]
 
 
 async def list_price_history(
@@ -214,4 +277,4 @@ async def list_price_history(
 ) -> list[PriceVersion]:
     """Every version (past, current and scheduled) of the given model ids, oldest first."""
     rows = await conn.fetch(_SELECT_HISTORY, list(models))
-    return [_version(r) for r in rows]
+    return _checked(rows)[0]

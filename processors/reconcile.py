@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import json
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -48,8 +49,11 @@ from processors.topic_range import (
     read_range,
     resolve_range,
 )
+from schemas.bounds import CostOutOfBounds, check_cost_micros
 from schemas.event import UsageEvent
 from schemas.money import format_micros
+
+log = logging.getLogger("meterline.reconcile")
 
 KINDS = ("missing", "amount", "extra", "balance")
 _COPY_CHUNK = 50_000
@@ -114,6 +118,9 @@ class ReconcileResult:
     outside: int = 0
     invalid: dict[str, int] = field(default_factory=dict)
     unpriced: int = 0
+    # Events in range nothing can price (a cost beyond the bound, a value pricing refuses):
+    # (source, event_id, why), reported instead of stopping the whole reconcile.
+    unpriceable: list[tuple[str, str, str]] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
     truncated: dict[int, int] = field(default_factory=dict)
     seconds: float = 0.0
@@ -159,6 +166,9 @@ class ReconcileResult:
             "outside_range": self.outside,
             "invalid": dict(self.invalid),
             "unpriced": self.unpriced,
+            "unpriceable": [
+                {"source": s, "event_id": e, "reason": why} for s, e, why in self.unpriceable
+            ],
             "findings": self.counts(),
             "truncated_partitions": {str(p): o for p, o in self.truncated.items()},
             "seconds": round(self.seconds, 3),
@@ -188,12 +198,16 @@ class ReconcileResult:
 
 
 def expected_micros(event: UsageEvent, catalog: Catalog, terms: Terms) -> int | None:
-    """What the ledger should charge for an event under these terms; None when unpriced."""
+    """What the ledger should charge for an event under these terms; None when unpriced.
+
+    CostOutOfBounds when the cost is beyond what one charge may be (it would not fit the
+    BIGINT column the expected charges are compared in).
+    """
     version = catalog.version_at(event.model, event.occurred_at)
     if version is None:
         return None
     try:
-        return price_event(event, version, terms).cost_micros
+        return check_cost_micros(price_event(event, version, terms).cost_micros)
     except Unpriced:
         return None
 
@@ -339,9 +353,14 @@ async def _expect(
     for rec, ev in events:
         result.in_range += 1
         terms = stored.get((ev.source, ev.event_id)) or prices.current_terms(ev.account_id)
-        expected = expected_micros(ev, catalog, terms)
-        if expected is None:
-            result.unpriced += 1
+        try:
+            expected = expected_micros(ev, catalog, terms)
+        except (CostOutOfBounds, ArithmeticError, ValueError) as exc:
+            log.warning("event %s/%s cannot be priced: %s", ev.source, ev.event_id, exc)
+            result.unpriceable.append((ev.source, ev.event_id, str(exc)))
+            expected = None  # compared like an unpriced event: reported, not a finding
+        else:
+            result.unpriced += expected is None
         rows.append((ev.source, ev.event_id, ev.account_id, expected, rec.partition, rec.offset))
 
 
@@ -356,7 +375,9 @@ async def _earlier_adjustments(conn: asyncpg.Connection) -> list[tuple[str, str,
 
 
 def _finding(r: asyncpg.Record) -> Finding:
-    usage, adjusted = r["usage_micros"], r["adjusted_micros"]
+    usage = r["usage_micros"]
+    # A sum (numeric in SQL, so it cannot overflow there) of earlier adjustments.
+    adjusted = None if r["adjusted_micros"] is None else int(r["adjusted_micros"])
     if not r["seen"]:
         kind = "extra"
     elif usage is None and adjusted is None:

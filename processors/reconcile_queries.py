@@ -123,7 +123,7 @@ async def compare_with_ledger(
             "  FROM credit_transactions"
             "  WHERE type = 'usage' AND occurred_at >= $1 AND occurred_at < $2),"
             " adj AS ("
-            "  SELECT source, event_id, sum(charged_micros)::bigint AS charged_micros,"
+            "  SELECT source, event_id, sum(charged_micros) AS charged_micros,"
             "         count(*) AS n FROM reconcile_adjusted GROUP BY source, event_id)"
             " SELECT source, event_id, coalesce(l.account_id, e.account_id) AS account_id,"
             "        coalesce(e.seen, false) AS seen, e.expected_micros,"
@@ -132,8 +132,9 @@ async def compare_with_ledger(
             " FROM exp e FULL JOIN led l USING (source, event_id)"
             " LEFT JOIN adj a USING (source, event_id)"
             " WHERE NOT (coalesce(e.seen, false) AND e.expected_micros IS NULL)"
+            # numeric: a sum of two BIGINT charges may not fit a BIGINT.
             "   AND coalesce(e.expected_micros, 0)"
-            "       <> coalesce(l.charged_micros, 0) + coalesce(a.charged_micros, 0)"
+            "       <> coalesce(l.charged_micros, 0)::numeric + coalesce(a.charged_micros, 0)"
             " ORDER BY source, event_id",
             start,
             end,

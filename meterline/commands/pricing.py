@@ -158,14 +158,21 @@ def list_prices(
 
     when = _parse_time(at, "--at")
 
-    async def work(conn: asyncpg.Connection) -> list[PriceVersion]:
+    async def work(
+        conn: asyncpg.Connection,
+    ) -> tuple[list[PriceVersion], list[catalog_db.UnusablePrice]]:
+        cat, unusable = await catalog_db.load_catalog_checked(conn)
         if model is None:
-            return await catalog_db.list_current_prices(conn, at=when)
-        cat = await catalog_db.load_catalog(conn)
+            return await catalog_db.list_current_prices(conn, at=when), unusable
         key = cat.resolve(model)
-        return cat.history(key) if key is not None else []
+        return (cat.history(key) if key is not None else []), unusable
 
-    versions = _run(work, "pricing list")
+    versions, unusable = _run(work, "pricing list")
+    for bad in unusable:
+        console.print(
+            f"[yellow]unusable price version {bad.id} of {bad.model!r} is skipped:[/] "
+            f"{bad.reason}; add a correct version with a later effective_from"
+        )
     if not versions:
         if model is not None:
             fail(f"no price versions for model {model!r}; see `meterline pricing list`")

@@ -232,10 +232,15 @@ def _print_result(result: ReconcileResult) -> None:
     out.print(
         f"read {result.read} records, {result.in_range} events in range ({result.duplicates}"
         f" duplicates, {result.outside} outside, {result.unpriced} unpriced"
+        + (f", {len(result.unpriceable)} cannot be priced" if result.unpriceable else "")
         + (f", invalid {_by_reason(result.invalid)}" if result.invalid else "")
         + f") in {result.seconds:.2f}s ({result.in_range / max(result.seconds, 1e-9):,.0f}"
         " events/s)"
     )
+    for source, event_id, why in result.unpriceable[:20]:
+        console.print(f"[yellow]cannot price[/] event {source}/{event_id}: {why}")
+    if len(result.unpriceable) > 20:
+        console.print(f"… {len(result.unpriceable) - 20} more events cannot be priced (--report)")
     for p, first in sorted(result.truncated.items()):
         console.print(
             f"[yellow]partition {p} starts at offset {first}: older records were "
