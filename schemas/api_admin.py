@@ -220,6 +220,22 @@ class TopSpendersOut(BaseModel):
 # ---- accounts and tiers ---------------------------------------------------------------------
 
 
+class AccountSummaryOut(BaseModel):
+    """One account in a list: its id, tier and balance."""
+
+    account_id: str
+    tier: str
+    balance: Money
+    created_at: datetime
+
+
+class AccountsPage(BaseModel):
+    """Accounts by id; pass next_cursor as `cursor` for the next page."""
+
+    items: list[AccountSummaryOut]
+    next_cursor: str | None = Field(description="null on the last page")
+
+
 class AccountOut(BaseModel):
     """An account as an admin sees it."""
 

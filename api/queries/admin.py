@@ -54,6 +54,23 @@ async def top_spenders(
     )
 
 
+async def list_accounts(
+    conn: Conn, *, prefix: str | None, after: str | None, limit: int
+) -> list[asyncpg.Record]:
+    """Accounts by id (keyset pages), optionally only those whose id starts with a prefix."""
+    return list(
+        await conn.fetch(
+            "SELECT account_id, tier, balance_micros, created_at FROM user_credits"
+            " WHERE ($1::text IS NULL OR (account_id >= $1 AND starts_with(account_id, $1)))"
+            " AND ($2::text IS NULL OR account_id > $2)"
+            " ORDER BY account_id LIMIT $3",
+            prefix,
+            after,
+            limit,
+        )
+    )
+
+
 async def account_detail(conn: Conn, *, account_id: str, month: date) -> asyncpg.Record | None:
     """An account with this month's spend, BYOK presence and live key count."""
     return await conn.fetchrow(

@@ -1,4 +1,4 @@
-"""Admin account routes: read an account, set its tier; read and edit tiers."""
+"""Admin account routes: list and read accounts, set an account's tier; read and edit tiers."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import asyncpg
-from fastapi import APIRouter, Path, Request, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 
 from api.deps import AdminKey, Pool, SettingsDep
 from api.errors import Problem
@@ -14,7 +14,15 @@ from api.queries import admin as q
 from api.views import balance_out
 from processors.ledger import AccountState, month_of, set_account_tier, upsert_tier
 from processors.pricing import plain
-from schemas.api_admin import AccountOut, SetTierIn, TierIn, TierOut, TiersOut
+from schemas.api_admin import (
+    AccountOut,
+    AccountsPage,
+    AccountSummaryOut,
+    SetTierIn,
+    TierIn,
+    TierOut,
+    TiersOut,
+)
 from schemas.api_credits import money_or_none
 from schemas.bounds import Text
 from schemas.money import format_micros, to_micros
@@ -49,6 +57,36 @@ async def _account(conn: Any, account_id: str) -> AccountOut:
         api_keys=r["api_keys"],
         created_at=r["created_at"],
         updated_at=r["updated_at"],
+    )
+
+
+@router.get("/accounts", response_model=AccountsPage, summary="List accounts")
+async def list_accounts(
+    pool: Pool,
+    _: AdminKey,
+    prefix: Annotated[
+        Annotated[str, Text(128)] | None,
+        Query(description="only accounts whose id starts with this text"),
+    ] = None,
+    cursor: Annotated[
+        Annotated[str, Text(128)] | None,
+        Query(description="next_cursor of the previous page; omit for the first"),
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=500, description="accounts per page")] = 50,
+) -> AccountsPage:
+    """Accounts by id with their tier and balance: what an account picker offers."""
+    rows = await q.list_accounts(pool, prefix=prefix, after=cursor, limit=limit + 1)
+    items = [
+        AccountSummaryOut(
+            account_id=r["account_id"],
+            tier=r["tier"],
+            balance=format_micros(r["balance_micros"]),
+            created_at=r["created_at"],
+        )
+        for r in rows[:limit]
+    ]
+    return AccountsPage(
+        items=items, next_cursor=items[-1].account_id if len(rows) > limit else None
     )
 
 

@@ -108,10 +108,19 @@ async function loadSystem(system) {
     return [el("td", rank, "num"), name, amountCell(s.spend), countCell(s.events)];
   });
   show("spenders-empty", top.items.length === 0);
+  await suggestAccounts("");
+}
+
+let suggestTimer = null;
+
+/** Fill the picker's suggestions with the accounts whose id starts with what was typed. */
+async function suggestAccounts(prefix) {
+  const page = await state.api.get("/api/v1/admin/accounts", { prefix, limit: 20 });
   $("account-options").replaceChildren(
-    ...top.items.map((s) => {
+    ...page.items.map((a) => {
       const option = document.createElement("option");
-      option.value = s.account_id;
+      option.value = a.account_id;
+      option.label = `${a.account_id} (tier ${a.tier}, balance ${formatCredits(a.balance)})`;
       return option;
     }),
   );
@@ -322,6 +331,15 @@ function wire() {
     signIn(key);
   });
   $("sign-out").addEventListener("click", () => signOut(""));
+  $("account-input").addEventListener("input", () => {
+    clearTimeout(suggestTimer);
+    const prefix = $("account-input").value.trim();
+    // A short pause after the last key, so a fast typist sends one request, not one per key.
+    suggestTimer = setTimeout(
+      () => suggestAccounts(prefix).catch((error) => message(describe(error))),
+      200,
+    );
+  });
   $("account-form").addEventListener("submit", (event) => {
     event.preventDefault();
     const id = $("account-input").value.trim();

@@ -393,4 +393,24 @@ async def test_an_admin_key_sees_the_system_and_any_account(
     other = await api_get(stack, key, "/api/v1/credits/balance", account_id=OTHER)
     assert await tab.amount("#balance") == Decimal(other["balance"])
     await tab.shot(screenshots, "admin-account")
+
+    # The picker suggests the accounts whose id starts with what is typed, and opens one.
+    listed = await api_get(stack, key, "/api/v1/admin/accounts", prefix="dash-c")
+    assert [a["account_id"] for a in listed["items"]] == [THIRD]
+    await tab.page.fill("#account-input", "")
+    await tab.page.type("#account-input", "dash-c")
+    await tab.page.wait_for_selector(
+        f"#account-options option[value='{THIRD}']:only-child", state="attached"
+    )
+    await tab.page.click("#account-form button[type=submit]")  # a partial id is no account
+    await tab.settled()
+    assert "account 'dash-c' does not exist" in await tab.text("#message")
+    assert not await tab.visible("#account")
+    await tab.page.fill("#account-input", THIRD)  # what choosing the suggestion enters
+    await tab.page.press("#account-input", "Enter")
+    await tab.settled()
+    assert await tab.text("#message") == ""
+    assert await tab.text("#account-id") == THIRD
+    third = await api_get(stack, key, "/api/v1/credits/balance", account_id=THIRD)
+    assert await tab.amount("#balance") == Decimal(third["balance"])
     tab.key_never_in_an_address(key)
