@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import TYPE_CHECKING, NoReturn, TypeVar
 
 import typer
@@ -31,3 +32,13 @@ def addresses(settings: S, *, kafka: bool = False, database: bool = False) -> S:
         return settings.require(kafka=kafka, database=database)
     except MissingAddress as exc:
         fail(str(exc), code=2)
+
+
+def bounded_time(at: datetime, flag: str) -> datetime:
+    """An aware time within the bounds every timestamp input has, else exit naming the flag."""
+    from schemas.bounds import check_time
+
+    try:
+        return check_time(at)
+    except ValueError as exc:
+        fail(f"{flag} {at.isoformat()} {exc}", code=2)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 import typer
 
-from meterline.commands._common import addresses, console, fail, out
+from meterline.commands._common import addresses, bounded_time, console, fail, out
 
 if TYPE_CHECKING:
     from decimal import Decimal
@@ -59,7 +59,7 @@ def _parse_time(value: str | None, option: str) -> datetime | None:
         fail(f"{option} {value!r} is not an RFC 3339 time, e.g. 2025-06-01T00:00:00Z")
     if ts.utcoffset() is None:
         fail(f"{option} {value!r} has no offset; add Z or +HH:MM")
-    return ts
+    return bounded_time(ts, option)
 
 
 @pricing_app.command("import")

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from meterline.commands._common import addresses, console, fail, out
+from meterline.commands._common import addresses, bounded_time, console, fail, out
 
 if TYPE_CHECKING:
     from processors.reconcile import ReconcileResult
@@ -27,7 +27,7 @@ def parse_time(text: str, flag: str) -> datetime:
         at = datetime.fromisoformat(text.strip())
     except ValueError:
         fail(f"{flag} wants a time such as 2025-06-01T00:00:00Z, got {text!r}", code=2)
-    return at if at.utcoffset() is not None else at.replace(tzinfo=UTC)
+    return bounded_time(at if at.utcoffset() is not None else at.replace(tzinfo=UTC), flag)
 
 
 @contextmanager
