@@ -29,7 +29,7 @@ class PublisherKeeper:
         *,
         connect_timeout: float = 10.0,
         min_backoff: float = 0.5,
-        max_backoff: float = 30.0,
+        max_backoff: float = 10.0,
     ) -> None:
         self._make = make
         self._connect_timeout = connect_timeout
@@ -38,6 +38,7 @@ class PublisherKeeper:
         self._current: UsagePublisher | None = None
         self._task: asyncio.Task[None] | None = None
         self._tried = asyncio.Event()  # set after each attempt, whatever its outcome
+        self._connected = asyncio.Event()  # set while there is a current publisher
         self.last_error: str | None = "not connected yet"
         self.attempts = 0
 
@@ -79,19 +80,35 @@ class PublisherKeeper:
                 continue
             self._current = publisher
             self.last_error = None
+            self._connected.set()
             self._tried.set()
             if self.attempts > 1:
                 log.info("usage publisher connected to Kafka at %s", publisher.bootstrap)
             return
 
-    async def recycle(self, reason: str) -> None:
-        """Drop the current publisher (it stopped working) and connect a new one."""
-        old, self._current = self._current, None
+    async def wait_connected(self) -> UsagePublisher:
+        """The current publisher, once there is one (bound the wait with asyncio.timeout)."""
+        while self._current is None:
+            self._connected.clear()
+            await self._connected.wait()
+        return self._current
+
+    async def recycle(self, publisher: UsagePublisher, reason: str) -> None:
+        """Replace `publisher` after a failed publish: a fresh producer (new connections, new
+        idempotence state) is connected in the background, and until it is the keeper answers
+        "unavailable" at once rather than letting every request wait out the broker's timeout.
+
+        Only the current publisher is replaced: a request that failed on an older one (already
+        replaced by a concurrent failure) changes nothing.
+        """
+        if publisher is not self._current:
+            return
+        self._current = None
+        self._connected.clear()
         self.last_error = reason
-        if old is not None:
-            log.warning("usage publisher replaced: %s", reason)
-            await _discard(old)
+        log.warning("usage publisher replaced after a failed publish: %s", reason)
         self._spawn()
+        await _discard(publisher)
 
     async def close(self) -> None:
         """Stop connecting and close the publisher (flushing what it holds)."""

@@ -11,6 +11,7 @@ from api.deps import AuthedKey, Principal, SettingsDep, forbid_other_account, ge
 from api.errors import RETRY_AFTER_S, Problem
 from producers.adapters import to_event
 from producers.errors import AdapterError
+from producers.keeper import PublisherKeeper
 from schemas.api_common import ProblemOut
 from schemas.api_credits import IngestAccepted
 from schemas.bounds import Text
@@ -160,17 +161,19 @@ async def publish_events(
     events = _validate(items, single=single, principal=principal, default_account=default_account)
     # Validated first, so a bad request is a 422 even while Kafka is away.
     publisher = await get_publisher(request)
+    keeper: PublisherKeeper = request.app.state.publisher_keeper
     try:
         # aiokafka expires unacknowledged sends after the same timeout; this is the hard bound.
         result = await asyncio.wait_for(
             publisher.publish_many(events), settings.kafka_publish_timeout_seconds + 5
         )
     except TimeoutError:
+        await keeper.recycle(publisher, "no acknowledgement in time")
         raise _publish_failed(len(events), len(events), 0, "no acknowledgement in time") from None
     if result.failed:
-        raise _publish_failed(
-            len(result.failed), len(events), result.published, repr(result.failed[0].error)
-        )
+        why = repr(result.failed[0].error)
+        await keeper.recycle(publisher, why)
+        raise _publish_failed(len(result.failed), len(events), result.published, why)
     return IngestAccepted(accepted=len(events))
 
 

@@ -220,3 +220,26 @@ async def test_produce_from_stdin(kafka_bootstrap: str, topic_factory: TopicFact
     assert code == 0, err
     records = await consume(kafka_bootstrap, topic, expected=1)
     assert [(r.key, json.loads(r.value)["input_tokens"]) for r in records] == [(b"acct-9", 7)]
+
+
+async def test_keeper_replaces_only_the_publisher_that_failed(kafka_bootstrap: str) -> None:
+    # After a failed publish the API hands its publisher back; a fresh one connects by itself,
+    # and a late report about a publisher already replaced changes nothing.
+    from producers.keeper import PublisherKeeper
+
+    keeper = PublisherKeeper(
+        lambda: UsagePublisher(kafka_bootstrap, "usage.events"), min_backoff=0.05
+    )
+    await keeper.start(wait=10)
+    try:
+        first = keeper.current
+        assert first is not None
+        await keeper.recycle(first, "test: publish failed")
+        assert keeper.current is None or keeper.current is not first
+        async with asyncio.timeout(20):
+            second = await keeper.wait_connected()
+        assert second is not None and second is not first
+        await keeper.recycle(first, "test: a late failure on the old publisher")
+        assert keeper.current is second and keeper.last_error is None
+    finally:
+        await keeper.close()
