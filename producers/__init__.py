@@ -10,6 +10,7 @@ from producers.jsonlines import BadLine, read_events
 from producers.synthetic import DEFAULT_MODELS, synthetic_events
 
 _PUBLISHER = {"Delivery", "Failure", "PublishError", "PublishResult", "UsagePublisher"}
+_CLIENT = {"MeterlineClient", "MeterlineSyncClient"}
 
 __all__ = [
     "DEFAULT_MODELS",
@@ -18,6 +19,8 @@ __all__ = [
     "BadLine",
     "Delivery",
     "Failure",
+    "MeterlineClient",
+    "MeterlineSyncClient",
     "PublishError",
     "PublishResult",
     "UsagePublisher",
@@ -34,4 +37,8 @@ def __getattr__(name: str) -> Any:
         from producers import publisher
 
         return getattr(publisher, name)
+    if name in _CLIENT:
+        from producers import client
+
+        return getattr(client, name)
     raise AttributeError(f"module 'producers' has no attribute {name!r}")
