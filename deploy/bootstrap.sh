@@ -31,5 +31,6 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e '.[dev]'
+# The litellm extra: the LiteLLM proxy the integration tests start (see docs/litellm.md).
+.venv/bin/python -m pip install -q -e '.[dev,litellm]'
 echo "bootstrap: ready (.venv/bin/meterline)"
