@@ -171,3 +171,30 @@ async def test_the_api_starts_without_postgres_and_serves_once_it_is_there(
             assert r.status_code == 200, r.text
     finally:
         await proxy.close()
+
+
+async def test_the_csv_export_never_starts_a_200_it_cannot_finish(
+    api_settings: ApiSettings, db: asyncpg.Pool, database_url: str, admin_key: str
+) -> None:
+    await allocate(db, "acme", 10_000_000)
+    target = urlsplit(database_url)
+    proxy = TcpProxy(target.hostname or "127.0.0.1", target.port or 5432)
+    await proxy.open()
+    settings = api_settings.model_copy(
+        # The key stays cached, so the request reaches the export itself with Postgres away.
+        update={"database_url": _proxied_dsn(database_url, proxy), "api_key_cache_seconds": 600}
+    )
+    export = "/api/v1/credits/transactions/export"
+    h, params = auth(admin_key), {"account_id": "acme"}
+    try:
+        async with running(create_app(settings)) as client:
+            r = await client.get(export, params=params, headers=h)
+            assert r.status_code == 200 and r.text.count("\r\n") == 2, r.text
+            await proxy.close()
+            r = await client.get(export, params=params, headers=h)
+            _dependency_down(r, "database_unavailable", "postgres")
+            await proxy.open()
+            r = await client.get(export, params=params, headers=h)
+            assert r.status_code == 200 and r.text.count("\r\n") == 2, r.text
+    finally:
+        await proxy.close()
