@@ -22,12 +22,13 @@ import asyncio
 import logging
 import time
 from collections.abc import Iterable
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
 from processors import metrics
-from processors.metering import Meter, RawRecord
+from processors.metering import Meter, Prepared, RawRecord
 
 log = logging.getLogger("meterline.consumer")
 
@@ -67,6 +68,7 @@ class MeteringLoop:
         self._stopping = asyncio.Event()
         self._done: dict[TopicPartition, int] = {}  # next offset to read, per partition
         self._committed: dict[TopicPartition, int] = {}
+        self._rewound: dict[TopicPartition, int] = {}
         self._task: asyncio.Task[None] | None = None
         self.batches = 0
 
@@ -77,48 +79,65 @@ class MeteringLoop:
         self._task = asyncio.create_task(self.run(), name="metering-loop")
 
     async def run(self) -> None:
-        """Until stopped: read a batch, meter it, commit its offsets."""
+        """Until stopped: read a batch, meter it, commit its offsets.
+
+        Batches overlap by one step: batch N+1 is fetched, validated and rated (Python CPU)
+        while batch N's transaction runs in Postgres. Debits, dead letters and commits still
+        happen strictly in batch order.
+        """
         backoff = 0.1
-        while not self._stopping.is_set():
-            try:
-                fetched = await self.consumer.getmany(
-                    timeout_ms=self.batch_within_ms, max_records=self.batch_max
-                )
-                backoff = 0.1
-            except KafkaError as exc:  # aiokafka reconnects by itself; wait and ask again
-                log.warning("fetch failed (%r); retrying in %.1fs", exc, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
-                continue
-            if fetched:
-                async with self._in_flight:
-                    try:
-                        await self._meter(fetched)
-                    except Exception:
-                        # Meter.process is built never to raise; if it does anyway, read the
-                        # batch again rather than commit past it.
-                        log.exception("metering a batch failed; reading it again")
+        in_flight: asyncio.Task[bool] | None = None
+        try:
+            while not self._stopping.is_set():
+                try:
+                    fetched = await self.consumer.getmany(
+                        timeout_ms=self.batch_within_ms, max_records=self.batch_max
+                    )
+                    backoff = 0.1
+                except KafkaError as exc:  # aiokafka reconnects by itself; wait and ask again
+                    log.warning("fetch failed (%r); retrying in %.1fs", exc, backoff)
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 5.0)
+                    fetched = {}
+                prepared = await self.meter.prepare(_records(fetched)) if fetched else None
+                if in_flight is not None:
+                    ok = await in_flight
+                    in_flight = None
+                    if not ok:
+                        # Never debit a later batch past one that failed: read both again.
                         self._rewind(fetched)
+                        self._rewound.clear()
                         await asyncio.sleep(backoff)
                         backoff = min(backoff * 2, 5.0)
-            await self._commit()
+                        continue
+                if prepared is not None:
+                    await self._in_flight.acquire()
+                    in_flight = asyncio.create_task(self._finish(fetched, prepared))
+                await self._commit()
+            if in_flight is not None:
+                await in_flight
+                await self._commit()
+        except asyncio.CancelledError:
+            if in_flight is not None:
+                in_flight.cancel()
+                await asyncio.gather(in_flight, return_exceptions=True)
+            raise
 
-    def _rewind(self, fetched: dict[TopicPartition, list[object]]) -> None:
-        assigned = self.consumer.assignment()
-        for tp, msgs in fetched.items():
-            if tp in assigned:
-                self.consumer.seek(tp, msgs[0].offset)  # type: ignore[attr-defined]
-
-    async def _meter(self, fetched: dict[TopicPartition, list[object]]) -> None:
-        records = [
-            RawRecord(m.topic, m.partition, m.offset, m.key, m.value)  # type: ignore[attr-defined]
-            for msgs in fetched.values()
-            for m in msgs
-        ]
-        outcome = await self.meter.process(records)
+    async def _finish(self, fetched: dict[TopicPartition, list[Any]], prepared: Prepared) -> bool:
+        """Debit a prepared batch; its offsets become committable only when that succeeded."""
+        try:
+            outcome = await self.meter.finish(prepared)
+        except Exception:
+            # Meter.finish is built never to raise; if it does anyway, read the batch again
+            # rather than commit past it.
+            log.exception("metering a batch failed; reading it again")
+            self._rewind(fetched)
+            return False
+        finally:
+            self._in_flight.release()
         # Only now is every record of the batch a ledger row, a duplicate or a DLQ record.
         for tp, msgs in fetched.items():
-            self._done[tp] = msgs[-1].offset + 1  # type: ignore[attr-defined]
+            self._done[tp] = msgs[-1].offset + 1
         self.batches += 1
         self._report_lag(fetched)
         log.info(
@@ -128,6 +147,16 @@ class MeteringLoop:
             outcome.duplicates,
             outcome.dead or "{}",
         )
+        return True
+
+    def _rewind(self, fetched: dict[TopicPartition, list[Any]]) -> None:
+        assigned = self.consumer.assignment()
+        for tp, msgs in fetched.items():
+            if tp in assigned:
+                # A later position than a failed batch's start would skip it: only move back.
+                first = msgs[0].offset
+                self._rewound[tp] = min(first, self._rewound.get(tp, first))
+                self.consumer.seek(tp, self._rewound[tp])
 
     def _report_lag(self, fetched: Iterable[TopicPartition]) -> None:
         for tp in fetched:
@@ -213,6 +242,14 @@ class MeteringLoop:
     def task(self) -> asyncio.Task[None] | None:
         """The running loop (None before start)."""
         return self._task
+
+
+def _records(fetched: dict[TopicPartition, list[Any]]) -> list[RawRecord]:
+    return [
+        RawRecord(m.topic, m.partition, m.offset, m.key, m.value)
+        for msgs in fetched.values()
+        for m in msgs
+    ]
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]

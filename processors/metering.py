@@ -76,6 +76,17 @@ class Outcome:
     alerts: int = 0  # queued in the outbox by this batch
 
 
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A batch validated and rated, not yet debited (Meter.prepare → Meter.finish)."""
+
+    records: int
+    partitions: list[int]
+    pairs: list[tuple[RawRecord, RatedEvent]]
+    dead: list[DeadLetter]
+    seconds: float
+
+
 def describe_validation_error(exc: ValidationError) -> str:
     """'field: rule' for each error, e.g. 'input_tokens: Input should be >= 0'."""
     parts = []
@@ -288,8 +299,15 @@ class Meter:
 
     async def process(self, records: Sequence[RawRecord]) -> Outcome:
         """Debit a batch; dead letters are published before this returns (so acking is safe)."""
+        return await self.finish(await self.prepare(records))
+
+    async def prepare(self, records: Sequence[RawRecord]) -> Prepared:
+        """Validate and rate a batch (CPU work, no ledger write): the first half of process().
+
+        The worker prepares batch N+1 while batch N's transaction is in Postgres; finish()
+        must still be called in batch order.
+        """
         started = time.perf_counter()
-        out = Outcome(records=len(records))
         partitions = sorted({r.partition for r in records})
         await self._retrying(self.refresh_catalog, "load catalog", partitions)
         valid: list[tuple[RawRecord, UsageEvent]] = []
@@ -302,9 +320,15 @@ class Meter:
                 valid.append((rec, parsed))
         pairs, not_rated = await self._rate(valid)
         dead.extend(not_rated)
+        return Prepared(len(records), partitions, pairs, dead, time.perf_counter() - started)
 
-        if pairs:
-            result, refused = await self._debit(pairs)
+    async def finish(self, prepared: Prepared) -> Outcome:
+        """Debit a prepared batch and publish its dead letters: the second half of process()."""
+        started = time.perf_counter()
+        out = Outcome(records=prepared.records)
+        dead = list(prepared.dead)
+        if prepared.pairs:
+            result, refused = await self._debit(prepared.pairs)
             dead.extend(refused)
             out.debited, out.duplicates, out.debited_micros, out.alerts = (
                 result.debited,
@@ -316,12 +340,12 @@ class Meter:
             out.dead[d.reason] = out.dead.get(d.reason, 0) + 1
         if dead:
             # A DLQ write the broker refuses for good is not the record's fault: keep trying.
-            await self._retrying_forever(lambda: self._publish_dead(dead), partitions)
+            await self._retrying_forever(lambda: self._publish_dead(dead), prepared.partitions)
         metrics.EVENTS_METERED.inc(out.debited)
         metrics.DUPLICATES.inc(out.duplicates)
         for reason, n in out.dead.items():
             metrics.DLQ_RECORDS.labels(reason).inc(n)
-        metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
+        metrics.BATCH_SECONDS.observe(prepared.seconds + time.perf_counter() - started)
         return out
 
     async def _retrying_forever(
