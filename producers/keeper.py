@@ -39,6 +39,7 @@ class PublisherKeeper:
         self._task: asyncio.Task[None] | None = None
         self._tried = asyncio.Event()  # set after each attempt, whatever its outcome
         self._connected = asyncio.Event()  # set while there is a current publisher
+        self._closing: set[asyncio.Task[None]] = set()  # replaced publishers being closed
         self.last_error: str | None = "not connected yet"
         self.attempts = 0
 
@@ -108,7 +109,11 @@ class PublisherKeeper:
         self.last_error = reason
         log.warning("usage publisher replaced after a failed publish: %s", reason)
         self._spawn()
-        await _discard(publisher)
+        # Closed in the background: its flush may wait for a broker that is away, and the
+        # request that reported the failure should answer now.
+        closing = asyncio.create_task(_discard(publisher), name="meterline-publisher-discard")
+        self._closing.add(closing)
+        closing.add_done_callback(self._closing.discard)
 
     async def close(self) -> None:
         """Stop connecting and close the publisher (flushing what it holds)."""
@@ -116,6 +121,8 @@ class PublisherKeeper:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
         if self._current is not None:
             current, self._current = self._current, None
             await current.close()
