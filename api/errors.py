@@ -206,6 +206,15 @@ _DATABASE_AWAY: tuple[type[Exception], ...] = (
 )
 
 
+# What means every connection of the pool is gone (a restart), not just a slow query.
+_CONNECTION_LOST: tuple[type[Exception], ...] = (
+    asyncpg.exceptions.PostgresConnectionError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
+    ConnectionError,
+)
+
+
 def _database_away(exc: Exception) -> bool:
     if isinstance(exc, asyncpg.exceptions.InterfaceError):
         # Only a closed connection; other interface errors are bugs and stay 500s.
@@ -216,7 +225,7 @@ def _database_away(exc: Exception) -> bool:
 async def _on_dependency_away(request: Request, exc: Exception) -> JSONResponse:
     if not _database_away(exc):
         return await _on_unexpected(request, exc)
-    lost = isinstance(exc, asyncpg.exceptions.PostgresConnectionError | ConnectionError)
+    lost = isinstance(exc, _CONNECTION_LOST) or isinstance(exc, asyncpg.InterfaceError)
     pool = getattr(request.app.state, "pool", None)
     if lost and isinstance(pool, asyncpg.Pool):
         # A restart broke every idle connection, not just this one: replace them all on their

@@ -4,8 +4,8 @@ A long-lived service (the API's HTTP ingest, a proxy) cannot assume Kafka is up 
 The keeper connects in the background with capped exponential backoff and hands out the
 started publisher once there is one; until then ``current`` is None and ``last_error`` says
 why, so the caller can answer "unavailable, retry" instead of failing for good. Once started,
-aiokafka reconnects to brokers that restart by itself; a publisher that stops working for good
-(``recycle``) is replaced the same way.
+aiokafka reconnects to brokers that restart by itself; a publisher whose publish failed is
+handed back (``recycle``) and replaced the same way, with fresh connections and state.
 """
 
 from __future__ import annotations
