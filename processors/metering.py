@@ -24,6 +24,7 @@ from processors.failures import classify, describe
 from processors.ledger import BatchResult, LedgerPolicy, RatedEvent, debit_batch
 from processors.pricing import Catalog
 from schemas import topics
+from schemas.bounds import CostOutOfBounds
 from schemas.event import UsageEvent
 
 log = logging.getLogger("meterline.metering")
@@ -274,7 +275,11 @@ class Meter:
                     pairs[0][0].offset,
                     failure,
                 )
-                return BatchResult(), [DeadLetter(pairs[0][0], "rejected", str(failure))]
+                # A cost past DESIGN's bound is the event's own fault, found only when priced.
+                reason = (
+                    "invalid_event" if isinstance(failure.cause, CostOutOfBounds) else "rejected"
+                )
+                return BatchResult(), [DeadLetter(pairs[0][0], reason, str(failure))]
             # Halves in order, so each account's events keep their order in the ledger.
             mid = len(pairs) // 2
             left, left_dead = await self._debit(pairs[:mid])

@@ -25,6 +25,7 @@ from decimal import (
 )
 from typing import Any, Protocol
 
+from schemas.bounds import check_cost_micros
 from schemas.errors import DomainError
 from schemas.money import format_micros, from_micros
 
@@ -319,6 +320,9 @@ def price_event(
     if total < 0:
         raise ValueError(f"cost of {total} credits is negative: check multiplier {multiplier}")
     micros = int(total.scaleb(_MICROS_EXP, _EXACT).to_integral_value(ROUND_HALF_EVEN, _EXACT))
+    # DESIGN's bound on a priced cost (10^12 credits): an event beyond it is refused wherever it
+    # is priced (CostOutOfBounds; the worker dead-letters it as invalid_event).
+    check_cost_micros(micros)
     # Hot path: a frozen dataclass's __init__ pays one object.__setattr__ per field (~1 µs of
     # ~4.5 µs per event); filling the instance dict directly builds the same, equal object.
     out = _new(CostBreakdown)

@@ -28,6 +28,7 @@ from tests.integration.ledger_helpers import (
 from tests.integration.worker import (
     Worker,
     add_test_price,
+    end_offsets,
     event,
     publish_usage,
     wait_until_consumed,
@@ -77,7 +78,13 @@ def _stream(n: int, accounts: int, prefix: str) -> tuple[list[dict[str, Any]], d
     return events, expected
 
 
-async def _exactly_once(db: asyncpg.Pool, n: int, expected: dict[str, int]) -> None:
+async def _exactly_once(
+    db: asyncpg.Pool, n: int, expected: dict[str, int], settings: CommonSettings
+) -> None:
+    # No good record was dead-lettered on the way (a fault is never the record's fault).
+    assert (
+        sum((await end_offsets(settings.kafka_bootstrap, settings.topic_usage_dlq)).values()) == 0
+    )
     assert await _fetchval(db, ROWS) == n
     assert await _fetchval(db, "SELECT count(DISTINCT event_id) FROM credit_transactions") == n
     assert dict(await db.fetch("SELECT account_id, balance_micros FROM user_credits")) == expected
@@ -101,7 +108,7 @@ async def test_postgres_restart_mid_stream(test_settings: CommonSettings, db: as
         assert worker.proc is not None and worker.proc.poll() is None, worker.log()
     finally:
         worker.stop()
-    await _exactly_once(db, n, expected)
+    await _exactly_once(db, n, expected, test_settings)
 
 
 async def test_broker_restart_mid_stream(test_settings: CommonSettings, db: asyncpg.Pool) -> None:
@@ -120,7 +127,7 @@ async def test_broker_restart_mid_stream(test_settings: CommonSettings, db: asyn
         assert worker.proc is not None and worker.proc.poll() is None, worker.log()
     finally:
         worker.stop()
-    await _exactly_once(db, n, expected)
+    await _exactly_once(db, n, expected, test_settings)
 
 
 async def test_sigterm_while_postgres_is_down_exits_in_time_and_loses_nothing(
@@ -165,7 +172,7 @@ async def test_sigterm_while_postgres_is_down_exits_in_time_and_loses_nothing(
             second.stop()
     finally:
         worker.stop()
-    await _exactly_once(db, n, expected)
+    await _exactly_once(db, n, expected, test_settings)
 
 
 async def test_three_workers_repeated_rebalances_exactly_once(
@@ -203,7 +210,7 @@ async def test_three_workers_repeated_rebalances_exactly_once(
         publishing.cancel()
         for w in workers:
             w.stop()
-    await _exactly_once(db, n, expected)
+    await _exactly_once(db, n, expected, settings)
     dups = await db.fetchval("SELECT count(*) FROM duplicate_events")
     _say(f"30,000 events through 3 rebalances and a SIGKILL: {dups} redeliveries counted")
 

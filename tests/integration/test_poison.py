@@ -68,6 +68,11 @@ def poison_corpus() -> list[tuple[str, bytes]]:
             _raw({**base, "event_id": "future", "occurred_at": "2100-01-01T00:00:00Z"}),
         ),
         ("invalid_event", _raw({**base, "event_id": "unit", "units": {"images": 1e300}})),
+        # Counts within bounds, but the priced cost is past 10^12 credits: refused when priced.
+        (
+            "invalid_event",
+            _raw({**base, "event_id": "costly", "model": "test/pricey", "output_tokens": 10**12}),
+        ),
         # Refused only when written: the database's CHECK below, which no bound knows about.
         ("rejected", _raw({**base, "event_id": "dbpoison-1", "input_tokens": 5})),
         ("rejected", _raw({**base, "account_id": "acct-3", "event_id": "dbpoison-2"})),
@@ -79,6 +84,7 @@ async def test_poison_records_are_dead_lettered_and_the_rest_debited_once(
 ) -> None:
     async with db.acquire() as conn:
         await add_test_price(conn)
+        await add_test_price(conn, model="test/pricey", output="10000000000")
         # A value the database refuses that passes every bound: only the write finds it.
         await conn.execute(
             "ALTER TABLE usage_events ADD CONSTRAINT test_poison"
