@@ -15,8 +15,8 @@ from limits.storage import storage_from_string
 
 from api.errors import RETRY_AFTER_S, Problem, invalid_field
 from api.key_cache import KeyCache
-from api.security import Principal, authenticate_key, hash_key
 from api.settings import ApiSettings
+from processors.api_keys import Principal, authenticate_key, hash_key
 from producers.keeper import PublisherKeeper
 from producers.publisher import UsagePublisher
 from schemas.bounds import Text

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from api.security import Principal
+from processors.api_keys import Principal
 
 _Match = Callable[[Principal], bool]
 

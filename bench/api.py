@@ -32,8 +32,8 @@ import asyncpg
 import httpx
 
 from api.routes.transactions import encode_cursor
-from api.security import create_api_key
 from bench.common import bench_database
+from processors.api_keys import create_api_key
 from schemas.settings import CommonSettings
 
 BIG = "bench-big"

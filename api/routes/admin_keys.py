@@ -8,8 +8,8 @@ from fastapi import APIRouter, Path, Query, Request, Response
 
 from api.deps import AdminKey, Pool, SettingsDep
 from api.errors import Problem, invalid_field
-from api.queries.keys import list_keys
-from api.security import create_api_key, revoke_api_key
+from processors.api_key_queries import list_keys
+from processors.api_keys import create_api_key, revoke_api_key
 from processors.ledger import ensure_account
 from schemas.api_admin import ApiKeyIn, ApiKeyInfo, ApiKeyOut, ApiKeysOut
 from schemas.bounds import Text

@@ -7,10 +7,10 @@ from typing import Any
 import asyncpg
 from fastapi import APIRouter, Response
 
-from api.byok import encrypt, key_problem, mask, multifernet
 from api.deps import Pool, SettingsDep, TargetAccount
 from api.errors import Problem, invalid_field
-from api.queries import byok as q
+from processors import byok_queries as q
+from processors.byok import encrypt, key_problem, mask, multifernet
 from processors.ledger import ensure_account
 from schemas.api_common import ProblemOut
 from schemas.api_credits import OpenRouterKeyIn, OpenRouterKeyOut

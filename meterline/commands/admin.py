@@ -46,7 +46,7 @@ def create_key(
         fail("a user key needs --account")
 
     async def run() -> tuple[str, str]:
-        from api.security import create_api_key
+        from processors.api_keys import create_api_key
         from processors.ledger import ensure_account
 
         settings, conn = await _connect()

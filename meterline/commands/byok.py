@@ -22,8 +22,8 @@ def rotate_keys(
         import asyncpg
         from cryptography.fernet import InvalidToken
 
-        from api.byok import EncryptionNotConfigured, multifernet, rotate_encryption
         from api.settings import get_api_settings
+        from processors.byok import EncryptionNotConfigured, multifernet, rotate_encryption
 
         settings = addresses(get_api_settings(), database=True)
         try:

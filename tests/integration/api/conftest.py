@@ -12,8 +12,8 @@ from cryptography.fernet import Fernet
 from fastapi import FastAPI
 
 from api.main import create_app
-from api.security import create_api_key
 from api.settings import ApiSettings
+from processors.api_keys import create_api_key
 from processors.ledger import ensure_account
 from schemas.settings import CommonSettings
 

@@ -9,7 +9,7 @@ import asyncpg
 import httpx
 from fastapi import FastAPI
 
-from api.security import create_api_key, revoke_api_key
+from processors.api_keys import create_api_key, revoke_api_key
 from tests.integration.api.conftest import assert_problem, auth
 
 _PUBLIC = {"/healthz", "/readyz", "/metrics"}

@@ -14,9 +14,9 @@ import httpx
 import pytest
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
-from api.byok import rotate_encryption
 from api.main import create_app
 from api.settings import ApiSettings
+from processors.byok import rotate_encryption
 from tests.integration.api.conftest import UserKeyFactory, assert_problem, auth
 from tests.integration.conftest import env_for
 

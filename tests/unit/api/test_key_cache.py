@@ -6,7 +6,7 @@ import pytest
 
 from api import key_cache
 from api.key_cache import KeyCache
-from api.security import Principal
+from processors.api_keys import Principal
 
 ALICE = Principal(key_id="a" * 16, scope="user", account_id="alice", tier="free")
 BOB = Principal(key_id="b" * 16, scope="user", account_id="bob", tier="pro")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-import api.byok
+import processors.byok
 import processors.catalog
 import processors.ledger
 import processors.pricing
@@ -22,7 +22,7 @@ from processors.ledger import (
 from schemas.errors import DomainError
 
 MODULES = (
-    api.byok,
+    processors.byok,
     processors.catalog,
     processors.ledger,
     processors.pricing,

@@ -12,7 +12,7 @@ import re
 import asyncpg
 from cryptography.fernet import Fernet, MultiFernet
 
-from api.queries import byok as q
+from processors import byok_queries as q
 from schemas.errors import DomainError
 
 OPENROUTER_PREFIX = "sk-or-"

@@ -11,7 +11,7 @@ from typing import Literal, cast
 
 import asyncpg
 
-from api.queries import keys as q
+from processors import api_key_queries as q
 
 KEY_PREFIX = "ml_"
 Scope = Literal["user", "admin"]
