@@ -20,10 +20,11 @@ from api.deps import make_rate_limiter
 from api.errors import PROBLEM_MEDIA_TYPE, install_error_handlers
 from api.key_cache import KeyCache
 from api.metrics import MetricsMiddleware
-from api.settings import ApiSettings, get_api_settings
+from api.settings import ApiSettings
 from producers.keeper import PublisherKeeper
 from producers.publisher import UsagePublisher
 from schemas.api_common import ProblemOut
+from schemas.settings import get_settings
 
 log = logging.getLogger("meterline.api")
 
@@ -120,7 +121,7 @@ def _problem_media_types(schema: dict[str, Any]) -> dict[str, Any]:
 
 def create_app(settings: ApiSettings | None = None) -> FastAPI:
     """The meterline API; `settings` default to the environment (METERLINE_*)."""
-    settings = (settings or get_api_settings()).require(kafka=True, database=True)
+    settings = (settings or get_settings(ApiSettings)).require(kafka=True, database=True)
     app = FastAPI(
         title="meterline",
         summary="Usage metering and prepaid credits for LLM traffic",

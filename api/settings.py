@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 from pydantic import Field
 
 from processors.settings import LedgerSettings
@@ -44,9 +42,3 @@ class ApiSettings(LedgerSettings):
         description="How long HTTP ingest waits for Kafka's acknowledgements before it answers "
         "503 with Retry-After (the events may still arrive; a retry is deduplicated)",
     )
-
-
-@lru_cache(maxsize=1)
-def get_api_settings() -> ApiSettings:
-    """The API settings, read once (after tests have set the environment)."""
-    return ApiSettings()

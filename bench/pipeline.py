@@ -38,6 +38,7 @@ from processors.ledger import LedgerPolicy, RatedEvent, debit_batch, post_entry
 from processors.metering import RawRecord, validate
 from processors.settings import WorkerSettings
 from producers.synthetic import account_id, synthetic_events
+from schemas import topics
 from schemas.event import UsageEvent
 from schemas.settings import CommonSettings
 
@@ -276,7 +277,8 @@ async def _baseline(
             for tp, records in batch.items():
                 for r in records:
                     parsed = validate(
-                        RawRecord(tp.topic, tp.partition, r.offset, r.key, r.value), max_bytes=65536
+                        RawRecord(tp.topic, tp.partition, r.offset, r.key, r.value),
+                        max_bytes=topics.MAX_EVENT_BYTES,
                     )
                     assert isinstance(parsed, UsageEvent)
                     version = catalog.version_at(parsed.model, parsed.occurred_at)

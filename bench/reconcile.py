@@ -140,10 +140,11 @@ def main(events: int = 100_000) -> None:
     """python -m bench.reconcile [N]"""
     import sys
 
-    from processors.settings import get_worker_settings
+    from processors.settings import WorkerSettings
+    from schemas.settings import get_settings
 
     n = int(sys.argv[1]) if len(sys.argv) > 1 else events
-    bench = asyncio.run(run_reconcile_bench(get_worker_settings(), events=n))
+    bench = asyncio.run(run_reconcile_bench(get_settings(WorkerSettings), events=n))
     for line in bench.lines():
         print(line)
 

@@ -16,7 +16,6 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from typing import Any
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from schemas.settings import meterline_home, read_stack_state, stack_state_file
+from schemas.settings import get_settings, meterline_home, read_stack_state, stack_state_file
 
 KAFKA_VERSION = "4.0.1"
 Progress = Callable[[str], None]
@@ -42,12 +41,6 @@ class StackSettings(BaseSettings):
     postgres_bin: str = Field(default="", description="folder with initdb/pg_ctl; found if empty")
     cache_dir: str = Field(default="", description="where the Kafka jars are cached")
     start_timeout_s: float = 90.0
-
-
-@lru_cache(maxsize=1)
-def get_stack_settings() -> StackSettings:
-    """The stack settings, read once."""
-    return StackSettings()
 
 
 class StackError(RuntimeError):
@@ -86,7 +79,7 @@ def _pid_alive(pid: int | None, needle: str) -> bool:
 
 
 def _cache_dir() -> Path:
-    configured = get_stack_settings().cache_dir
+    configured = get_settings(StackSettings).cache_dir
     if configured:
         return Path(configured)
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
@@ -189,7 +182,7 @@ def _java() -> str:
 
 def start_kafka(progress: Progress) -> tuple[str, int]:
     """Start the single-node KRaft broker unless ours already runs; returns (bootstrap, pid)."""
-    cfg = get_stack_settings()
+    cfg = get_settings(StackSettings)
     bootstrap = f"127.0.0.1:{cfg.kafka_port}"
     state = read_stack_state()
     props = _kafka_dir() / "server.properties"
@@ -254,7 +247,9 @@ def ensure_topics(bootstrap: str, progress: Progress) -> list[str]:
     from schemas.settings import CommonSettings
 
     topics = wanted_topics(CommonSettings(kafka_bootstrap=bootstrap, database_url="-"))
-    created = asyncio.run(create(bootstrap, topics, timeout_s=get_stack_settings().start_timeout_s))
+    created = asyncio.run(
+        create(bootstrap, topics, timeout_s=get_settings(StackSettings).start_timeout_s)
+    )
     progress(f"topics ready ({', '.join(topics)}; created {len(created)})")
     return created
 
@@ -284,7 +279,7 @@ def stop_kafka(progress: Progress) -> None:
 
 def postgres_bin() -> Path:
     """The folder holding initdb and pg_ctl (Debian's postgresql package, or as configured)."""
-    configured = get_stack_settings().postgres_bin
+    configured = get_settings(StackSettings).postgres_bin
     candidates = [Path(configured)] if configured else []
     candidates += sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
     initdb = shutil.which("initdb")
@@ -337,7 +332,7 @@ def _run(cmd: list[str], what: str) -> str:
 
 def start_postgres(progress: Progress) -> str:
     """Initialise (once) and start PostgreSQL on 127.0.0.1; returns the meterline DSN."""
-    cfg = get_stack_settings()
+    cfg = get_settings(StackSettings)
     bindir = postgres_bin()
     root = _pg_root()
     data, sock = root / "data", root / "run"
@@ -539,7 +534,7 @@ def down(progress: Progress, *, purge: bool = False) -> None:
 
 def status() -> StackStatus:
     """What runs where, from the state file and live checks."""
-    cfg = get_stack_settings()
+    cfg = get_settings(StackSettings)
     state = read_stack_state()
     kafka_pid = state.get("kafka_pid")
     kafka_ok = _pid_alive(kafka_pid, str(_kafka_dir() / "server.properties")) and _port_open(

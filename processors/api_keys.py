@@ -71,7 +71,7 @@ async def revoke_api_key(conn: asyncpg.Connection | asyncpg.Pool, *, key_id: str
 
 
 async def authenticate_key(
-    conn: asyncpg.Connection | asyncpg.Pool, key: str, *, default_tier: str = "free"
+    conn: asyncpg.Connection | asyncpg.Pool, key: str, *, default_tier: str
 ) -> Principal | None:
     """The principal of a live key, or None (malformed, unknown, wrong secret, revoked)."""
     key_id = parse_key_id(key)

@@ -24,7 +24,8 @@ from processors import metrics
 from processors.consumer import MeteringLoop
 from processors.ledger import count_pending_alerts, publish_pending_alerts
 from processors.metering import Meter
-from processors.settings import WorkerSettings, get_worker_settings
+from processors.settings import WorkerSettings
+from schemas.settings import get_settings
 
 log = logging.getLogger("meterline.worker")
 
@@ -184,4 +185,4 @@ async def _drain_alerts(resources: Resources) -> None:
         log.warning("publishing alerts failed (%r); will retry", exc)
 
 
-app, resources = create_app(get_worker_settings())
+app, resources = create_app(get_settings(WorkerSettings))

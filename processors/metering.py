@@ -155,7 +155,7 @@ class Meter:
         send_dlq: SendDLQ,
         *,
         policy: LedgerPolicy,
-        max_event_bytes: int = 65536,
+        max_event_bytes: int = topics.MAX_EVENT_BYTES,
         catalog_refresh_s: float = 30.0,
         max_backoff_s: float = 5.0,
     ) -> None:

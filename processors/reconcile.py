@@ -49,6 +49,7 @@ from processors.topic_range import (
     read_range,
     resolve_range,
 )
+from schemas import topics
 from schemas.bounds import CostOutOfBounds, check_cost_micros
 from schemas.event import UsageEvent
 from schemas.money import format_micros
@@ -247,7 +248,7 @@ async def reconcile(
     end: datetime,
     policy: LedgerPolicy,
     grace: timedelta = timedelta(minutes=10),
-    max_event_bytes: int = 65536,
+    max_event_bytes: int = topics.MAX_EVENT_BYTES,
     on_progress: OnProgress | None = None,
 ) -> ReconcileResult:
     """Compare the events with occurred_at in [start, end) with the ledger; writes nothing.
@@ -421,7 +422,7 @@ async def apply_fixes(
     database_url: str,
     policy: LedgerPolicy,
     fix_extra: bool = False,
-    max_event_bytes: int = 65536,
+    max_event_bytes: int = topics.MAX_EVENT_BYTES,
     on_progress: OnProgress | None = None,
 ) -> FixResult:
     """Correct the findings by appending to the ledger, each correction at most once.

@@ -125,7 +125,7 @@ async def replay(
     from_offsets: Mapping[int, int] | None = None,
     group: str | None = None,
     batch_size: int = 2000,
-    max_event_bytes: int = 65536,
+    max_event_bytes: int = topics.MAX_EVENT_BYTES,
     on_progress: OnProgress | None = None,
 ) -> ReplaySummary:
     """Feed a topic range through Meter.process; `dlq` reads it as usage.dlq (by headers).

@@ -3,21 +3,22 @@
 from __future__ import annotations
 
 from decimal import Decimal
-from functools import lru_cache
 
 from pydantic import Field
 
-from processors.ledger.models import LedgerPolicy
-from schemas.money import to_micros
+from processors.ledger.models import DEFAULT_LOW_BALANCE_MICROS, DEFAULT_TIER, LedgerPolicy
+from processors.pricing import DEFAULT_BYOK_FEE_PCT
+from schemas import topics
+from schemas.money import from_micros, to_micros
 from schemas.settings import CommonSettings
 
 
 class LedgerSettings(CommonSettings):
     """What every writer of the ledger applies alike (worker and API read the same variables)."""
 
-    low_balance_threshold: Decimal = Field(default=Decimal("1"), ge=0)
-    byok_fee_pct: Decimal = Field(default=Decimal("5"), ge=0, le=100)
-    default_tier: str = "free"
+    low_balance_threshold: Decimal = Field(default=from_micros(DEFAULT_LOW_BALANCE_MICROS), ge=0)
+    byok_fee_pct: Decimal = Field(default=DEFAULT_BYOK_FEE_PCT, ge=0, le=100)
+    default_tier: str = DEFAULT_TIER
 
     def ledger_policy(self) -> LedgerPolicy:
         """The ledger policy these settings describe."""
@@ -34,7 +35,7 @@ class WorkerSettings(LedgerSettings):
     worker_group: str = Field(default="meterline-worker", description="Kafka consumer group")
     batch_max: int = Field(default=2000, ge=1, le=100_000)
     batch_within_s: float = Field(default=0.1, gt=0)
-    max_event_bytes: int = Field(default=65536, ge=1024)
+    max_event_bytes: int = Field(default=topics.MAX_EVENT_BYTES, ge=1024)
     catalog_refresh_s: float = Field(default=30.0, gt=0)
     seed_catalog: bool = True
     pg_pool_max: int = Field(default=4, ge=1)
@@ -49,9 +50,3 @@ class WorkerSettings(LedgerSettings):
         default=0, ge=0, le=65535, description="Serve Prometheus metrics on this port (0: off)"
     )
     worker_metrics_host: str = "127.0.0.1"
-
-
-@lru_cache(maxsize=1)
-def get_worker_settings() -> WorkerSettings:
-    """The worker settings, read once."""
-    return WorkerSettings()

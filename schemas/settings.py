@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import json
 import os
-from functools import lru_cache
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Self, TypeVar, cast
 
 from pydantic import Field, model_validator
-from pydantic_settings import SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas import topics
 from schemas.bounds import BoundsSettings
@@ -106,7 +105,14 @@ class MissingAddress(DomainError):
         self.missing = missing
 
 
-@lru_cache(maxsize=1)
-def get_settings() -> CommonSettings:
-    """The shared settings, read once (after tests have set the environment)."""
-    return CommonSettings()
+S = TypeVar("S", bound=BaseSettings)
+_LOADED: dict[type[BaseSettings], BaseSettings] = {}
+
+
+def get_settings(cls: type[S]) -> S:
+    """A service's settings (CommonSettings, WorkerSettings, ApiSettings, ...), read from the
+    environment once per process, on first use (after tests have set the environment)."""
+    loaded = _LOADED.get(cls)
+    if loaded is None:
+        loaded = _LOADED[cls] = cls()
+    return cast(S, loaded)

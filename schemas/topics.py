@@ -4,6 +4,8 @@ USAGE_EVENTS = "usage.events"
 USAGE_DLQ = "usage.dlq"
 CREDIT_ALERTS = "credit.alerts"
 USAGE_EVENTS_PARTITIONS = 12
+# A usage.events record larger than this is dead-lettered as `oversized` (a setting's default).
+MAX_EVENT_BYTES = 64 * 1024
 
 # DLQ records keep the original bytes as value; the reason travels in these headers.
 DLQ_HEADER_REASON = "meterline.reason"

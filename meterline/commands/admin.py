@@ -15,8 +15,8 @@ from meterline.commands._common import addresses, console, fail, out
 if TYPE_CHECKING:
     import asyncpg
 
-    from api.settings import ApiSettings
     from processors.ledger import MonthlyGrant
+    from processors.settings import LedgerSettings
 
 admin_app = typer.Typer(help="Admin helpers: API keys, allocations.", no_args_is_help=True)
 
@@ -25,12 +25,13 @@ def register(app: typer.Typer) -> None:
     app.add_typer(admin_app, name="admin")
 
 
-async def _connect() -> tuple[ApiSettings, asyncpg.Connection]:
+async def _connect() -> tuple[LedgerSettings, asyncpg.Connection]:
     import asyncpg
 
-    from api.settings import get_api_settings
+    from processors.settings import LedgerSettings
+    from schemas.settings import get_settings
 
-    settings = addresses(get_api_settings(), database=True)
+    settings = addresses(get_settings(LedgerSettings), database=True)
     return settings, await asyncpg.connect(settings.database_url)
 
 

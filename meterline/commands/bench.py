@@ -144,11 +144,12 @@ def reconcile(
     # bench/ sits beside the packages but is not one of pyproject's installed packages.
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
     from bench.reconcile import run_reconcile_bench
-    from processors.settings import get_worker_settings
+    from processors.settings import WorkerSettings
+    from schemas.settings import get_settings
 
     result = asyncio.run(
         run_reconcile_bench(
-            addresses(get_worker_settings(), kafka=True, database=True),
+            addresses(get_settings(WorkerSettings), kafka=True, database=True),
             events=events,
             accounts=accounts,
             database=database,

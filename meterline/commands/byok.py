@@ -22,10 +22,11 @@ def rotate_keys(
         import asyncpg
         from cryptography.fernet import InvalidToken
 
-        from api.settings import get_api_settings
+        from api.settings import ApiSettings
         from processors.byok import EncryptionNotConfigured, multifernet, rotate_encryption
+        from schemas.settings import get_settings
 
-        settings = addresses(get_api_settings(), database=True)
+        settings = addresses(get_settings(ApiSettings), database=True)
         try:
             fernet = multifernet(settings.encryption_keys)
         except EncryptionNotConfigured as exc:

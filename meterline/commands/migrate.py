@@ -19,9 +19,9 @@ def register(app: typer.Typer) -> None:
 
 
 def _dsn() -> str:
-    from schemas.settings import get_settings
+    from schemas.settings import CommonSettings, get_settings
 
-    return addresses(get_settings(), database=True).database_url
+    return addresses(get_settings(CommonSettings), database=True).database_url
 
 
 @migrate_app.command("up")

@@ -14,10 +14,11 @@ def register(app: typer.Typer) -> None:
         import faust
 
         from meterline.commands._common import addresses
-        from processors.settings import get_worker_settings
+        from processors.settings import WorkerSettings
+        from schemas.settings import get_settings
 
         # Before the app is imported: it connects to what the settings name.
-        addresses(get_worker_settings(), kafka=True, database=True)
+        addresses(get_settings(WorkerSettings), kafka=True, database=True)
         from processors.app import app as faust_app
 
         faust.Worker(faust_app, loglevel=loglevel, quiet=True).execute_from_commandline()

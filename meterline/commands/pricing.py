@@ -33,9 +33,9 @@ def _run(work: Callable[[asyncpg.Connection], Awaitable[T]], what: str) -> T:
     """Run work on one connection to the configured database, failing cleanly."""
     import asyncpg
 
-    from schemas.settings import get_settings
+    from schemas.settings import CommonSettings, get_settings
 
-    dsn = addresses(get_settings(), database=True).database_url
+    dsn = addresses(get_settings(CommonSettings), database=True).database_url
 
     async def go() -> T:
         conn = await asyncpg.connect(dsn)

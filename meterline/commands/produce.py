@@ -78,9 +78,9 @@ def register(app: typer.Typer) -> None:
         if file is not None and file != "-" and not Path(file).is_file():
             fail(f"no such file: {file}", code=2)
 
-        from schemas.settings import get_settings
+        from schemas.settings import CommonSettings, get_settings
 
-        settings = get_settings()
+        settings = get_settings(CommonSettings)
         target_bootstrap = bootstrap or addresses(settings, kafka=True).kafka_bootstrap
         target_topic = topic or settings.topic_usage_events
         defaults: dict[str, Any] = {"source": source, "litellm_account_field": account_field}

@@ -62,9 +62,10 @@ def _progress(label: str) -> Iterator[Callable[[int, int], None]]:
 
 
 def _settings() -> WorkerSettings:
-    from processors.settings import get_worker_settings
+    from processors.settings import WorkerSettings
+    from schemas.settings import get_settings
 
-    return addresses(get_worker_settings(), kafka=True, database=True)
+    return addresses(get_settings(WorkerSettings), kafka=True, database=True)
 
 
 def register(app: typer.Typer) -> None:

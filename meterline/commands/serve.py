@@ -24,10 +24,11 @@ def register(app: typer.Typer) -> None:
         """Serve the HTTP API (OpenAPI at /docs); settings from METERLINE_* variables."""
         import uvicorn
 
-        from api.settings import get_api_settings
+        from api.settings import ApiSettings
         from meterline.commands._common import addresses
+        from schemas.settings import get_settings
 
-        addresses(get_api_settings(), kafka=True, database=True)
+        addresses(get_settings(ApiSettings), kafka=True, database=True)
         uvicorn.run(
             "api.main:create_app",
             factory=True,

@@ -11,6 +11,9 @@ from processors.pricing import DEFAULT_BYOK_FEE_PCT, Terms
 from schemas.errors import DomainError
 from schemas.money import format_micros
 
+DEFAULT_TIER = "free"  # the tier an account is created with (a setting's default)
+DEFAULT_LOW_BALANCE_MICROS = 1_000_000  # a low_balance alert below 1 credit (a setting's default)
+
 LEDGER_TYPES = ("allocation", "usage", "deduction", "coupon", "refund", "adjustment")
 CAP_THRESHOLDS = (50, 80, 100)
 
@@ -78,9 +81,9 @@ class Alert:
 class LedgerPolicy:
     """Settings the ledger applies; callers build it from their service settings."""
 
-    low_balance_micros: int = 1_000_000
+    low_balance_micros: int = DEFAULT_LOW_BALANCE_MICROS
     byok_fee_pct: Decimal = DEFAULT_BYOK_FEE_PCT
-    default_tier: str = "free"
+    default_tier: str = DEFAULT_TIER
 
     def terms(self, multiplier: Decimal) -> Terms:
         """The terms a charge made now applies: the account tier's multiplier, the byok fee."""
