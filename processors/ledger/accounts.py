@@ -10,6 +10,7 @@ from decimal import Decimal
 
 import asyncpg
 
+from processors.ledger import account_queries as aq
 from processors.ledger import queries
 from processors.ledger.entries import post_entry, set_monthly_cap
 from processors.ledger.models import (
@@ -39,12 +40,9 @@ class UnknownTier(LedgerError):
 async def ensure_account(conn: asyncpg.Connection, *, account_id: str, tier: str) -> bool:
     """Create the account (zero balance, the tier's default cap) unless it exists; True if new."""
     async with conn.transaction():
-        existed = await conn.fetchval(
-            "SELECT 1 FROM user_credits WHERE account_id = $1", account_id
-        )
-        if existed:
+        if await aq.account_exists(conn, account_id=account_id):
             return False
-        if not await conn.fetchval("SELECT 1 FROM tiers WHERE name = $1", tier):
+        if not await aq.tier_exists(conn, tier=tier):
             raise UnknownTier(tier)
         await queries.ensure_accounts(conn, account_ids=[account_id], tier=tier)
     return True
@@ -64,29 +62,18 @@ async def set_account_tier(
     alerts are re-evaluated as for any cap change.
     """
     async with conn.transaction():
-        new_default = await conn.fetchrow(
-            "SELECT default_monthly_cap_micros AS cap FROM tiers WHERE name = $1", tier
-        )
-        if new_default is None:
+        exists, new_default = await aq.tier_default_cap(conn, tier=tier)
+        if not exists:
             raise UnknownTier(tier)
-        old = await conn.fetchrow(
-            "SELECT u.monthly_cap_micros AS cap, t.default_monthly_cap_micros AS tier_cap"
-            " FROM user_credits u JOIN tiers t ON t.name = u.tier"
-            " WHERE u.account_id = $1 FOR UPDATE OF u",
-            account_id,
-        )
+        old = await aq.lock_account_cap(conn, account_id=account_id)
         if old is None:
             raise UnknownAccount(account_id)
-        await conn.execute(
-            "UPDATE user_credits SET tier = $2, updated_at = now() WHERE account_id = $1",
-            account_id,
-            tier,
-        )
-        if old["cap"] == old["tier_cap"] and old["cap"] != new_default["cap"]:
+        await aq.update_account_tier(conn, account_id=account_id, tier=tier)
+        if old["cap"] == old["tier_cap"] and old["cap"] != new_default:
             await set_monthly_cap(
                 conn,
                 account_id=account_id,
-                cap_micros=new_default["cap"],
+                cap_micros=new_default,
                 policy=policy or LedgerPolicy(),
             )
 
@@ -101,22 +88,14 @@ async def upsert_tier(
     rate_limit: str,
 ) -> tuple[asyncpg.Record, bool]:
     """Create or replace a tier's terms; returns (the row, created)."""
-    row = await conn.fetchrow(
-        "INSERT INTO tiers AS t (name, monthly_allocation_micros, price_multiplier,"
-        " default_monthly_cap_micros, rate_limit) VALUES ($1, $2, $3, $4, $5)"
-        " ON CONFLICT (name) DO UPDATE SET"
-        " monthly_allocation_micros = EXCLUDED.monthly_allocation_micros,"
-        " price_multiplier = EXCLUDED.price_multiplier,"
-        " default_monthly_cap_micros = EXCLUDED.default_monthly_cap_micros,"
-        " rate_limit = EXCLUDED.rate_limit, updated_at = now()"
-        " RETURNING t.*, (xmax = 0) AS created",
-        name,
-        monthly_allocation_micros,
-        price_multiplier,
-        default_monthly_cap_micros,
-        rate_limit,
+    row = await aq.upsert_tier(
+        conn,
+        name=name,
+        monthly_allocation_micros=monthly_allocation_micros,
+        price_multiplier=price_multiplier,
+        default_monthly_cap_micros=default_monthly_cap_micros,
+        rate_limit=rate_limit,
     )
-    assert row is not None
     return row, bool(row["created"])
 
 
@@ -144,11 +123,7 @@ async def grant_monthly_allocations(
     """
     label = f"{month.year:04d}-{month.month:02d}"
     key = f"monthly:{label}"
-    rows = await conn.fetch(
-        "SELECT u.account_id, u.tier, t.monthly_allocation_micros FROM user_credits u"
-        " JOIN tiers t ON t.name = u.tier WHERE t.monthly_allocation_micros > 0"
-        " ORDER BY u.account_id"
-    )
+    rows = await aq.accounts_with_monthly_allocation(conn)
     granted = already = granted_micros = 0
     for i, r in enumerate(rows, 1):
         try:

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 import asyncpg
 
+from processors.ledger import coupon_queries as cq
 from processors.ledger.entries import EntryResult, post_entry
 from processors.ledger.models import LedgerError, LedgerPolicy
 
@@ -86,21 +87,12 @@ async def redeem_coupon(
     """
     at = now or datetime.now(UTC)
     async with conn.transaction():
-        coupon = await conn.fetchrow(
-            "SELECT code, amount_micros, max_redemptions, redemptions, expires_at"
-            " FROM coupon_codes WHERE code = $1 FOR UPDATE",
-            code,
-        )
+        coupon = await cq.lock_coupon(conn, code=code)
         if coupon is None:
             raise CouponNotFound(code)
         if coupon["expires_at"] is not None and coupon["expires_at"] <= at:
             raise CouponExpired(code, coupon["expires_at"])
-        already = await conn.fetchval(
-            "SELECT 1 FROM coupon_redemptions WHERE code = $1 AND account_id = $2",
-            code,
-            account_id,
-        )
-        if already:
+        if await cq.redeemed_by(conn, code=code, account_id=account_id):
             raise CouponAlreadyRedeemed(code, account_id)
         if coupon["redemptions"] >= coupon["max_redemptions"]:
             raise CouponExhausted(code, coupon["max_redemptions"])
@@ -114,15 +106,7 @@ async def redeem_coupon(
             policy=policy,
             now=at,
         )
-        await conn.execute(
-            "INSERT INTO coupon_redemptions (code, account_id, transaction_id) VALUES ($1, $2, $3)",
-            code,
-            account_id,
-            entry.row.id,
+        redemptions = await cq.record_redemption(
+            conn, code=code, account_id=account_id, transaction_id=entry.row.id
         )
-        redemptions = await conn.fetchval(
-            "UPDATE coupon_codes SET redemptions = redemptions + 1 WHERE code = $1"
-            " RETURNING redemptions",
-            code,
-        )
-    return Redemption(entry, code, int(redemptions), int(coupon["max_redemptions"]))
+    return Redemption(entry, code, redemptions, int(coupon["max_redemptions"]))

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import asyncpg
 
-from processors.ledger import queries
+from processors.ledger import account_queries, queries
 from processors.ledger.models import (
     LEDGER_TYPES,
     AccountState,
@@ -132,21 +132,12 @@ async def set_monthly_cap(
         state = (await queries.lock_accounts(conn, account_ids=[account_id], month=current_month))[
             account_id
         ]
-        await conn.execute(
-            "UPDATE user_credits SET monthly_cap_micros = $2, updated_at = now()"
-            " WHERE account_id = $1",
-            account_id,
-            cap_micros,
-        )
+        await account_queries.update_monthly_cap(conn, account_id=account_id, cap_micros=cap_micros)
         state.monthly_cap_micros = cap_micros
         if cap_micros is None or state.monthly_spend_micros * 100 // cap_micros < state.alerted_pct:
             # A new cap starts its threshold alerts afresh.
             state.alerted_pct = 0
-            await conn.execute(
-                "UPDATE monthly_spend SET alerted_pct = 0 WHERE account_id = $1 AND month = $2",
-                account_id,
-                current_month,
-            )
+            await account_queries.reset_cap_alerts(conn, account_id=account_id, month=current_month)
         alerts = evaluate(state, policy, current_month)
         await queries.save_account_states(conn, states=[state])
         await queries.add_monthly_spend(
