@@ -19,6 +19,9 @@ _CREATES = re.compile(
     r"CREATE\s+(?:UNIQUE\s+)?(?P<kind>TABLE|INDEX)\s+(?:IF\s+NOT\s+EXISTS\s+)?(?P<name>[a-z0-9_]+)",
     re.IGNORECASE,
 )
+_DROPS = re.compile(
+    r"DROP\s+(?P<kind>TABLE|INDEX)\s+(?:IF\s+EXISTS\s+)?(?P<name>[a-z0-9_]+)", re.IGNORECASE
+)
 # Serialises migrators across processes (any constant; "meterline" in ASCII).
 _LOCK_ID = 0x6D657465726C696E
 
@@ -36,6 +39,11 @@ class Migration:
     def creates(self) -> list[tuple[str, str]]:
         """(kind, name) of every table and index the up script creates."""
         return [(m["kind"].upper(), m["name"]) for m in _CREATES.finditer(self.up)]
+
+    @property
+    def drops(self) -> list[tuple[str, str]]:
+        """(kind, name) of every table and index the up script drops."""
+        return [(m["kind"].upper(), m["name"]) for m in _DROPS.finditer(self.up)]
 
 
 def load_migrations() -> list[Migration]:

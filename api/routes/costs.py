@@ -13,11 +13,11 @@ from api.catalog_cache import CatalogCache
 from api.deps import Pool, SettingsDep, TargetAccount
 from api.errors import Problem, invalid_field
 from api.metrics import LEDGER_WRITES
-from api.queries import idempotency as idem
 from api.routes.credits import DEDUCT_RESPONSES
 from api.settings import ApiSettings
 from api.views import REPLAYED_HEADER, account_state, entry_out
-from processors.ledger import IdempotencyConflict, post_entry
+from processors.ledger import EntryResult, IdempotencyConflict, post_entry, same_request
+from processors.ledger.queries import find_idempotent_row
 from processors.pricing import CostBreakdown, Unpriced, price_event
 from schemas.api_common import ProblemOut
 from schemas.api_credits import (
@@ -29,8 +29,6 @@ from schemas.api_credits import (
 from schemas.bounds import CostOutOfBounds, check_cost_micros
 
 router = APIRouter(prefix="/api/v1/credits", tags=["costs"])
-
-_SCOPE = "calculate-and-deduct:"
 
 
 def _unpriced(exc: Unpriced) -> Problem:
@@ -89,18 +87,14 @@ def _fingerprint(body: CalculateAndDeductIn) -> bytes:
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).digest()
 
 
-def _replay(
-    stored: idem.StoredResponse, digest: bytes, key: str, response: Response
-) -> CalculateAndDeductOut:
-    if stored.request_hash != digest:
-        raise Problem(
-            409,
-            "idempotency_conflict",
-            f"idempotency_key {key!r} was already used for a different request; use a new key",
-            idempotency_key=key,
-        )
-    response.headers[REPLAYED_HEADER] = "true"
-    return CalculateAndDeductOut.model_validate({**stored.response, "replayed": True})
+def _answer(result: EntryResult, response: Response) -> CalculateAndDeductOut:
+    """The answer of a priced deduction, from its ledger row (a replay: priced as it was)."""
+    if result.replayed:
+        response.headers[REPLAYED_HEADER] = "true"
+    assert result.row.priced is not None  # written with the row by every calculate-and-deduct
+    return CalculateAndDeductOut(
+        **entry_out(result).model_dump(), cost=CostOut.model_validate(result.row.priced)
+    )
 
 
 @router.post(
@@ -120,13 +114,21 @@ async def calculate_and_deduct(
     overdraw or pass the cap). The same `idempotency_key` and body answer the original
     result, priced as it was then (`replayed: true`); another body with that key is a 409.
     """
+    # The ledger owns the key: its row keeps the request's fingerprint and the pricing it was
+    # answered with. A request already answered is replayed before pricing (a price changed
+    # since must not matter); a concurrent twin is replayed by post_entry under the row lock.
     digest = _fingerprint(body)
-    scope = _SCOPE + account_id
-    stored = await idem.find_response(pool, scope=scope, key=body.idempotency_key)
-    if stored is not None:
-        return _replay(stored, digest, body.idempotency_key, response)
+    policy = settings.ledger_policy()
+    original = await find_idempotent_row(
+        pool, account_id=account_id, idempotency_key=body.idempotency_key
+    )
+    if original is not None:
+        if not same_request(original, "deduction", 0, None, digest):
+            raise IdempotencyConflict(body.idempotency_key, original)
+        state = await account_state(pool, account_id=account_id, default_tier=policy.default_tier)
+        return _answer(EntryResult(original, state, replayed=True), response)
     cost, amount = await _price(request, pool, settings, account_id, body)
-    async with pool.acquire() as conn, conn.transaction():
+    async with pool.acquire() as conn:
         result = await post_entry(
             conn,
             account_id=account_id,
@@ -134,23 +136,12 @@ async def calculate_and_deduct(
             amount_micros=-amount,
             reason=body.reason or f"usage of {cost.model}",
             idempotency_key=body.idempotency_key,
-            policy=settings.ledger_policy(),
+            policy=policy,
             enforce_limits=True,
             model=cost.model,
-        )
-        if result.replayed:
-            # A concurrent twin committed first (we queued on the account lock behind it).
-            stored = await idem.find_response(conn, scope=scope, key=body.idempotency_key)
-            if stored is None:
-                raise IdempotencyConflict(body.idempotency_key, result.row)
-            return _replay(stored, digest, body.idempotency_key, response)
-        out = CalculateAndDeductOut(**entry_out(result).model_dump(), cost=cost)
-        await idem.save_response(
-            conn,
-            scope=scope,
-            key=body.idempotency_key,
             request_hash=digest,
-            response=out.model_dump(mode="json"),
+            priced=cost.model_dump(mode="json"),
         )
-    LEDGER_WRITES.labels(type="deduction").inc()
-    return out
+    if not result.replayed:
+        LEDGER_WRITES.labels(type="deduction").inc()
+    return _answer(result, response)

@@ -18,7 +18,13 @@ from processors.ledger.coupons import (
     Redemption,
     redeem_coupon,
 )
-from processors.ledger.entries import EntryResult, post_entry, read_account, set_monthly_cap
+from processors.ledger.entries import (
+    EntryResult,
+    post_entry,
+    read_account,
+    same_request,
+    set_monthly_cap,
+)
 from processors.ledger.models import (
     LEDGER_TYPES,
     AccountState,
@@ -62,6 +68,7 @@ __all__ = [
     "grant_monthly_allocations",
     "month_of",
     "post_entry",
+    "same_request",
     "count_pending_alerts",
     "publish_pending_alerts",
     "read_account",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import asyncpg
 
@@ -46,13 +47,19 @@ async def post_entry(
     enforce_limits: bool = False,
     create_account: bool = True,
     model: str | None = None,
+    request_hash: bytes | None = None,
+    priced: dict[str, Any] | None = None,
     now: datetime | None = None,
 ) -> EntryResult:
     """Append one signed amount to an account's ledger, in its own transaction (or savepoint).
 
-    With an idempotency key, the same (type, amount, reason) returns the original row; a
-    different one raises IdempotencyConflict. With enforce_limits, a debit that would overdraw
-    the balance or pass the monthly cap is refused (InsufficientCredit, CapExceeded).
+    The ledger owns idempotency: with an idempotency key, a second write returns the original
+    row when it is the same request, and raises IdempotencyConflict otherwise. The same request
+    is the same request_hash when the caller identifies its request by one (a priced deduction:
+    its amount may differ now), else the same (type, amount, reason). `priced` is kept with the
+    row so a replay can answer with the pricing of the original. With enforce_limits, a debit
+    that would overdraw the balance or pass the monthly cap is refused (InsufficientCredit,
+    CapExceeded).
     """
     if type not in LEDGER_TYPES or type == "usage":
         raise ValueError(f"type must be one of {LEDGER_TYPES[:1] + LEDGER_TYPES[2:]}, got {type!r}")
@@ -69,11 +76,7 @@ async def post_entry(
                 conn, account_id=account_id, idempotency_key=idempotency_key
             )
             if original is not None:
-                if (original.type, original.amount_micros, original.reason) != (
-                    type,
-                    amount_micros,
-                    reason,
-                ):
+                if not same_request(original, type, amount_micros, reason, request_hash):
                     raise IdempotencyConflict(idempotency_key, original)
                 return EntryResult(original, state, replayed=True)
         spends = type in _SPEND_TYPES and amount_micros < 0
@@ -99,6 +102,8 @@ async def post_entry(
             event_ids=[None],
             models=[model],
             occurred_ats=[None],
+            request_hashes=[request_hash],
+            priced=[priced],
         )
         alerts = evaluate(state, policy, current_month)
         await queries.save_account_states(conn, states=[state])
@@ -113,6 +118,19 @@ async def post_entry(
             )
         await queries.queue_alerts(conn, alerts=alerts)
     return EntryResult(row, state, replayed=False)
+
+
+def same_request(
+    original: LedgerRow,
+    type: str,
+    amount_micros: int,
+    reason: str | None,
+    request_hash: bytes | None,
+) -> bool:
+    """Whether a keyed write repeats the one that made `original` (see post_entry)."""
+    if original.request_hash is not None or request_hash is not None:
+        return original.type == type and original.request_hash == request_hash
+    return (original.type, original.amount_micros, original.reason) == (type, amount_micros, reason)
 
 
 async def set_monthly_cap(

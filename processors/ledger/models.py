@@ -66,6 +66,9 @@ class LedgerRow:
     source: str | None = None
     event_id: str | None = None
     model: str | None = None
+    # A keyed write's request fingerprint, and the pricing a priced deduction answered with.
+    request_hash: bytes | None = None
+    priced: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)

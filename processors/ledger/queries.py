@@ -74,6 +74,17 @@ async def read_accounts(
     }
 
 
+def _ledger_row(r: asyncpg.Record) -> LedgerRow:
+    fields = dict(r)
+    priced = fields.pop("priced")
+    hashed = fields.pop("request_hash")
+    return LedgerRow(
+        **fields,
+        request_hash=None if hashed is None else bytes(hashed),
+        priced=None if priced is None else json.loads(priced),
+    )
+
+
 async def insert_ledger_rows(
     conn: asyncpg.Connection,
     *,
@@ -87,15 +98,19 @@ async def insert_ledger_rows(
     event_ids: Sequence[str | None],
     models: Sequence[str | None],
     occurred_ats: Sequence[datetime | None],
+    request_hashes: Sequence[bytes | None] | None = None,
+    priced: Sequence[dict[str, Any] | None] | None = None,
 ) -> list[LedgerRow]:
     """Append ledger rows in one statement; returns them with ids, in input order."""
     rows = await conn.fetch(
         "INSERT INTO credit_transactions (account_id, type, amount_micros, balance_after_micros,"
-        " reason, idempotency_key, source, event_id, model, occurred_at)"
+        " reason, idempotency_key, source, event_id, model, occurred_at, request_hash, priced)"
         " SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::text[],"
-        " $6::text[], $7::text[], $8::text[], $9::text[], $10::timestamptz[])"
+        " $6::text[], $7::text[], $8::text[], $9::text[], $10::timestamptz[], $11::bytea[],"
+        " $12::text[]::jsonb[])"
         " RETURNING id, account_id, type, amount_micros, balance_after_micros, reason,"
-        " idempotency_key, created_at, source, event_id, model",
+        " idempotency_key, created_at, source, event_id, model, request_hash,"
+        " priced::text AS priced",
         account_ids,
         types,
         amounts,
@@ -106,24 +121,29 @@ async def insert_ledger_rows(
         event_ids,
         models,
         occurred_ats,
+        list(request_hashes) if request_hashes is not None else [None] * len(account_ids),
+        [None if p is None else json.dumps(p) for p in priced]
+        if priced is not None
+        else [None] * len(account_ids),
     )
-    out = [LedgerRow(**dict(r)) for r in rows]
+    out = [_ledger_row(r) for r in rows]
     out.sort(key=lambda row: row.id)
     return out
 
 
 async def find_idempotent_row(
-    conn: asyncpg.Connection, *, account_id: str, idempotency_key: str
+    conn: asyncpg.Connection | asyncpg.Pool, *, account_id: str, idempotency_key: str
 ) -> LedgerRow | None:
-    """The ledger row an API write with this key already made, if any."""
+    """The ledger row a write with this key already made, if any."""
     r = await conn.fetchrow(
         "SELECT id, account_id, type, amount_micros, balance_after_micros, reason,"
-        " idempotency_key, created_at, source, event_id, model FROM credit_transactions"
+        " idempotency_key, created_at, source, event_id, model, request_hash,"
+        " priced::text AS priced FROM credit_transactions"
         " WHERE account_id = $1 AND idempotency_key = $2",
         account_id,
         idempotency_key,
     )
-    return None if r is None else LedgerRow(**dict(r))
+    return None if r is None else _ledger_row(r)
 
 
 async def save_account_states(conn: asyncpg.Connection, *, states: Sequence[AccountState]) -> None:

@@ -3,6 +3,7 @@ migrations up/down/up, and the schema's refusal of a second usage debit."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from decimal import Decimal
 
@@ -74,7 +75,12 @@ async def test_migrations_up_down_up_on_an_empty_database(services) -> None:  # 
     try:
         conn = await asyncpg.connect(services.admin_dsn.rpartition("/")[0] + f"/{name}")
         try:
-            expected = {n for m in migrate.load_migrations() for k, n in m.creates if k == "TABLE"}
+            # Every table a migration creates, less those a later one drops.
+            expected: set[str] = set()
+            for m in migrate.load_migrations():
+                expected |= {n for k, n in m.creates if k == "TABLE"}
+                expected -= {n for k, n in m.drops if k == "TABLE"}
+            assert "credit_transactions" in expected and "idempotency_keys" not in expected
             tables = "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
 
             applied = await migrate.up(conn)
@@ -131,6 +137,55 @@ async def test_rating_terms_migration_backfills_the_tier_multiplier(services) ->
                 )
             await migrate.down(conn, steps=1)
             assert await conn.fetchval("SELECT count(*) FROM usage_events") == 2
+        finally:
+            await conn.close()
+    finally:
+        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+async def test_ledger_idempotency_migration_moves_stored_answers_into_the_ledger(services) -> None:  # type: ignore[no-untyped-def]
+    """0007 copies calculate-and-deduct's stored answers onto their ledger rows, then drops the
+    API's idempotency_keys; its down rebuilds the table from the rows."""
+    name = f"mig_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(services.admin_dsn)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        conn = await asyncpg.connect(services.admin_dsn.rpartition("/")[0] + f"/{name}")
+        try:
+            await migrate.up(conn, target=5)
+            await conn.execute("INSERT INTO user_credits (account_id) VALUES ('acme')")
+            await conn.execute(
+                "INSERT INTO credit_transactions (account_id, type, amount_micros,"
+                " balance_after_micros, idempotency_key, reason, model) VALUES"
+                " ('acme', 'deduction', -2000, -2000, 'c1', 'usage of m', 'm'),"
+                " ('acme', 'deduction', -5, -2005, 'd1', 'plain deduct', NULL)"
+            )
+            cost = {"cost": "0.002000", "model": "m"}
+            await conn.execute(
+                "INSERT INTO idempotency_keys (scope, key, request_hash, response)"
+                " VALUES ('calculate-and-deduct:acme', 'c1', '\\x01'::bytea, $1::jsonb)",
+                json.dumps({"balance": "-0.002000", "cost": cost}),
+            )
+            await migrate.up(conn, target=7)
+            rows = await conn.fetch(
+                "SELECT idempotency_key, request_hash, priced::text AS priced"
+                " FROM credit_transactions ORDER BY id"
+            )
+            assert [(r[0], r[1], r[2] and json.loads(r[2])) for r in rows] == [
+                ("c1", b"\x01", cost),
+                ("d1", None, None),
+            ]
+            assert not await conn.fetchval("SELECT to_regclass('idempotency_keys') IS NOT NULL")
+            await migrate.down(conn, steps=1)
+            back = await conn.fetchrow(
+                "SELECT scope, key, request_hash, response::text AS response FROM idempotency_keys"
+            )
+            assert back is not None
+            assert (back[0], back[1], back[2]) == ("calculate-and-deduct:acme", "c1", b"\x01")
+            answer = json.loads(back[3])
+            assert answer["cost"] == cost and answer["balance"] == "-0.002000"
+            assert answer["transaction"]["amount"] == "-0.002000"
         finally:
             await conn.close()
     finally:

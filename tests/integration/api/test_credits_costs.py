@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
 import asyncpg
 import httpx
+from fastapi import FastAPI
 
+from api.catalog_cache import CatalogCache
+from processors.catalog import insert_price_version
 from tests.integration.api.conftest import UserKeyFactory, assert_problem, auth
 from tests.integration.api.credits_helpers import MODEL, add_test_price, allocate
 
@@ -181,3 +188,51 @@ async def test_calculate_and_deduct_refuses_overdraw_and_unknown_model(
     assert problem["errors"][0]["field"] == "body.model"
     problem = assert_problem(await client.post(CAD, json={"model": MODEL}, headers=auth(key)), 422)
     assert problem["errors"][0]["field"] == "body.idempotency_key"
+
+
+async def test_calculate_and_deduct_replays_as_priced_then_and_twins_deduct_once(
+    client: httpx.AsyncClient, api_app: FastAPI, db: asyncpg.Pool, user_key_for: UserKeyFactory
+) -> None:
+    """The ledger row keeps the pricing it answered with: a price changed since does not
+    change the replay; concurrent twins of one request make one deduction and one answer."""
+    await add_test_price(db)
+    key = await user_key_for("acme", tier="pro")
+    await allocate(db, "acme", 1_000_000)
+    body = {"model": MODEL, "input_tokens": 1000, "idempotency_key": "p1"}  # 1000 × 2/M
+    first = await client.post(CAD, json=body, headers=auth(key))
+    assert first.status_code == 200, first.text
+    assert first.json()["cost"]["cost"] == "0.002000"
+    # A new version from now on doubles the input price; the replay is priced as it was then.
+    await insert_price_version(
+        db,
+        model=MODEL,
+        provider="testprov",
+        effective_from=datetime.now(UTC) - timedelta(seconds=1),
+        input_per_mtok=Decimal("4"),
+        output_per_mtok=Decimal("8"),
+    )
+    api_app.state.catalog_cache = CatalogCache(ttl_s=0)
+    fresh = await client.post(COST, json={"model": MODEL, "input_tokens": 1000}, headers=auth(key))
+    assert fresh.json()["cost"] == "0.004000"
+    again = await client.post(CAD, json=body, headers=auth(key))
+    assert again.status_code == 200, again.text
+    assert again.json() == {**first.json(), "replayed": True}
+
+    twins = await asyncio.gather(
+        *(
+            client.post(CAD, json={**body, "idempotency_key": "p2"}, headers=auth(key))
+            for _ in range(6)
+        )
+    )
+    assert [r.status_code for r in twins] == [200] * 6, [r.text for r in twins]
+    answers = [r.json() for r in twins]
+    assert sorted(a["replayed"] for a in answers) == [False] + [True] * 5
+    assert {a["transaction"]["id"] for a in answers} == {answers[0]["transaction"]["id"]}
+    assert {a["cost"]["cost"] for a in answers} == {"0.004000"}
+    rows = await db.fetch(
+        "SELECT idempotency_key, amount_micros FROM credit_transactions"
+        " WHERE type = 'deduction' ORDER BY id"
+    )
+    assert [tuple(r) for r in rows] == [("p1", -2000), ("p2", -4000)]
+    balance = (await client.get(BAL, headers=auth(key))).json()["balance"]
+    assert balance == "0.994000"
