@@ -16,9 +16,9 @@ import asyncpg
 import httpx
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from api.security import create_api_key
 from playwright.async_api import Browser, async_playwright
 
+from processors.api_keys import create_api_key
 from processors.ledger import ensure_account
 from schemas.settings import CommonSettings
 from tests.integration.api_server import ApiServer
