@@ -27,7 +27,7 @@ from typing import Any, Protocol
 
 from schemas.bounds import check_cost_micros
 from schemas.errors import DomainError
-from schemas.money import format_micros, from_micros
+from schemas.money import format_micros, from_micros, round_micros
 
 __all__ = [
     "DEFAULT_BYOK_FEE_PCT",
@@ -56,7 +56,6 @@ _mul = _EXACT.multiply
 _add = _EXACT.add
 _ZERO = Decimal(0)
 _ONE = Decimal(1)
-_MICROS_EXP = 6  # credits → micro-credits
 _MTOK_EXP = -6  # per million tokens → per token
 _LOOKUP_MEMO_MAX = 4096
 _new = object.__new__
@@ -319,7 +318,7 @@ def price_event(
         total = _mul(total, byok_fee_pct).scaleb(-2, _EXACT)
     if total < 0:
         raise ValueError(f"cost of {total} credits is negative: check multiplier {multiplier}")
-    micros = int(total.scaleb(_MICROS_EXP, _EXACT).to_integral_value(ROUND_HALF_EVEN, _EXACT))
+    micros = round_micros(total)
     # DESIGN's bound on a priced cost (10^12 credits): an event beyond it is refused wherever it
     # is priced (CostOutOfBounds; the worker dead-letters it as invalid_event).
     check_cost_micros(micros)

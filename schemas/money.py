@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
-from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+from decimal import (
+    MAX_EMAX,
+    MIN_EMIN,
+    ROUND_HALF_EVEN,
+    Context,
+    Decimal,
+    InvalidOperation,
+    Overflow,
+)
 
 from schemas.errors import DomainError
 
 MICROS_PER_CREDIT = 1_000_000
 _QUANTUM = Decimal("0.000001")
+# Wide enough that scaling an exact amount to micro-credits never rounds it first.
+_WIDE = Context(prec=200, Emin=MIN_EMIN, Emax=MAX_EMAX, traps=[InvalidOperation, Overflow])
 
 
 class MoneyError(DomainError, ValueError):
@@ -34,8 +44,9 @@ def to_micros(value: Decimal | str | int) -> int:
 
 
 def round_micros(exact_credits: Decimal) -> int:
-    """Round an exact amount of credits once, half-even, to the micro-credit."""
-    return int((exact_credits * MICROS_PER_CREDIT).to_integral_value(rounding=ROUND_HALF_EVEN))
+    """Round an exact amount of credits once, half-even, to the micro-credit (DESIGN: the one
+    rounding of a charge; pricing calls it last)."""
+    return int(exact_credits.scaleb(6, _WIDE).to_integral_value(ROUND_HALF_EVEN, _WIDE))
 
 
 def from_micros(micros: int) -> Decimal:

@@ -111,7 +111,7 @@ async def debit_batch(
                 continue
             state = states[ev.account_id]
             state.balance_micros -= cost_micros
-            occurred = ev.occurred_at.astimezone(UTC)
+            occurred = ev.occurred_utc
             month = month_of(occurred)
             spend[(ev.account_id, month)] += cost_micros
             if month == current_month:
