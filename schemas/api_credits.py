@@ -26,6 +26,7 @@ from pydantic import (
 
 from schemas import bounds
 from schemas.bounds import Count, Timestamp
+from schemas.event import check_reasoning_within_output
 from schemas.money import format_micros
 
 MAX_WHOLE_DIGITS = bounds.MAX_CREDIT_DIGITS  # < 10**12 credits: BIGINT micros with room to spare
@@ -285,11 +286,7 @@ class CalculateCostIn(_In):
 
     @model_validator(mode="after")
     def _reasoning_within_output(self) -> CalculateCostIn:
-        if self.reasoning_tokens > self.output_tokens:
-            raise ValueError(
-                f"reasoning_tokens ({self.reasoning_tokens}) must be <= output_tokens "
-                f"({self.output_tokens}): reasoning is part of the output"
-            )
+        check_reasoning_within_output(self.reasoning_tokens, self.output_tokens)
         return self
 
 

@@ -58,6 +58,15 @@ def metadata_size(metadata: Mapping[str, Any]) -> int:
     )
 
 
+def check_reasoning_within_output(reasoning_tokens: int, output_tokens: int) -> None:
+    """Reasoning tokens are part of the output tokens: never more (the event and the API)."""
+    if reasoning_tokens > output_tokens:
+        raise ValueError(
+            f"reasoning_tokens ({reasoning_tokens}) must be <= output_tokens "
+            f"({output_tokens}): reasoning is part of the output"
+        )
+
+
 class UsageEvent(BaseModel):
     """One model call's billable usage. (source, event_id) is the idempotency key."""
 
@@ -111,11 +120,7 @@ class UsageEvent(BaseModel):
 
     @model_validator(mode="after")
     def _reasoning_within_output(self) -> UsageEvent:
-        if self.reasoning_tokens > self.output_tokens:
-            raise ValueError(
-                f"reasoning_tokens ({self.reasoning_tokens}) must be <= output_tokens "
-                f"({self.output_tokens}): reasoning is part of the output"
-            )
+        check_reasoning_within_output(self.reasoning_tokens, self.output_tokens)
         return self
 
     @property

@@ -71,21 +71,17 @@ async def list_accounts(
     )
 
 
-async def account_detail(conn: Conn, *, account_id: str, month: date) -> asyncpg.Record | None:
-    """An account with this month's spend, BYOK presence and live key count."""
+async def account_detail(conn: Conn, *, account_id: str) -> asyncpg.Record | None:
+    """What the admin view adds to the ledger's account read: BYOK presence, live key count,
+    created and updated times."""
     return await conn.fetchrow(
-        "SELECT u.account_id, u.balance_micros, u.tier, u.monthly_cap_micros, u.blocked,"
-        " u.blocked_reason, u.created_at, u.updated_at,"
-        " coalesce(m.spend_micros, 0) AS spend_micros,"
+        "SELECT u.created_at, u.updated_at,"
         " EXISTS (SELECT 1 FROM openrouter_accounts o WHERE o.account_id = u.account_id)"
         "   AS byok_configured,"
         " (SELECT count(*) FROM api_keys k WHERE k.account_id = u.account_id"
         "   AND k.revoked_at IS NULL) AS api_keys"
-        " FROM user_credits u"
-        " LEFT JOIN monthly_spend m ON m.account_id = u.account_id AND m.month = $2"
-        " WHERE u.account_id = $1",
+        " FROM user_credits u WHERE u.account_id = $1",
         account_id,
-        month,
     )
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import asyncpg
@@ -12,7 +11,7 @@ from api.deps import AdminKey, Pool, SettingsDep
 from api.errors import Problem
 from api.queries import admin as q
 from api.views import balance_out
-from processors.ledger import AccountState, month_of, set_account_tier, upsert_tier
+from processors.ledger import UnknownAccount, read_account, set_account_tier, upsert_tier
 from processors.pricing import plain
 from schemas.api_admin import (
     AccountOut,
@@ -34,25 +33,14 @@ TierPath = Annotated[str, Path(pattern=r"^[a-z0-9_-]{1,32}$", description="the t
 
 
 async def _account(conn: Any, account_id: str) -> AccountOut:
-    r = await q.account_detail(conn, account_id=account_id, month=month_of(datetime.now(UTC)))
-    if r is None:
-        raise Problem(
-            404, "unknown_account", f"account {account_id!r} does not exist", account_id=account_id
-        )
-    # Blocked is decided live, as authorize does: the stored flag only changes on a write, so
-    # it would stay set past a month boundary until the account's next debit.
-    live = AccountState(
-        account_id=r["account_id"],
-        balance_micros=r["balance_micros"],
-        tier=r["tier"],
-        monthly_cap_micros=r["monthly_cap_micros"],
-        monthly_spend_micros=r["spend_micros"],
-        alerted_pct=0,
-        blocked=r["blocked"],
-        low_balance_alerted=False,
-    )
+    # The ledger's read of the account (this month's spend), as the balance route answers it:
+    # blocked is decided live there, not read from the flag a write last stored.
+    state = await read_account(conn, account_id=account_id)
+    r = await q.account_detail(conn, account_id=account_id)
+    if state is None or r is None:
+        raise UnknownAccount(account_id)
     return AccountOut(
-        **balance_out(live).model_dump(),
+        **balance_out(state).model_dump(),
         byok_configured=r["byok_configured"],
         api_keys=r["api_keys"],
         created_at=r["created_at"],

@@ -1,12 +1,12 @@
 """The ledger: the only code that writes balances. Invariants in README.md beside this file."""
 
+from processors.ledger.account_queries import upsert_tier
 from processors.ledger.accounts import (
     MonthlyGrant,
     UnknownTier,
     ensure_account,
     grant_monthly_allocations,
     set_account_tier,
-    upsert_tier,
 )
 from processors.ledger.batch import RatedEvent, debit_batch
 from processors.ledger.coupons import (

@@ -55,8 +55,8 @@ async def upsert_tier(
     price_multiplier: Decimal,
     default_monthly_cap_micros: int | None,
     rate_limit: str,
-) -> asyncpg.Record:
-    """Insert or replace a tier's terms; the row with `created` (true when it was new)."""
+) -> tuple[asyncpg.Record, bool]:
+    """Create or replace a tier's terms; returns (the row, created)."""
     row = await conn.fetchrow(
         "INSERT INTO tiers AS t (name, monthly_allocation_micros, price_multiplier,"
         " default_monthly_cap_micros, rate_limit) VALUES ($1, $2, $3, $4, $5)"
@@ -73,7 +73,7 @@ async def upsert_tier(
         rate_limit,
     )
     assert row is not None
-    return row
+    return row, bool(row["created"])
 
 
 async def accounts_with_monthly_allocation(conn: asyncpg.Connection) -> list[asyncpg.Record]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
-from decimal import Decimal
 
 import asyncpg
 
@@ -76,27 +75,6 @@ async def set_account_tier(
                 cap_micros=new_default,
                 policy=policy or LedgerPolicy(),
             )
-
-
-async def upsert_tier(
-    conn: asyncpg.Connection | asyncpg.Pool,
-    *,
-    name: str,
-    monthly_allocation_micros: int,
-    price_multiplier: Decimal,
-    default_monthly_cap_micros: int | None,
-    rate_limit: str,
-) -> tuple[asyncpg.Record, bool]:
-    """Create or replace a tier's terms; returns (the row, created)."""
-    row = await aq.upsert_tier(
-        conn,
-        name=name,
-        monthly_allocation_micros=monthly_allocation_micros,
-        price_multiplier=price_multiplier,
-        default_monthly_cap_micros=default_monthly_cap_micros,
-        rate_limit=rate_limit,
-    )
-    return row, bool(row["created"])
 
 
 @dataclass(frozen=True, slots=True)
