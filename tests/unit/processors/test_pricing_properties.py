@@ -10,10 +10,12 @@ from fractions import Fraction
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from processors.pricing import PriceVersion, Terms, price_event
+from processors.pricing import CostBreakdown, PriceVersion, Terms, price_event
+from schemas.bounds import MAX_MICROS, CostOutOfBounds
 from schemas.money import round_micros
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
@@ -83,19 +85,32 @@ def oracle_micros(ev: Any, v: PriceVersion, multiplier: D, fee_pct: D) -> int:
     return round(total * 10**6)
 
 
+def priced_as_oracle(ev: Any, v: PriceVersion, multiplier: D, fee: D) -> CostBreakdown | None:
+    """price_event's cost equals the oracle's; beyond DESIGN's bound on a priced cost (10^12
+    credits) it refuses the event instead (None)."""
+    expected = oracle_micros(ev, v, multiplier, fee)
+    if expected > MAX_MICROS:
+        with pytest.raises(CostOutOfBounds):
+            price_event(ev, v, Terms(multiplier, fee))
+        return None
+    cost = price_event(ev, v, Terms(multiplier, fee))
+    assert cost.cost_micros == expected
+    return cost
+
+
 @given(events(), versions(), factors, st.decimals(min_value=0, max_value=100, places=2))
 def test_cost_never_negative_and_matches_the_exact_oracle(
     ev: Any, v: PriceVersion, multiplier: D, fee: D
 ) -> None:
-    cost = price_event(ev, v, Terms(multiplier, fee))
-    assert cost.cost_micros >= 0
-    assert cost.total_exact >= 0
-    assert cost.cost_micros == oracle_micros(ev, v, multiplier, fee)
+    cost = priced_as_oracle(ev, v, multiplier, fee)
+    if cost is not None:
+        assert cost.cost_micros >= 0
+        assert cost.total_exact >= 0
 
 
 @given(events(), versions(wide_prices), factors)
 def test_exact_even_with_many_significant_digits(ev: Any, v: PriceVersion, m: D) -> None:
-    assert price_event(ev, v, Terms(m)).cost_micros == oracle_micros(ev, v, m, D(5))
+    priced_as_oracle(ev, v, m, D(5))
 
 
 @given(events(), versions())
