@@ -1,7 +1,11 @@
 """`meterline bench api`: the HTTP API under load (uvicorn subprocess, wrk or httpx clients).
 
 Phases: GET /api/v1/credits/balance and POST /api/v1/credits/authorize, closed loop with a fixed
-number of connections for a bounded time; then pages of GET /api/v1/credits/transactions on one
+number of connections for a bounded time, beside the same routes of a minimal FastAPI app
+(bench/reference_api.py: one pool, a constant token, the same SQL, a pydantic response) served
+the same way in the same run; the two alternate, each phase `repeat` times, and the medians and
+their ratio are printed. Then both at a fixed rate of half the reference's closed-loop rate
+(p99 there). Then pages of GET /api/v1/credits/transactions on one
 account whose ledger holds `ledger_rows` rows (10,000,000 by default, seeded with generate_series
 into the bench's own database, kept between runs).
 
@@ -17,6 +21,7 @@ import asyncio
 import json
 import os
 import random
+import secrets
 import shutil
 import socket
 import subprocess
@@ -24,7 +29,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -37,6 +42,7 @@ from processors.api_keys import create_api_key
 from schemas.settings import CommonSettings
 
 BIG = "bench-big"
+REFERENCE_ACCOUNT = "bench-acct-1"
 Say = Callable[[str], None]
 
 
@@ -53,7 +59,8 @@ class ApiBenchConfig:
     database: str = "meterline_bench"
     load: Literal["auto", "wrk", "httpx"] = "auto"
     threads: int = 2  # wrk threads (the connections are spread over them)
-    rate: float = 1000  # requests/s of the fixed-rate phases (wrk only); 0: none
+    rate: float = 0  # requests/s of the fixed-rate phases (wrk only); 0: half the reference's
+    repeat: int = 3  # runs of each load phase; the figures are the medians
 
 
 @dataclass
@@ -161,6 +168,11 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+# The loop and parser `meterline api` picks when installed (uvicorn[standard]), named so that
+# meterline and the reference are served alike.
+UVICORN_OPTIONS = ["--loop", "uvloop", "--http", "httptools", "--log-level", "warning"]
+
+
 def _start_api(
     dsn: str, settings: CommonSettings, cfg: ApiBenchConfig, port: int
 ) -> subprocess.Popen[bytes]:
@@ -183,11 +195,41 @@ def _start_api(
             str(port),
             "--workers",
             str(cfg.workers),
-            "--log-level",
-            "warning",
             "--no-access-log",
+            *UVICORN_OPTIONS,
         ],
         env=env,
+    )
+
+
+def _start_reference(
+    dsn: str, cfg: ApiBenchConfig, port: int, token: str
+) -> subprocess.Popen[bytes]:
+    """The minimal FastAPI app of bench.reference_api, served as meterline is (same options)."""
+    env = dict(os.environ)
+    env.update(
+        METERLINE_REFERENCE_DSN=dsn,
+        METERLINE_REFERENCE_ACCOUNT=REFERENCE_ACCOUNT,
+        METERLINE_REFERENCE_TOKEN=token,
+    )
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "bench.reference_api:create_app",
+            "--factory",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            str(cfg.workers),
+            "--no-access-log",
+            *UVICORN_OPTIONS,
+        ],
+        env=env,
+        cwd=Path(__file__).resolve().parents[1],
     )
 
 
@@ -416,8 +458,117 @@ async def _pages(base: str, key: str, cfg: ApiBenchConfig) -> list[PhaseResult]:
     return results
 
 
-async def run_api_bench(cfg: ApiBenchConfig, say: Say) -> list[PhaseResult]:
-    """Seed, start the API, drive it, stop it; returns one result per phase."""
+@dataclass(frozen=True)
+class HotRoute:
+    """A route measured beside the reference: closed loop, then at half the reference's rate."""
+
+    name: str
+    method: str
+    path: str
+    body: str = ""
+
+
+HOT_ROUTES = [
+    HotRoute("GET /credits/balance", "GET", "/api/v1/credits/balance"),
+    HotRoute(
+        "POST /credits/authorize", "POST", "/api/v1/credits/authorize", '{"estimated_cost": "0.01"}'
+    ),
+]
+GOAL_RATIO = 0.8  # issue 13: meterline >= 0.8 x the reference, closed loop
+GOAL_P99_MS = 10.0  # ... and p99 < 10 ms at half the reference's closed-loop rate
+
+
+async def _probe(base: str, key: str, routes: list[HotRoute]) -> None:
+    """Each route answers 200 before it is measured (a load of 401s would measure nothing)."""
+    async with httpx.AsyncClient(base_url=base) as c:
+        for route in routes:
+            r = await c.request(
+                route.method,
+                route.path,
+                content=route.body.encode() or None,
+                headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+            )
+            if r.status_code != 200:
+                raise RuntimeError(f"{base} {route.name} answered {r.status_code}: {r.text}")
+
+
+def _median(results: list[PhaseResult], key: Callable[[PhaseResult], float]) -> PhaseResult:
+    """The run in the middle by `key` (the lower middle of an even count)."""
+    return sorted(results, key=key)[(len(results) - 1) // 2]
+
+
+@dataclass
+class Comparison:
+    """One hot route, meterline beside the minimal FastAPI reference, each phase run N times."""
+
+    route: str
+    meterline: list[PhaseResult] = field(default_factory=list)
+    reference: list[PhaseResult] = field(default_factory=list)
+    rate: float = 0.0
+    meterline_paced: list[PhaseResult] = field(default_factory=list)
+    reference_paced: list[PhaseResult] = field(default_factory=list)
+
+    @property
+    def reference_rps(self) -> float:
+        return _median(self.reference, lambda r: r.rps).rps
+
+    @property
+    def meterline_rps(self) -> float:
+        return _median(self.meterline, lambda r: r.rps).rps
+
+    @property
+    def ratio(self) -> float:
+        return self.meterline_rps / self.reference_rps if self.reference_rps else 0.0
+
+    def lines(self) -> list[str]:
+        def runs(rs: list[PhaseResult], fig: Callable[[PhaseResult], float], fmt: str) -> str:
+            return ", ".join(format(fig(r), fmt) for r in rs)
+
+        def errs(rs: list[PhaseResult]) -> str:
+            n = sum(r.errors for r in rs)
+            return f"  ERRORS {n}" if n else ""
+
+        out = [
+            f"{self.route}",
+            f"  closed loop  meterline {self.meterline_rps:7.0f} req/s   reference "
+            f"{self.reference_rps:7.0f} req/s   ratio {self.ratio:.2f} (goal >= {GOAL_RATIO})"
+            f"{'  MET' if self.ratio >= GOAL_RATIO else '  NOT MET'}",
+            f"               runs: meterline {runs(self.meterline, lambda r: r.rps, '.0f')};"
+            f" reference {runs(self.reference, lambda r: r.rps, '.0f')}"
+            f"{errs(self.meterline + self.reference)}",
+        ]
+        if self.meterline_paced:
+            ml = _median(self.meterline_paced, lambda r: r.p99_ms)
+            line = (
+                f"  at {self.rate:.0f}/s    meterline p99 {ml.p99_ms:6.2f} ms (p50 {ml.p50_ms:.2f},"
+                f" {ml.rps:.0f} req/s served)"
+            )
+            if self.reference_paced:
+                ref = _median(self.reference_paced, lambda r: r.p99_ms)
+                line += f"   reference p99 {ref.p99_ms:6.2f} ms"
+            met = ml.p99_ms < GOAL_P99_MS
+            out.append(line + f"  (goal < {GOAL_P99_MS:.0f} ms){'  MET' if met else '  NOT MET'}")
+            out.append(
+                f"               runs: meterline p99 "
+                f"{runs(self.meterline_paced, lambda r: r.p99_ms, '.2f')}; reference p99 "
+                f"{runs(self.reference_paced, lambda r: r.p99_ms, '.2f')}"
+                f"{errs(self.meterline_paced + self.reference_paced)}"
+            )
+        return out
+
+
+@dataclass
+class ApiBenchReport:
+    """Everything one `meterline bench api` run measured."""
+
+    comparisons: list[Comparison]
+    phases: list[PhaseResult]
+    repeat: int
+    tool: str
+
+
+async def run_api_bench(cfg: ApiBenchConfig, say: Say) -> ApiBenchReport:
+    """Seed, start meterline's API and the reference, drive them, stop them."""
     wrk = wrk_path() if cfg.load != "httpx" else None
     if cfg.load == "wrk" and wrk is None:
         raise RuntimeError("--load wrk: wrk is not on PATH (Debian/Ubuntu: apt-get install -y wrk)")
@@ -426,90 +577,89 @@ async def run_api_bench(cfg: ApiBenchConfig, say: Say) -> list[PhaseResult]:
     settings = CommonSettings().require(kafka=True, database=True)
     dsn = await bench_database(settings.database_url, cfg.database)
     keys, big_key = await _seed(dsn, cfg, say)
-    port = cfg.port or _free_port()
-    base = f"http://127.0.0.1:{port}"
-    proc = _start_api(dsn, settings, cfg, port)
-    results: list[PhaseResult] = []
+    token = secrets.token_urlsafe(32)
+    base = f"http://127.0.0.1:{cfg.port or _free_port()}"
+    ref_base = f"http://127.0.0.1:{_free_port()}"
+    proc = _start_api(dsn, settings, cfg, int(base.rsplit(":", 1)[1]))
+    ref_proc = _start_reference(dsn, cfg, int(ref_base.rsplit(":", 1)[1]), token)
+    phases: list[PhaseResult] = []
+    comparisons = [Comparison(r.name) for r in HOT_ROUTES]
 
     async def phase(
-        name: str, method: str, path: str, body: str = "", rate: float = 0
+        name: str, url: str, ks: list[str], route: HotRoute, rate: float = 0
     ) -> PhaseResult:
         if wrk is not None:
-            return await _wrk_phase(wrk, name, base, keys, cfg, method, path, body, rate)
-        content = body.encode() or None
-        headers = {"Content-Type": "application/json"} if body else {}
-        return await _closed_loop(
-            name,
-            base,
-            keys,
-            cfg.duration_s,
-            lambda c: c.request(method, path, content=content, headers=headers),
-        )
+            args = (route.method, route.path, route.body, rate)
+            r = await _wrk_phase(wrk, name, url, ks, cfg, *args)
+        else:
+            content = route.body.encode() or None
+            headers = {"Content-Type": "application/json"} if route.body else {}
+            r = await _closed_loop(
+                name,
+                url,
+                ks,
+                cfg.duration_s,
+                lambda c: c.request(route.method, route.path, content=content, headers=headers),
+            )
+        say(r.line())
+        return r
 
     try:
         await _wait_ready(base, proc)
+        await _wait_ready(ref_base, ref_proc)
+        for url, key in ((base, keys[0]), (ref_base, token)):
+            await _probe(url, key, HOT_ROUTES)
         say(
-            f"API on {base} ({cfg.workers} worker(s)); {cfg.clients} "
-            f"{'wrk connections' if wrk else 'httpx clients'}, {cfg.duration_s:.0f} s per phase"
+            f"meterline on {base}, the minimal FastAPI reference on {ref_base} ({cfg.workers} "
+            f"worker(s) each, uvloop + httptools); {cfg.clients} "
+            f"{'wrk connections' if wrk else 'httpx clients'}, {cfg.duration_s:.0f} s per phase, "
+            f"each phase {cfg.repeat}x (the two alternate, so both see the same box)"
         )
-        paced = wrk is not None and cfg.rate > 0
-        results.append(await phase("GET /credits/balance", "GET", "/api/v1/credits/balance"))
-        say(results[-1].line())
-        if paced:
-            results.append(
-                await phase(
-                    f"GET /credits/balance @{cfg.rate:.0f}",
-                    "GET",
-                    "/api/v1/credits/balance",
-                    rate=cfg.rate,
-                )
-            )
-            say(results[-1].line())
-        async with httpx.AsyncClient(base_url=base) as c:
-            authorize = await c.post(
-                "/api/v1/credits/authorize",
-                json={"estimated_cost": "0.01"},
-                headers={"Authorization": f"Bearer {keys[0]}"},
-            )
-        if authorize.status_code == 404:
-            say("POST /api/v1/credits/authorize is absent: skipped")
-        else:
-            results.append(
-                await phase(
-                    "POST /credits/authorize",
-                    "POST",
-                    "/api/v1/credits/authorize",
-                    '{"estimated_cost": "0.01"}',
-                )
-            )
-            say(results[-1].line())
-            if paced:
-                results.append(
-                    await phase(
-                        f"POST /credits/authorize @{cfg.rate:.0f}",
-                        "POST",
-                        "/api/v1/credits/authorize",
-                        '{"estimated_cost": "0.01"}',
-                        rate=cfg.rate,
+        ref_keys = [token] * len(keys)
+        for n in range(1, cfg.repeat + 1):
+            for route, cmp in zip(HOT_ROUTES, comparisons, strict=True):
+                ref = await phase(f"ref {route.name} #{n}", ref_base, ref_keys, route)
+                cmp.reference.append(ref)
+                cmp.meterline.append(await phase(f"{route.name} #{n}", base, keys, route))
+        if wrk is not None:
+            for cmp in comparisons:
+                cmp.rate = cfg.rate or cmp.reference_rps / 2
+            for n in range(1, cfg.repeat + 1):
+                for route, cmp in zip(HOT_ROUTES, comparisons, strict=True):
+                    at = f"@{cmp.rate:.0f} #{n}"
+                    cmp.meterline_paced.append(
+                        await phase(f"{route.name} {at}", base, keys, route, cmp.rate)
                     )
-                )
-                say(results[-1].line())
+                    cmp.reference_paced.append(
+                        await phase(f"ref {route.name} {at}", ref_base, ref_keys, route, cmp.rate)
+                    )
         for r in await _pages(base, big_key, cfg):
-            results.append(r)
+            phases.append(r)
             say(r.line())
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-    return results
+        for p in (proc, ref_proc):
+            p.terminate()
+        for p in (proc, ref_proc):
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+    tool = f"wrk -c{cfg.clients} -t{cfg.threads}" if wrk else f"httpx x{cfg.clients}"
+    return ApiBenchReport(comparisons, phases, cfg.repeat, tool)
 
 
-def summary(results: list[PhaseResult]) -> str:
+def summary(report: ApiBenchReport) -> str:
     """The figures as a block of text."""
-    return "\n".join(r.line() for r in results) + (
-        "\n(closed loop: as fast as answers come, so latency = connections / throughput;"
-        " @N: N requests/s in all over the same connections, latency from each send;"
-        " pages one at a time, httpx)"
+    lines = [
+        f"meterline beside the minimal FastAPI reference (bench/reference_api.py), {report.tool};"
+        f" medians of {report.repeat} run(s):"
+    ]
+    for cmp in report.comparisons:
+        lines.extend(cmp.lines())
+    lines.extend(r.line() for r in report.phases)
+    lines.append(
+        "(closed loop: as fast as answers come, so latency = connections / throughput;"
+        " at N/s: N requests/s in all over the same connections, latency from each send,"
+        " N = half the reference's closed-loop rate unless --rate; pages one at a time, httpx)"
     )
+    return "\n".join(lines)

@@ -93,12 +93,15 @@ def api(
     ),
     threads: int = typer.Option(2, min=1, help="wrk threads"),
     rate: float = typer.Option(
-        1000,
+        0,
         min=0,
-        help="Requests/s of the fixed-rate phases after each closed loop (wrk); 0: none",
+        help="Requests/s of the fixed-rate phases after the closed loops (wrk); "
+        "0: half the minimal FastAPI reference's closed-loop rate",
     ),
+    repeat: int = typer.Option(3, min=1, help="Runs of each load phase (medians printed)"),
 ) -> None:
-    """GET balance / POST authorize under load, then transactions pages on a large ledger."""
+    """GET balance / POST authorize under load beside a minimal FastAPI reference, then
+    transactions pages on a large ledger."""
     import asyncio
     import sys
     from pathlib import Path
@@ -122,9 +125,10 @@ def api(
         load=load,  # type: ignore[arg-type]
         threads=threads,
         rate=rate,
+        repeat=repeat,
     )
-    results = asyncio.run(run_api_bench(cfg, lambda m: console.print(m, highlight=False)))
-    out.print(summary(results), highlight=False)
+    report = asyncio.run(run_api_bench(cfg, lambda m: console.print(m, highlight=False)))
+    out.print(summary(report), highlight=False)
 
 
 @bench_app.command("reconcile")

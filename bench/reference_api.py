@@ -1,0 +1,137 @@
+"""The minimal FastAPI reference of `meterline bench api` (issue 13): not product code.
+
+What the leanest FastAPI app does for meterline's hot reads: one asyncpg pool, a bearer token
+compared to a constant, the same SQL on the same tables as meterline's account read, and a
+pydantic response model of the same shape. No key table, no rate limit, no metrics, no error
+hierarchy: the gap between meterline and this app is meterline's own per-request work.
+
+Served by uvicorn with the options `meterline api` uses (uvloop, httptools, one worker):
+    METERLINE_REFERENCE_DSN=postgresql://... METERLINE_REFERENCE_ACCOUNT=bench-acct-1 \
+    METERLINE_REFERENCE_TOKEN=... uvicorn bench.reference_api:create_app --factory
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Annotated, Literal
+
+import asyncpg
+from fastapi import Depends, FastAPI, HTTPException, Request
+from pydantic import BaseModel
+
+# The same read as processors.ledger.queries.read_accounts, for one account.
+BALANCE_SQL = (
+    "SELECT u.account_id, u.balance_micros, u.tier, u.monthly_cap_micros, u.blocked,"
+    " coalesce(m.spend_micros, 0) AS spend"
+    " FROM user_credits u JOIN tiers t ON t.name = u.tier"
+    " LEFT JOIN monthly_spend m ON m.account_id = u.account_id AND m.month = $2"
+    " WHERE u.account_id = $1"
+)
+
+
+class BalanceOut(BaseModel):
+    account_id: str
+    balance: str
+    monthly_spend: str
+    monthly_cap: str | None
+    cap_remaining: str | None
+    tier: str
+    blocked: bool
+
+
+class AuthorizeIn(BaseModel):
+    estimated_cost: Decimal
+
+
+class AuthorizeOut(BaseModel):
+    allowed: bool
+    reason: Literal["ok", "blocked", "insufficient_balance", "monthly_cap"]
+    balance: str
+    cap_remaining: str | None
+
+
+def _money(micros: int | None) -> str | None:
+    if micros is None:
+        return None
+    sign = "-" if micros < 0 else ""
+    whole, frac = divmod(abs(micros), 1_000_000)
+    return f"{sign}{whole}.{frac:06d}"
+
+
+async def check_token(request: Request) -> None:
+    """401 unless the bearer token is the constant one."""
+    if request.headers.get("authorization") != request.app.state.bearer:
+        raise HTTPException(401, "unauthorized")
+
+
+Authed = Annotated[None, Depends(check_token)]
+
+
+async def read(request: Request) -> asyncpg.Record:
+    """The account's row with this month's spend."""
+    month = datetime.now(UTC).date().replace(day=1)
+    row = await request.app.state.pool.fetchrow(BALANCE_SQL, request.app.state.account, month)
+    if row is None:
+        raise HTTPException(404, "no such account")
+    return row
+
+
+def create_app() -> FastAPI:
+    """The reference app; its database, account and token from METERLINE_REFERENCE_*."""
+    dsn = os.environ["METERLINE_REFERENCE_DSN"]
+    account = os.environ["METERLINE_REFERENCE_ACCOUNT"]
+    token = os.environ["METERLINE_REFERENCE_TOKEN"]
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.pool = await asyncpg.create_pool(dsn, min_size=10, max_size=20)
+        yield
+        await app.state.pool.close()
+
+    app = FastAPI(lifespan=lifespan)
+    app.state.bearer = f"Bearer {token}"
+    app.state.account = account
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/api/v1/credits/balance")
+    async def balance(request: Request, _: Authed) -> BalanceOut:
+        r = await read(request)
+        cap = r["monthly_cap_micros"]
+        return BalanceOut(
+            account_id=r["account_id"],
+            balance=_money(r["balance_micros"]) or "",
+            monthly_spend=_money(r["spend"]) or "",
+            monthly_cap=_money(cap),
+            cap_remaining=_money(None if cap is None else max(0, cap - r["spend"])),
+            tier=r["tier"],
+            blocked=r["blocked"],
+        )
+
+    @app.post("/api/v1/credits/authorize")
+    async def authorize(body: AuthorizeIn, request: Request, _: Authed) -> AuthorizeOut:
+        r = await read(request)
+        estimate = int(body.estimated_cost * 1_000_000)
+        cap = r["monthly_cap_micros"]
+        left = None if cap is None else max(0, cap - r["spend"])
+        reason: Literal["ok", "blocked", "insufficient_balance", "monthly_cap"] = "ok"
+        if r["blocked"]:
+            reason = "blocked"
+        elif r["balance_micros"] < estimate:
+            reason = "insufficient_balance"
+        elif left is not None and estimate > left:
+            reason = "monthly_cap"
+        return AuthorizeOut(
+            allowed=reason == "ok",
+            reason=reason,
+            balance=_money(r["balance_micros"]) or "",
+            cap_remaining=_money(left),
+        )
+
+    return app
