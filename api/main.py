@@ -13,6 +13,7 @@ from typing import Any
 import asyncpg
 from fastapi import APIRouter, FastAPI
 from fastapi.openapi.utils import get_openapi
+from starlette.routing import BaseRoute
 
 import api.routes
 from api.catalog_cache import CatalogCache
@@ -35,6 +36,13 @@ PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
     422: {"model": ProblemOut, "description": "invalid input: each field and the rule it broke"},
     429: {"model": ProblemOut, "description": "rate limit of the key's tier exceeded"},
 }
+
+
+# Matched first: the routes a proxy calls before every LLM call. Starlette tries routes in
+# order, and FastAPI matches each included router by trying every route in it (twice for the
+# one it picks), so a route in the sixteenth router paid ~80 us of regex matching per request.
+# No two routers share a path, so the order changes nothing else; OpenAPI keeps module order.
+MATCHED_FIRST = ("credits", "authorize", "reservations")
 
 
 def route_modules() -> list[Any]:
@@ -119,6 +127,12 @@ def _problem_media_types(schema: dict[str, Any]) -> dict[str, Any]:
     return schema
 
 
+def _in_module_order(routes: list[BaseRoute], modules: list[Any]) -> list[BaseRoute]:
+    """The app's routes with the included routers in module-name order (the OpenAPI order)."""
+    rank = {id(m.router): i for i, m in enumerate(modules)}
+    return sorted(routes, key=lambda r: rank.get(id(getattr(r, "original_router", None)), -1))
+
+
 def create_app(settings: ApiSettings | None = None) -> FastAPI:
     """The meterline API; `settings` default to the environment (METERLINE_*)."""
     settings = (settings or get_settings(ApiSettings)).require(kafka=True, database=True)
@@ -139,11 +153,17 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.state.catalog_cache = CatalogCache()
     install_error_handlers(app)
     app.add_middleware(MetricsMiddleware)
-    for module in route_modules():
+    modules = route_modules()
+    hot = sorted(
+        (m for m in modules if m.__name__.rsplit(".", 1)[1] in MATCHED_FIRST),
+        key=lambda m: MATCHED_FIRST.index(m.__name__.rsplit(".", 1)[1]),
+    )
+    for module in hot + [m for m in modules if m not in hot]:
         # A module may document other shared answers (ops routes need no key: ROUTER_RESPONSES={}).
         app.include_router(
             module.router, responses=getattr(module, "ROUTER_RESPONSES", PROBLEM_RESPONSES)
         )
+    documented = _in_module_order(app.routes, modules)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
@@ -153,7 +173,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
                     version=app.version,
                     summary=app.summary,
                     description=app.description,
-                    routes=app.routes,
+                    routes=documented,
                 )
             )
         return app.openapi_schema
