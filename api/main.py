@@ -91,6 +91,17 @@ def _lifespan(settings: ApiSettings) -> Any:
     return lifespan
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """The pool's reset on release: nothing beyond asyncpg's own (a transaction left open is
+    rolled back, listeners dropped).
+
+    asyncpg's default runs `SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL`
+    on every release: a round trip per request, for session state the API never creates (it
+    sets no session setting, its cursors live in transactions, it takes no session advisory
+    lock and listens to nothing). A route that starts to must reset what it set itself.
+    """
+
+
 async def _create_pool(settings: ApiSettings) -> asyncpg.Pool:
     """The asyncpg pool; when Postgres is away at start, an empty one that connects later.
 
@@ -102,6 +113,7 @@ async def _create_pool(settings: ApiSettings) -> asyncpg.Pool:
         "max_size": settings.pg_pool_max,
         "timeout": settings.pg_connect_timeout_seconds,
         "command_timeout": settings.pg_command_timeout_seconds,
+        "reset": _keep_session,
     }
     try:
         return await asyncpg.create_pool(
