@@ -44,18 +44,28 @@ async def lock_accounts(
     return await read_accounts(conn, account_ids=ids, month=month)
 
 
+# The read's WHERE clause, one of two constants (the values always travel as $n).
+_WHERE_ONE = " WHERE u.account_id = $1"
+_WHERE_ANY = " WHERE u.account_id = ANY($1::text[])"
+
+
 async def read_accounts(
     conn: asyncpg.Connection | asyncpg.Pool, *, account_ids: Sequence[str], month: date
 ) -> dict[str, AccountState]:
-    """The accounts' state with the month's spend (no lock: callers lock first if they write)."""
+    """The accounts' state with the month's spend (no lock: callers lock first if they write).
+
+    One account (balance, authorize) is read with `= $1`: with `= ANY($1::text[])` the same
+    read took 3x the backend CPU (145 against 47 us a query, generic plan or not).
+    """
+    one = len(account_ids) == 1
     rows = await conn.fetch(
-        "SELECT u.account_id, u.balance_micros, u.tier, u.monthly_cap_micros, u.blocked,"
+        "SELECT u.account_id, u.balance_micros, u.tier, u.monthly_cap_micros, u.blocked,"  # noqa: S608
         " u.low_balance_alerted, t.price_multiplier,"
         " coalesce(m.spend_micros, 0) AS spend, coalesce(m.alerted_pct, 0) AS alerted_pct"
         " FROM user_credits u JOIN tiers t ON t.name = u.tier"
         " LEFT JOIN monthly_spend m ON m.account_id = u.account_id AND m.month = $2"
-        " WHERE u.account_id = ANY($1::text[])",
-        list(account_ids),
+        + (_WHERE_ONE if one else _WHERE_ANY),
+        account_ids[0] if one else list(account_ids),
         month,
     )
     return {
