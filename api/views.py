@@ -2,41 +2,14 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Any, cast
 
 import asyncpg
 
-from api.queries.admin import get_tier
-from processors.ledger import AccountState, EntryResult, LedgerRow, read_account
+from processors.ledger import AccountState, EntryResult, LedgerRow
 from processors.pricing import PriceVersion, plain
 from schemas.api_credits import BalanceOut, EntryOut, LedgerRowOut, money_or_none
 from schemas.money import format_micros
-
-
-async def account_state(
-    conn: asyncpg.Connection | asyncpg.Pool, *, account_id: str, default_tier: str
-) -> AccountState:
-    """The account's live state (this UTC month's spend), read without a lock.
-
-    An account the ledger has never seen reads as a new account would be created: balance 0,
-    the default tier, that tier's default cap.
-    """
-    state = await read_account(cast(asyncpg.Connection, conn), account_id=account_id)
-    if state is not None:
-        return state
-    tier = await get_tier(conn, name=default_tier)
-    return AccountState(
-        account_id=account_id,
-        balance_micros=0,
-        tier=default_tier,
-        monthly_cap_micros=tier["default_monthly_cap_micros"] if tier else None,
-        monthly_spend_micros=0,
-        alerted_pct=0,
-        blocked=False,
-        low_balance_alerted=False,
-        price_multiplier=tier["price_multiplier"] if tier else Decimal(1),
-    )
 
 
 def balance_out(state: AccountState) -> BalanceOut:

@@ -7,7 +7,7 @@ from typing import Literal
 from fastapi import APIRouter
 
 from api.deps import Pool, SettingsDep, TargetAccount
-from api.views import account_state
+from processors.ledger import read_account_or_new
 from schemas.api_credits import AuthorizeIn, AuthorizeOut, money_or_none
 from schemas.money import format_micros, to_micros
 
@@ -28,7 +28,9 @@ async def authorize(
     Nothing is reserved: the answer is advice read without a lock; the usage event that
     follows the call is what debits (and may still overdraw, as streamed usage is a fact).
     """
-    state = await account_state(pool, account_id=account_id, default_tier=settings.default_tier)
+    state = await read_account_or_new(
+        pool, account_id=account_id, default_tier=settings.default_tier
+    )
     estimate = to_micros(body.estimated_cost)
     left = state.cap_remaining_micros
     reason: Literal["ok", "blocked", "insufficient_balance", "monthly_cap"]

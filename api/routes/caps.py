@@ -5,8 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from api.deps import Pool, SettingsDep, TargetAccount
-from api.views import account_state, balance_out
-from processors.ledger import set_monthly_cap
+from api.views import balance_out
+from processors.ledger import read_account_or_new, set_monthly_cap
 from schemas.api_credits import BalanceOut, MonthlyCapIn
 from schemas.money import to_micros
 
@@ -18,7 +18,9 @@ async def get_monthly_cap(
     account_id: TargetAccount, pool: Pool, settings: SettingsDep
 ) -> BalanceOut:
     """The balance answer, whose `monthly_cap` and `cap_remaining` are null when there is none."""
-    state = await account_state(pool, account_id=account_id, default_tier=settings.default_tier)
+    state = await read_account_or_new(
+        pool, account_id=account_id, default_tier=settings.default_tier
+    )
     return balance_out(state)
 
 

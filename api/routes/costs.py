@@ -15,8 +15,14 @@ from api.errors import Problem, invalid_field
 from api.metrics import LEDGER_WRITES
 from api.routes.credits import DEDUCT_RESPONSES
 from api.settings import ApiSettings
-from api.views import REPLAYED_HEADER, account_state, entry_out
-from processors.ledger import EntryResult, IdempotencyConflict, post_entry, same_request
+from api.views import REPLAYED_HEADER, entry_out
+from processors.ledger import (
+    EntryResult,
+    IdempotencyConflict,
+    post_entry,
+    read_account_or_new,
+    same_request,
+)
 from processors.ledger.queries import find_idempotent_row
 from processors.pricing import CostBreakdown, Unpriced, price_event
 from schemas.api_common import ProblemOut
@@ -48,7 +54,9 @@ async def _price(
     at = body.occurred_at or datetime.now(UTC)
     cache: CatalogCache = request.app.state.catalog_cache
     catalog = await cache.get(pool)
-    state = await account_state(pool, account_id=account_id, default_tier=settings.default_tier)
+    state = await read_account_or_new(
+        pool, account_id=account_id, default_tier=settings.default_tier
+    )
     try:
         version = catalog.require(body.model, at)
         terms = settings.ledger_policy().terms(state.price_multiplier)
@@ -125,7 +133,9 @@ async def calculate_and_deduct(
     if original is not None:
         if not same_request(original, "deduction", 0, None, digest):
             raise IdempotencyConflict(body.idempotency_key, original)
-        state = await account_state(pool, account_id=account_id, default_tier=policy.default_tier)
+        state = await read_account_or_new(
+            pool, account_id=account_id, default_tier=policy.default_tier
+        )
         return _answer(EntryResult(original, state, replayed=True), response)
     cost, amount = await _price(request, pool, settings, account_id, body)
     async with pool.acquire() as conn:

@@ -8,8 +8,8 @@ from fastapi import APIRouter, Response
 
 from api.deps import Pool, SettingsDep, TargetAccount
 from api.metrics import LEDGER_WRITES
-from api.views import REPLAYED_HEADER, account_state, balance_out, entry_out
-from processors.ledger import post_entry
+from api.views import REPLAYED_HEADER, balance_out, entry_out
+from processors.ledger import post_entry, read_account_or_new
 from schemas.api_common import ProblemOut
 from schemas.api_credits import BalanceOut, DeductIn, EntryOut
 from schemas.money import to_micros
@@ -37,7 +37,9 @@ async def get_balance(account_id: TargetAccount, pool: Pool, settings: SettingsD
     An account that has no ledger yet answers as a new account: balance 0, the default tier
     and its default cap.
     """
-    state = await account_state(pool, account_id=account_id, default_tier=settings.default_tier)
+    state = await read_account_or_new(
+        pool, account_id=account_id, default_tier=settings.default_tier
+    )
     return balance_out(state)
 
 

@@ -22,6 +22,7 @@ from processors.ledger.entries import (
     EntryResult,
     post_entry,
     read_account,
+    read_account_or_new,
     same_request,
     set_monthly_cap,
 )
@@ -72,6 +73,7 @@ __all__ = [
     "count_pending_alerts",
     "publish_pending_alerts",
     "read_account",
+    "read_account_or_new",
     "redeem_coupon",
     "set_account_tier",
     "upsert_tier",

@@ -19,7 +19,17 @@ async def tier_exists(conn: asyncpg.Connection, *, tier: str) -> bool:
     return bool(await conn.fetchval("SELECT 1 FROM tiers WHERE name = $1", tier))
 
 
-async def tier_default_cap(conn: asyncpg.Connection, *, tier: str) -> tuple[bool, int | None]:
+async def tier_multiplier(conn: asyncpg.Connection | asyncpg.Pool, *, tier: str) -> Decimal | None:
+    """The tier's price multiplier, or None when there is no such tier."""
+    value: Decimal | None = await conn.fetchval(
+        "SELECT price_multiplier FROM tiers WHERE name = $1", tier
+    )
+    return value
+
+
+async def tier_default_cap(
+    conn: asyncpg.Connection | asyncpg.Pool, *, tier: str
+) -> tuple[bool, int | None]:
     """(whether the tier exists, its default monthly cap in micros or None)."""
     row = await conn.fetchrow(
         "SELECT default_monthly_cap_micros AS cap FROM tiers WHERE name = $1", tier

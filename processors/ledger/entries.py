@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import asyncpg
@@ -170,10 +171,37 @@ async def set_monthly_cap(
 
 
 async def read_account(
-    conn: asyncpg.Connection, *, account_id: str, now: datetime | None = None
+    conn: asyncpg.Connection | asyncpg.Pool, *, account_id: str, now: datetime | None = None
 ) -> AccountState | None:
     """The account's state without locking (for reads such as balance and authorize)."""
     states = await queries.read_accounts(
         conn, account_ids=[account_id], month=month_of(now or datetime.now(UTC))
     )
     return states.get(account_id)
+
+
+async def read_account_or_new(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    *,
+    account_id: str,
+    default_tier: str,
+    now: datetime | None = None,
+) -> AccountState:
+    """The account's state; one the ledger has never seen reads as ensure_accounts would
+    create it: balance 0, the default tier with its default cap and price multiplier."""
+    state = await read_account(conn, account_id=account_id, now=now)
+    if state is not None:
+        return state
+    exists, cap = await account_queries.tier_default_cap(conn, tier=default_tier)
+    multiplier = await account_queries.tier_multiplier(conn, tier=default_tier)
+    return AccountState(
+        account_id=account_id,
+        balance_micros=0,
+        tier=default_tier,
+        monthly_cap_micros=cap,
+        monthly_spend_micros=0,
+        alerted_pct=0,
+        blocked=False,
+        low_balance_alerted=False,
+        price_multiplier=multiplier if multiplier is not None else Decimal(1),
+    )
