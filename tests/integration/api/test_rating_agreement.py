@@ -19,10 +19,10 @@ from hypothesis import strategies as st
 
 from api.catalog_cache import CatalogCache
 from api.settings import ApiSettings
-from processors import reconcile_queries
 from processors.catalog import insert_price_version, load_catalog
 from processors.ledger import RatedEvent, debit_batch, ensure_account, upsert_tier
 from processors.reconcile import expected_micros
+from processors.reconcile import queries as reconcile_queries
 from schemas.event import UsageEvent
 from schemas.money import to_micros
 from schemas.settings import CommonSettings
