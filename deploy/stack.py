@@ -242,8 +242,8 @@ def start_kafka(progress: Progress) -> tuple[str, int]:
 
 def ensure_topics(bootstrap: str, progress: Progress) -> list[str]:
     """Create usage.events (12 partitions), usage.dlq and credit.alerts when missing."""
-    from processors.topics import ensure_topics as create
-    from processors.topics import wanted_topics
+    from processors.topic_admin import ensure_topics as create
+    from processors.topic_admin import wanted_topics
     from schemas.settings import CommonSettings
 
     topics = wanted_topics(CommonSettings(kafka_bootstrap=bootstrap, database_url="-"))

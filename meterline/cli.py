@@ -6,16 +6,16 @@ import typer
 
 from meterline.commands import (
     admin,
+    api,
     bench,
     byok,
     demo,
     dev,
     migrate,
-    pipeline,
     pricing,
     produce,
     reconcile,
-    serve,
+    worker,
 )
 
 app = typer.Typer(
@@ -29,10 +29,10 @@ app = typer.Typer(
 dev.register(app)
 demo.register(app)
 migrate.register(app)
-pipeline.register(app)
+worker.register(app)
 produce.register(app)
 pricing.register(app)
-serve.register(app)
+api.register(app)
 reconcile.register(app)
 bench.register(app)
 admin.register(app)

@@ -44,7 +44,7 @@ class Resources(Service):
 
     async def on_start(self) -> None:
         s = self.settings
-        from processors.topics import ensure_topics, wanted_topics
+        from processors.topic_admin import ensure_topics, wanted_topics
 
         if s.worker_metrics_port:
             from prometheus_client import start_http_server
