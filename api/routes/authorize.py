@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
-from api.deps import Pool, SettingsDep, TargetAccount
+from api.deps import TargetAccount, app_pool, app_settings
 from processors.ledger import read_account_or_new
 from schemas.api_credits import AuthorizeIn, AuthorizeOut, money_or_none
 from schemas.money import format_micros, to_micros
@@ -18,8 +18,7 @@ router = APIRouter(prefix="/api/v1/credits", tags=["authorize"])
 async def authorize(
     body: AuthorizeIn,
     account_id: TargetAccount,
-    pool: Pool,
-    settings: SettingsDep,
+    request: Request,
 ) -> AuthorizeOut:
     """`allowed` with `reason` `ok`, or denied because the account is `blocked` (overdrawn or
     at its cap), the balance is below the estimate (`insufficient_balance`), or the estimate
@@ -28,8 +27,9 @@ async def authorize(
     Nothing is reserved: the answer is advice read without a lock; the usage event that
     follows the call is what debits (and may still overdraw, as streamed usage is a fact).
     """
+    default_tier = app_settings(request).default_tier
     state = await read_account_or_new(
-        pool, account_id=account_id, default_tier=settings.default_tier
+        app_pool(request), account_id=account_id, default_tier=default_tier
     )
     estimate = to_micros(body.estimated_cost)
     left = state.cap_remaining_micros

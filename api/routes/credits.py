@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 
-from api.deps import Pool, SettingsDep, TargetAccount
+from api.deps import Pool, SettingsDep, TargetAccount, app_pool, app_settings
 from api.metrics import LEDGER_WRITES
 from api.views import REPLAYED_HEADER, balance_out, entry_out
 from processors.ledger import post_entry, read_account_or_new
@@ -30,15 +30,16 @@ DEDUCT_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 @router.get("/balance", summary="The account's balance, monthly spend and cap")
-async def get_balance(account_id: TargetAccount, pool: Pool, settings: SettingsDep) -> BalanceOut:
+async def get_balance(account_id: TargetAccount, request: Request) -> BalanceOut:
     """Balance, this UTC month's spend, the cap and what is left of it, the tier, and whether
     the account is blocked (balance below 0, or spend at the cap), computed now.
 
     An account that has no ledger yet answers as a new account: balance 0, the default tier
     and its default cap.
     """
+    default_tier = app_settings(request).default_tier
     state = await read_account_or_new(
-        pool, account_id=account_id, default_tier=settings.default_tier
+        app_pool(request), account_id=account_id, default_tier=default_tier
     )
     return balance_out(state)
 
