@@ -38,11 +38,43 @@ def _route_of(scope: Scope) -> str:
     return path if isinstance(path, str) else "<unmatched>"
 
 
+class _RouteMetrics:
+    """The labelled series of one (route, method): looked up once, not on every request.
+
+    prometheus_client's labels() validates, builds a key and takes a lock on each call
+    (three calls a request before); the series themselves stay the same objects.
+    """
+
+    __slots__ = ("by_status", "errors", "latency", "method", "route")
+
+    def __init__(self, route: str, method: str) -> None:
+        self.route, self.method = route, method
+        self.latency = LATENCY.labels(route, method)
+        self.by_status: dict[int, Any] = {}
+        self.errors: dict[str, Any] = {}
+
+    def record(self, status: int, seconds: float) -> None:
+        self.latency.observe(seconds)
+        requests = self.by_status.get(status)
+        if requests is None:
+            requests = REQUESTS.labels(self.route, self.method, str(status))
+            self.by_status[status] = requests
+        requests.inc()
+        if status >= 400:
+            kind = "5xx" if status >= 500 else "4xx"
+            errors = self.errors.get(kind)
+            if errors is None:
+                errors = self.errors[kind] = ERRORS.labels(self.route, kind)
+            errors.inc()
+
+
 class MetricsMiddleware:
     """Pure ASGI middleware: counts and times every HTTP request by its route template."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        # As bounded as the series it mirrors: route templates (and "<unmatched>") x methods.
+        self._series: dict[tuple[str, str], _RouteMetrics] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -60,9 +92,8 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            route = _route_of(scope)
-            method = str(scope.get("method", ""))
-            LATENCY.labels(route, method).observe(time.perf_counter() - start)
-            REQUESTS.labels(route, method, str(status)).inc()
-            if status >= 400:
-                ERRORS.labels(route, "5xx" if status >= 500 else "4xx").inc()
+            key = (_route_of(scope), str(scope.get("method", "")))
+            series = self._series.get(key)
+            if series is None:
+                series = self._series[key] = _RouteMetrics(*key)
+            series.record(status, time.perf_counter() - start)
