@@ -24,7 +24,7 @@ def window(hours: float = 3) -> tuple[datetime, datetime]:
 
 
 async def run_reconcile(
-    settings: CommonSettings, start: datetime, end: datetime
+    settings: CommonSettings, start: datetime, end: datetime, *, policy: LedgerPolicy = POLICY
 ) -> ReconcileResult:
     return await reconcile(
         bootstrap=settings.kafka_bootstrap,
@@ -32,7 +32,7 @@ async def run_reconcile(
         topic=settings.topic_usage_events,
         start=start,
         end=end,
-        policy=POLICY,
+        policy=policy,
     )
 
 

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from decimal import Decimal
+from typing import Any
 
 import asyncpg
 import pytest
@@ -68,126 +71,113 @@ async def test_schema_refuses_a_second_usage_debit_for_the_same_event(db: asyncp
         await conn.execute(insert.replace("'proxy-1'", "'proxy-2'"), -20)
 
 
-async def test_migrations_up_down_up_on_an_empty_database(services) -> None:  # type: ignore[no-untyped-def]
+@asynccontextmanager
+async def empty_database(services: Any) -> AsyncIterator[asyncpg.Connection]:
+    """A connection to a new, empty database of this test's own, dropped afterwards."""
     name = f"mig_{uuid.uuid4().hex[:8]}"
     admin = await asyncpg.connect(services.admin_dsn)
     await admin.execute(f'CREATE DATABASE "{name}"')
     try:
         conn = await asyncpg.connect(services.admin_dsn.rpartition("/")[0] + f"/{name}")
         try:
-            # Every table a migration creates, less those a later one drops.
-            expected: set[str] = set()
-            for m in migrate.load_migrations():
-                expected |= {n for k, n in m.creates if k == "TABLE"}
-                expected -= {n for k, n in m.drops if k == "TABLE"}
-            assert "credit_transactions" in expected and "idempotency_keys" not in expected
-            tables = "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
-
-            applied = await migrate.up(conn)
-            assert [m.version for m in applied] == [m.version for m in migrate.load_migrations()]
-            assert expected <= {r[0] for r in await conn.fetch(tables)}
-            assert await migrate.up(conn) == []  # idempotent
-
-            await migrate.down(conn, steps=len(applied))
-            assert {r[0] for r in await conn.fetch(tables)} == {"schema_migrations"}
-            assert all(when is None for _, when in await migrate.status(conn))
-
-            await migrate.up(conn)
-            assert expected <= {r[0] for r in await conn.fetch(tables)}
-            # up() verified each migration's tables and indexes right after applying it; later
-            # migrations may drop what earlier ones made, so the end state is checked by table.
-            applied_now = [v for v in (await migrate.applied_versions(conn))]
-            assert applied_now == [m.version for m in migrate.load_migrations()]
+            yield conn
         finally:
             await conn.close()
     finally:
         await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
         await admin.close()
+
+
+async def test_migrations_up_down_up_on_an_empty_database(services) -> None:  # type: ignore[no-untyped-def]
+    async with empty_database(services) as conn:
+        # Every table a migration creates, less those a later one drops.
+        expected: set[str] = set()
+        for m in migrate.load_migrations():
+            expected |= {n for k, n in m.creates if k == "TABLE"}
+            expected -= {n for k, n in m.drops if k == "TABLE"}
+        assert "credit_transactions" in expected and "idempotency_keys" not in expected
+        tables = "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
+
+        applied = await migrate.up(conn)
+        assert [m.version for m in applied] == [m.version for m in migrate.load_migrations()]
+        assert expected <= {r[0] for r in await conn.fetch(tables)}
+        assert await migrate.up(conn) == []  # idempotent
+
+        await migrate.down(conn, steps=len(applied))
+        assert {r[0] for r in await conn.fetch(tables)} == {"schema_migrations"}
+        assert all(when is None for _, when in await migrate.status(conn))
+
+        await migrate.up(conn)
+        assert expected <= {r[0] for r in await conn.fetch(tables)}
+        # up() verified each migration's tables and indexes right after applying it; later
+        # migrations may drop what earlier ones made, so the end state is checked by table.
+        applied_now = [v for v in (await migrate.applied_versions(conn))]
+        assert applied_now == [m.version for m in migrate.load_migrations()]
 
 
 async def test_rating_terms_migration_backfills_the_tier_multiplier(services) -> None:  # type: ignore[no-untyped-def]
     """0005 gives usage rows written before it the account tier's multiplier and the 5 % fee."""
-    name = f"mig_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(services.admin_dsn)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        conn = await asyncpg.connect(services.admin_dsn.rpartition("/")[0] + f"/{name}")
-        try:
-            await migrate.up(conn, target=4)
-            await conn.execute(
-                "INSERT INTO user_credits (account_id, tier) VALUES ('ent', 'enterprise')"
-            )
+    async with empty_database(services) as conn:
+        await migrate.up(conn, target=4)
+        await conn.execute(
+            "INSERT INTO user_credits (account_id, tier) VALUES ('ent', 'enterprise')"
+        )
+        await conn.execute(
+            "INSERT INTO usage_events (source, event_id, account_id, occurred_at, model,"
+            " cost_micros) VALUES ('s', 'e1', 'ent', now(), 'm', 9),"
+            " ('s', 'e2', 'gone', now(), 'm', 10)"
+        )
+        await migrate.up(conn, target=5)
+        rows = await conn.fetch(
+            "SELECT event_id, price_multiplier, byok_fee_pct FROM usage_events ORDER BY 1"
+        )
+        assert [tuple(r) for r in rows] == [
+            ("e1", Decimal("0.9"), Decimal(5)),
+            ("e2", Decimal(1), Decimal(5)),  # no account row left: list price
+        ]
+        with pytest.raises(asyncpg.NotNullViolationError):
             await conn.execute(
                 "INSERT INTO usage_events (source, event_id, account_id, occurred_at, model,"
-                " cost_micros) VALUES ('s', 'e1', 'ent', now(), 'm', 9),"
-                " ('s', 'e2', 'gone', now(), 'm', 10)"
+                " cost_micros) VALUES ('s', 'e3', 'ent', now(), 'm', 9)"
             )
-            await migrate.up(conn, target=5)
-            rows = await conn.fetch(
-                "SELECT event_id, price_multiplier, byok_fee_pct FROM usage_events ORDER BY 1"
-            )
-            assert [tuple(r) for r in rows] == [
-                ("e1", Decimal("0.9"), Decimal(5)),
-                ("e2", Decimal(1), Decimal(5)),  # no account row left: list price
-            ]
-            with pytest.raises(asyncpg.NotNullViolationError):
-                await conn.execute(
-                    "INSERT INTO usage_events (source, event_id, account_id, occurred_at, model,"
-                    " cost_micros) VALUES ('s', 'e3', 'ent', now(), 'm', 9)"
-                )
-            await migrate.down(conn, steps=1)
-            assert await conn.fetchval("SELECT count(*) FROM usage_events") == 2
-        finally:
-            await conn.close()
-    finally:
-        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-        await admin.close()
+        await migrate.down(conn, steps=1)
+        assert await conn.fetchval("SELECT count(*) FROM usage_events") == 2
 
 
 async def test_ledger_idempotency_migration_moves_stored_answers_into_the_ledger(services) -> None:  # type: ignore[no-untyped-def]
     """0007 copies calculate-and-deduct's stored answers onto their ledger rows, then drops the
     API's idempotency_keys; its down rebuilds the table from the rows."""
-    name = f"mig_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(services.admin_dsn)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        conn = await asyncpg.connect(services.admin_dsn.rpartition("/")[0] + f"/{name}")
-        try:
-            await migrate.up(conn, target=5)
-            await conn.execute("INSERT INTO user_credits (account_id) VALUES ('acme')")
-            await conn.execute(
-                "INSERT INTO credit_transactions (account_id, type, amount_micros,"
-                " balance_after_micros, idempotency_key, reason, model) VALUES"
-                " ('acme', 'deduction', -2000, -2000, 'c1', 'usage of m', 'm'),"
-                " ('acme', 'deduction', -5, -2005, 'd1', 'plain deduct', NULL)"
-            )
-            cost = {"cost": "0.002000", "model": "m"}
-            await conn.execute(
-                "INSERT INTO idempotency_keys (scope, key, request_hash, response)"
-                " VALUES ('calculate-and-deduct:acme', 'c1', '\\x01'::bytea, $1::jsonb)",
-                json.dumps({"balance": "-0.002000", "cost": cost}),
-            )
-            await migrate.up(conn, target=7)
-            rows = await conn.fetch(
-                "SELECT idempotency_key, request_hash, priced::text AS priced"
-                " FROM credit_transactions ORDER BY id"
-            )
-            assert [(r[0], r[1], r[2] and json.loads(r[2])) for r in rows] == [
-                ("c1", b"\x01", cost),
-                ("d1", None, None),
-            ]
-            assert not await conn.fetchval("SELECT to_regclass('idempotency_keys') IS NOT NULL")
-            await migrate.down(conn, steps=1)
-            back = await conn.fetchrow(
-                "SELECT scope, key, request_hash, response::text AS response FROM idempotency_keys"
-            )
-            assert back is not None
-            assert (back[0], back[1], back[2]) == ("calculate-and-deduct:acme", "c1", b"\x01")
-            answer = json.loads(back[3])
-            assert answer["cost"] == cost and answer["balance"] == "-0.002000"
-            assert answer["transaction"]["amount"] == "-0.002000"
-        finally:
-            await conn.close()
-    finally:
-        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-        await admin.close()
+    async with empty_database(services) as conn:
+        await migrate.up(conn, target=5)
+        await conn.execute("INSERT INTO user_credits (account_id) VALUES ('acme')")
+        await conn.execute(
+            "INSERT INTO credit_transactions (account_id, type, amount_micros,"
+            " balance_after_micros, idempotency_key, reason, model) VALUES"
+            " ('acme', 'deduction', -2000, -2000, 'c1', 'usage of m', 'm'),"
+            " ('acme', 'deduction', -5, -2005, 'd1', 'plain deduct', NULL)"
+        )
+        cost = {"cost": "0.002000", "model": "m"}
+        await conn.execute(
+            "INSERT INTO idempotency_keys (scope, key, request_hash, response)"
+            " VALUES ('calculate-and-deduct:acme', 'c1', '\\x01'::bytea, $1::jsonb)",
+            json.dumps({"balance": "-0.002000", "cost": cost}),
+        )
+        await migrate.up(conn, target=7)
+        rows = await conn.fetch(
+            "SELECT idempotency_key, request_hash, priced::text AS priced"
+            " FROM credit_transactions ORDER BY id"
+        )
+        assert [(r[0], r[1], r[2] and json.loads(r[2])) for r in rows] == [
+            ("c1", b"\x01", cost),
+            ("d1", None, None),
+        ]
+        assert not await conn.fetchval("SELECT to_regclass('idempotency_keys') IS NOT NULL")
+        await migrate.down(conn, steps=1)
+        back = await conn.fetchrow(
+            "SELECT scope, key, request_hash, response::text AS response FROM idempotency_keys"
+        )
+        assert back is not None
+        assert (back[0], back[1], back[2]) == ("calculate-and-deduct:acme", "c1", b"\x01")
+        answer = json.loads(back[3])
+        assert answer["cost"] == cost and answer["balance"] == "-0.002000"
+        assert answer["transaction"]["amount"] == "-0.002000"

@@ -8,7 +8,7 @@ from decimal import Decimal
 import asyncpg
 
 from processors.ledger import ensure_account, set_account_tier
-from processors.reconcile import apply_fixes, reconcile
+from processors.reconcile import apply_fixes
 from schemas.settings import CommonSettings
 from tests.integration.ledger_helpers import ledger_matches_balances
 from tests.integration.reconcile_helpers import POLICY, balances, run_reconcile, window
@@ -57,14 +57,7 @@ async def test_tier_and_fee_changed_after_the_debit_are_not_findings(
     assert found.in_range == 4 and found.unpriced == 0
     assert found.clean, found.findings
     new_fee = replace(POLICY, byok_fee_pct=Decimal(10))
-    with_new_fee = await reconcile(
-        bootstrap=test_settings.kafka_bootstrap,
-        database_url=test_settings.database_url,
-        topic=test_settings.topic_usage_events,
-        start=start,
-        end=end,
-        policy=new_fee,
-    )
+    with_new_fee = await run_reconcile(test_settings, start, end, policy=new_fee)
     assert with_new_fee.clean, with_new_fee.findings
 
     # --fix over a clean result changes nothing: history is not re-priced.

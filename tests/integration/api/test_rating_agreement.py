@@ -82,6 +82,18 @@ def cases(draw: st.DrawFn) -> Case:
     )
 
 
+async def set_tier_multiplier(conn: asyncpg.Connection, tier: str, multiplier: Decimal) -> None:
+    """Create the tier, or change its multiplier (the account's terms from now on)."""
+    await upsert_tier(
+        conn,
+        name=tier,
+        monthly_allocation_micros=0,
+        price_multiplier=multiplier,
+        default_monthly_cap_micros=None,
+        rate_limit="1000/second",
+    )
+
+
 @pytest.fixture
 def api_settings(test_settings: CommonSettings, database_url: str) -> ApiSettings:
     """A platform fee other than the default, so the fee is taken from the same setting."""
@@ -121,14 +133,7 @@ async def test_worker_api_and_reconcile_agree_on_any_event(
             units=case.unit_prices,
             **case.prices,
         )
-        await upsert_tier(
-            conn,
-            name=tier,
-            monthly_allocation_micros=0,
-            price_multiplier=case.multiplier,
-            default_monthly_cap_micros=None,
-            rate_limit="1000/second",
-        )
+        await set_tier_multiplier(conn, tier, case.multiplier)
         await ensure_account(conn, account_id=account, tier=tier)
     event = UsageEvent(
         event_id=run,
@@ -162,14 +167,7 @@ async def test_worker_api_and_reconcile_agree_on_any_event(
             "SELECT cost_micros FROM usage_events WHERE event_id = $1", run
         )
         # The account changes tier after the debit: history keeps its terms.
-        await upsert_tier(
-            conn,
-            name=tier,
-            monthly_allocation_micros=0,
-            price_multiplier=case.later_multiplier,
-            default_monthly_cap_micros=None,
-            rate_limit="1000/second",
-        )
+        await set_tier_multiplier(conn, tier, case.later_multiplier)
         # Reconcile's expectation: the terms stored on the usage row, the catalog's version.
         stored_terms = await reconcile_queries.fetch_rating_terms(
             conn, sources=[event.source], event_ids=[run]
