@@ -5,7 +5,9 @@ number of connections for a bounded time, beside the same routes of a minimal Fa
 (bench/reference_api.py: one pool, a constant token, the same SQL, a pydantic response) served
 the same way in the same run; the two alternate, each phase `repeat` times, and the medians and
 their ratio are printed. Then both at a fixed rate of half the reference's closed-loop rate
-(p99 there). Then pages of GET /api/v1/credits/transactions on one
+(p99 there). Then reserve + release pairs from httpx clients (each reserve needs its own
+idempotency key, which wrk's prepared requests cannot give) at 1,000 pairs/s (or --rate). Then
+pages of GET /api/v1/credits/transactions on one
 account whose ledger holds `ledger_rows` rows (10,000,000 by default, seeded with generate_series
 into the bench's own database, kept between runs).
 
@@ -419,6 +421,69 @@ async def _wrk_phase(
     )
 
 
+async def _reservations(
+    base: str, keys: list[str], cfg: ApiBenchConfig, rate: float
+) -> list[PhaseResult]:
+    """Reserve + release pairs from httpx clients (each reserve needs its own idempotency key,
+    which a prepared wrk request cannot give): `rate` pairs/s in all, paced per client, or a
+    closed loop when rate is 0. Latency is counted from each send."""
+    reserve_ms: list[float] = []
+    release_ms: list[float] = []
+    errors = 0
+    run = os.urandom(4).hex()
+
+    async def client(n: int, key: str, seconds: float, record: bool) -> None:
+        nonlocal errors
+        interval = len(keys) / rate if rate > 0 else 0.0
+        limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+        async with httpx.AsyncClient(
+            base_url=base, limits=limits, headers={"Authorization": f"Bearer {key}"}
+        ) as c:
+            start = time.perf_counter() + (interval * n / len(keys))
+            i = 0
+            while True:
+                due = start + i * interval
+                if due - start >= seconds:
+                    return
+                await asyncio.sleep(max(0.0, due - time.perf_counter()))
+                t0 = time.perf_counter()
+                r = await c.post(
+                    "/api/v1/credits/reservations",
+                    json={
+                        "amount": "0.000001",
+                        "ttl_seconds": 60,
+                        "idempotency_key": f"bench-{run}-{n}-{i}-{record}",
+                    },
+                )
+                t1 = time.perf_counter()
+                ok = r.status_code == 201
+                if ok:
+                    rid = r.json()["reservation_id"]
+                    r = await c.post(f"/api/v1/credits/reservations/{rid}/release")
+                    ok = r.status_code == 200
+                t2 = time.perf_counter()
+                if record:
+                    reserve_ms.append((t1 - t0) * 1000)
+                    release_ms.append((t2 - t1) * 1000)
+                    errors += not ok
+                i += 1
+
+    await asyncio.gather(*(client(n, k, 1.0, False) for n, k in enumerate(keys)))
+    began = time.perf_counter()
+    await asyncio.gather(*(client(n, k, cfg.duration_s, True) for n, k in enumerate(keys)))
+    seconds = time.perf_counter() - began
+    tool = f"httpx x{len(keys)}" + (f" at {rate:.0f} pairs/s" if rate > 0 else " closed loop")
+    out = []
+    for name, lat in (
+        ("POST /reservations", reserve_ms),
+        ("POST /reservations/release", release_ms),
+    ):
+        r = PhaseResult.from_latencies(name, len(lat), errors, seconds, lat)
+        r.tool = tool
+        out.append(r)
+    return out
+
+
 async def _pages(base: str, key: str, cfg: ApiBenchConfig) -> list[PhaseResult]:
     results = []
     rng = random.Random(7)
@@ -474,6 +539,7 @@ HOT_ROUTES = [
         "POST /credits/authorize", "POST", "/api/v1/credits/authorize", '{"estimated_cost": "0.01"}'
     ),
 ]
+RESERVATION_RATE = 1000.0  # issue 10: reserve + release pairs/s (p99 < 10 ms the goal)
 GOAL_RATIO = 0.8  # issue 13: meterline >= 0.8 x the reference, closed loop
 GOAL_P99_MS = 10.0  # ... and p99 < 10 ms at half the reference's closed-loop rate
 
@@ -633,6 +699,10 @@ async def run_api_bench(cfg: ApiBenchConfig, say: Say) -> ApiBenchReport:
                     cmp.reference_paced.append(
                         await phase(f"ref {route.name} {at}", ref_base, ref_keys, route, cmp.rate)
                     )
+        # The issue's target: 1,000 reserve + release pairs/s over the connections.
+        for r in await _reservations(base, keys, cfg, cfg.rate or RESERVATION_RATE):
+            phases.append(r)
+            say(r.line())
         for r in await _pages(base, big_key, cfg):
             phases.append(r)
             say(r.line())

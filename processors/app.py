@@ -22,7 +22,12 @@ from mode import Service
 
 from processors import metrics
 from processors.consumer import MeteringLoop
-from processors.ledger import count_pending_alerts, publish_pending_alerts
+from processors.ledger import (
+    count_pending_alerts,
+    expire_grants,
+    publish_pending_alerts,
+    sweep_expired_holds,
+)
 from processors.metering import Meter
 from processors.settings import WorkerSettings
 from schemas.settings import get_settings
@@ -171,6 +176,10 @@ def create_app(settings: WorkerSettings) -> tuple[faust.App, Resources]:
     async def alerts_timer() -> None:
         await _drain_alerts(resources)
 
+    @app.timer(interval=settings.expiry_interval_s)
+    async def expiry_timer() -> None:
+        await _expire(resources)
+
     return app, resources
 
 
@@ -183,6 +192,25 @@ async def _drain_alerts(resources: Resources) -> None:
         metrics.OUTBOX_BACKLOG.set(await count_pending_alerts(resources.pool))
     except Exception as exc:  # noqa: BLE001 - the outbox keeps them; the timer retries
         log.warning("publishing alerts failed (%r); will retry", exc)
+
+
+async def _expire(resources: Resources) -> None:
+    """Expire grants past expires_at (one expiration row each) and mark expired holds."""
+    if resources.pool is None:
+        return
+    try:
+        done = await expire_grants(resources.pool, policy=resources.settings.ledger_policy())
+        swept = await sweep_expired_holds(resources.pool)
+    except Exception as exc:  # noqa: BLE001 - idempotent; the next tick retries
+        log.warning("expiring grants and holds failed (%r); will retry", exc)
+        return
+    if done.grants or swept:
+        log.info(
+            "expired %d grants (%d micro-credits), %d holds",
+            done.grants,
+            done.expired_micros,
+            swept,
+        )
 
 
 app, resources = create_app(get_settings(WorkerSettings))

@@ -50,3 +50,6 @@ class WorkerSettings(LedgerSettings):
         default=0, ge=0, le=65535, description="Serve Prometheus metrics on this port (0: off)"
     )
     worker_metrics_host: str = "127.0.0.1"
+    expiry_interval_s: float = Field(
+        default=15.0, gt=0, le=60, description="how often expired grants and holds are swept"
+    )

@@ -151,6 +151,8 @@ class BalanceOut(BaseModel):
                     "tier": "pro",
                     "blocked": False,
                     "blocked_reason": None,
+                    "available": "86.750000",
+                    "held": "0.500000",
                 }
             ]
         }
@@ -158,6 +160,8 @@ class BalanceOut(BaseModel):
 
     account_id: str
     balance: Money
+    available: Money = Field(description="balance less the active holds (reservations)")
+    held: Money = Field(description="credit held by active, unexpired reservations")
     monthly_spend: Money
     monthly_cap: Money | None = Field(description="null: no monthly cap")
     cap_remaining: Money | None = Field(description="null: no monthly cap")
@@ -180,6 +184,14 @@ class MonthlyCapIn(_In):
 
 
 # ---- ledger rows, deductions ----------------------------------------------------------------
+
+
+class GrantBurnOut(BaseModel):
+    """What one ledger row took from one grant."""
+
+    grant_id: int
+    amount: Money
+    kind: Literal["debit", "overdraft", "expiry"]
 
 
 class LedgerRowOut(BaseModel):
@@ -207,7 +219,9 @@ class LedgerRowOut(BaseModel):
 
     id: int
     account_id: str
-    type: Literal["allocation", "usage", "deduction", "coupon", "refund", "adjustment"]
+    type: Literal[
+        "allocation", "usage", "deduction", "coupon", "refund", "adjustment", "expiration"
+    ]
     amount: Money
     balance_after: Money
     reason: str | None
@@ -216,6 +230,11 @@ class LedgerRowOut(BaseModel):
     source: str | None
     event_id: str | None
     created_at: datetime
+    grants: list[GrantBurnOut] = Field(
+        default_factory=list,
+        description="which grants the row burned (a debit or an expiration) or repaid "
+        "an overdraft from (a credit)",
+    )
 
 
 class DeductIn(_In):
@@ -536,6 +555,8 @@ class AuthorizeOut(BaseModel):
     reason: Literal["ok", "blocked", "insufficient_balance", "monthly_cap"]
     balance: Money
     cap_remaining: Money | None = Field(description="null: no monthly cap")
+    available: Money = Field(description="balance less the active holds")
+    held: Money = Field(description="credit held by active reservations")
 
 
 # ---- coupons --------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ AccountId = Annotated[str, bounds.Text(128)]
 ModelId = Annotated[str, bounds.Text(256)]
 Provider = Annotated[str, bounds.Text(64)]
 UnitName = Annotated[str, bounds.Text(64)]
+ReservationId = Annotated[str, bounds.Text(128)]
 
 
 def _unit_number(d: Decimal) -> int | float:
@@ -91,6 +92,10 @@ class UsageEvent(BaseModel):
     byok: bool = False
     reported_cost: ReportedCost | None = None
     metadata: dict[str, Any] | None = None
+    reservation_id: ReservationId | None = Field(
+        default=None,
+        description="The hold this call was reserved under: debiting the event settles it.",
+    )
     schema_version: int = SCHEMA_VERSION
 
     @field_validator("schema_version")

@@ -21,11 +21,13 @@ async def authorize(
     request: Request,
 ) -> AuthorizeOut:
     """`allowed` with `reason` `ok`, or denied because the account is `blocked` (overdrawn or
-    at its cap), the balance is below the estimate (`insufficient_balance`), or the estimate
-    would pass this month's cap (`monthly_cap`).
+    at its cap), `available` (balance less active holds) is below the estimate
+    (`insufficient_balance`), or the estimate plus the holds would pass this month's cap
+    (`monthly_cap`).
 
     Nothing is reserved: the answer is advice read without a lock; the usage event that
     follows the call is what debits (and may still overdraw, as streamed usage is a fact).
+    To hold the credit, reserve it (`POST /api/v1/credits/reservations`).
     """
     default_tier = app_settings(request).default_tier
     state = await read_account_or_new(
@@ -36,9 +38,9 @@ async def authorize(
     reason: Literal["ok", "blocked", "insufficient_balance", "monthly_cap"]
     if state.should_block() is not None:
         reason = "blocked"
-    elif state.balance_micros < estimate:
+    elif state.available_micros < estimate:
         reason = "insufficient_balance"
-    elif left is not None and estimate > left:
+    elif left is not None and estimate + state.held_micros > left:
         reason = "monthly_cap"
     else:
         reason = "ok"
@@ -47,4 +49,6 @@ async def authorize(
         reason=reason,
         balance=format_micros(state.balance_micros),
         cap_remaining=money_or_none(left),
+        available=format_micros(state.available_micros),
+        held=format_micros(state.held_micros),
     )

@@ -23,6 +23,7 @@ from processors.ledger import (
     read_account_or_new,
     same_request,
 )
+from processors.ledger.grant_queries import burns_of
 from processors.ledger.queries import find_idempotent_row
 from processors.pricing import CostBreakdown, Unpriced, price_event
 from schemas.api_common import ProblemOut
@@ -136,7 +137,8 @@ async def calculate_and_deduct(
         state = await read_account_or_new(
             pool, account_id=account_id, default_tier=policy.default_tier
         )
-        return _answer(EntryResult(original, state, replayed=True), response)
+        burns = tuple(await burns_of(pool, transaction_ids=[original.id]))
+        return _answer(EntryResult(original, state, replayed=True, burns=burns), response)
     cost, amount = await _price(request, pool, settings, account_id, body)
     async with pool.acquire() as conn:
         result = await post_entry(

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import UTC
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 
 from api.deps import Pool, SettingsDep, TargetAccount, app_pool, app_settings
 from api.metrics import LEDGER_WRITES
+from api.queries.balance_at import balance_at
 from api.views import REPLAYED_HEADER, balance_out, entry_out
-from processors.ledger import post_entry, read_account_or_new
+from processors.ledger import month_of, post_entry, read_account_or_new
 from schemas.api_common import ProblemOut
 from schemas.api_credits import BalanceOut, DeductIn, EntryOut
+from schemas.bounds import Timestamp
 from schemas.money import to_micros
 
 router = APIRouter(prefix="/api/v1/credits", tags=["credits"])
@@ -30,17 +33,34 @@ DEDUCT_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 @router.get("/balance", summary="The account's balance, monthly spend and cap")
-async def get_balance(account_id: TargetAccount, request: Request) -> BalanceOut:
-    """Balance, this UTC month's spend, the cap and what is left of it, the tier, and whether
-    the account is blocked (balance below 0, or spend at the cap), computed now.
+async def get_balance(
+    account_id: TargetAccount,
+    request: Request,
+    at: Annotated[
+        Timestamp | None,
+        Query(description="RFC 3339 with offset: the figures as they stood then (from the ledger)"),
+    ] = None,
+) -> BalanceOut:
+    """Balance, `available` (balance less active holds) and `held`, this UTC month's spend,
+    the cap and what is left of it, the tier, and whether the account is blocked (balance
+    below 0, or spend at the cap), computed now.
 
-    An account that has no ledger yet answers as a new account: balance 0, the default tier
-    and its default cap.
+    With `at`, the balance is the ledger's as it stood then (the balance after the last row
+    recorded at or before it), the spend is that month's up to it, and held counts the holds
+    active then; tier and cap are today's. An account that has no ledger yet answers as a new
+    account: balance 0, the default tier and its default cap.
     """
     default_tier = app_settings(request).default_tier
     state = await read_account_or_new(
         app_pool(request), account_id=account_id, default_tier=default_tier
     )
+    if at is None:
+        return balance_out(state)
+    when = at.astimezone(UTC)
+    past = await balance_at(app_pool(request), account_id=account_id, at=when, month=month_of(when))
+    state.balance_micros = past.balance_micros
+    state.monthly_spend_micros = past.monthly_spend_micros
+    state.held_micros = past.held_micros
     return balance_out(state)
 
 

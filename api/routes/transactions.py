@@ -19,13 +19,17 @@ from api.deps import Pool, TargetAccount
 from api.errors import invalid_field
 from api.queries import transactions as q
 from api.views import row_out
+from processors.ledger import Burn
+from processors.ledger.grant_queries import burns_of
 from schemas.api_credits import TransactionsPage
 from schemas.bounds import Text, Timestamp
 from schemas.money import format_micros
 
 router = APIRouter(prefix="/api/v1/credits", tags=["transactions"])
 
-LedgerType = Literal["allocation", "usage", "deduction", "coupon", "refund", "adjustment"]
+LedgerType = Literal[
+    "allocation", "usage", "deduction", "coupon", "refund", "adjustment", "expiration"
+]
 TypeFilter = Annotated[LedgerType | None, Query(description="only rows of this type")]
 From = Annotated[
     Timestamp | None,
@@ -94,8 +98,9 @@ async def list_transactions(
     ] = None,
     limit: Annotated[int, Query(ge=1, le=500, description="rows per page")] = 50,
 ) -> TransactionsPage:
-    """Rows newest first. Pages are keyed on the row id, so rows written while a client pages
-    (they are newer) never shift or repeat the rows of the pages that follow.
+    """Rows newest first, each with the grants it burned (`grants`: grant_id, amount, kind).
+    Pages are keyed on the row id, so rows written while a client pages (they are newer)
+    never shift or repeat the rows of the pages that follow.
     """
     _check_range(created_from, created_to)
     before = decode_cursor(cursor) if cursor is not None else None
@@ -110,8 +115,11 @@ async def list_transactions(
     )
     more = len(rows) > limit
     rows = rows[:limit]
+    burns: dict[int, list[Burn]] = {}
+    for b in await burns_of(pool, transaction_ids=[r["id"] for r in rows]):
+        burns.setdefault(b.transaction_id, []).append(b)
     return TransactionsPage(
-        items=[row_out(r) for r in rows],
+        items=[row_out(r, burns.get(r["id"], ())) for r in rows],
         next_cursor=encode_cursor(rows[-1]["id"]) if more else None,
     )
 

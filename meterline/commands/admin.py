@@ -1,4 +1,4 @@
-"""`meterline admin ...`: create API keys, allocate credit, grant the monthly allocations."""
+"""`meterline admin ...`: create API keys, allocate or grant credit, the monthly allocations."""
 
 from __future__ import annotations
 
@@ -115,6 +115,92 @@ def allocate(
     out.print(
         f"{what} {format_micros(micros)} to {account}: transaction {row_id}, "
         f"balance {format_micros(balance)}, idempotency key {key}"
+    )
+
+
+def _when(text: str | None, flag: str) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        at = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        fail(f"{flag}: {text!r} is not an RFC 3339 time such as 2026-12-31T23:59:59Z")
+    if at.tzinfo is None:
+        fail(f"{flag}: {text!r} needs an offset (Z or +hh:mm)")
+    return at
+
+
+@admin_app.command("grant")
+def grant(
+    account: str = typer.Option(..., "--account", help="The account to credit"),
+    amount: str = typer.Option(..., "--amount", help='Credits, a decimal such as "10.5"'),
+    reason: str = typer.Option(..., "--reason", help="Why (kept on the ledger row and grant)"),
+    category: str = typer.Option("paid", "--category", help="paid or promotional"),
+    priority: int = typer.Option(50, "--priority", help="0-100; lower burns first"),
+    effective_at: str | None = typer.Option(
+        None, "--effective-at", help="RFC 3339; from when it may be burned (default: now)"
+    ),
+    expires_at: str | None = typer.Option(
+        None, "--expires-at", help="RFC 3339; when its remainder expires (default: never)"
+    ),
+    applies_to: list[str] | None = typer.Option(
+        None, "--applies-to", help="A model or provider prefix it pays for (repeatable)"
+    ),
+    idempotency_key: str | None = typer.Option(
+        None, "--idempotency-key", help="Rerunning with the same key writes nothing new"
+    ),
+) -> None:
+    """Grant credit with every attribute (category, priority, expiry, applicability)."""
+    from processors.ledger import GRANT_CATEGORIES, GrantTerms
+    from schemas.money import MoneyError, format_micros, to_micros
+
+    try:
+        micros = to_micros(amount)
+    except MoneyError as exc:
+        fail(f"--amount: {exc}")
+    if micros <= 0:
+        fail("--amount must be greater than 0")
+    if category not in GRANT_CATEGORIES:
+        fail(f"--category must be one of {', '.join(GRANT_CATEGORIES)}, got {category!r}")
+    if not 0 <= priority <= 100:
+        fail(f"--priority must be between 0 and 100, got {priority}")
+    start, end = _when(effective_at, "--effective-at"), _when(expires_at, "--expires-at")
+    if end is not None and end <= (start or datetime.now(UTC)):
+        fail("--expires-at must be later than --effective-at (default: now)")
+    terms = GrantTerms(category, priority, start, end, tuple(applies_to) if applies_to else None)
+    key = idempotency_key or f"cli:{uuid.uuid4()}"
+
+    async def run() -> tuple[int, int, int, bool]:
+        from processors.ledger import post_entry
+
+        settings, conn = await _connect()
+        try:
+            r = await post_entry(
+                conn,
+                account_id=account,
+                type="allocation",
+                amount_micros=micros,
+                reason=reason,
+                idempotency_key=key,
+                policy=settings.ledger_policy(),
+                grant=terms,
+            )
+            assert r.grant is not None
+            return r.grant.grant_id, r.row.id, r.row.balance_after_micros, r.replayed
+        finally:
+            await conn.close()
+
+    from processors.ledger import IdempotencyConflict
+
+    try:
+        grant_id, row_id, balance, replayed = asyncio.run(run())
+    except IdempotencyConflict as exc:
+        fail(str(exc))
+    what = "already granted (replay)" if replayed else "granted"
+    out.print(
+        f"{what} {format_micros(micros)} to {account} as {category} grant {grant_id} "
+        f"(priority {priority}, expires {end.isoformat() if end else 'never'}): "
+        f"transaction {row_id}, balance {format_micros(balance)}, idempotency key {key}"
     )
 
 

@@ -207,7 +207,8 @@ def register(app: typer.Typer) -> None:
             out.print(
                 f"fixed: {fixed.adjusted} adjustments ({format_micros(fixed.adjusted_micros)}"
                 f" credits), {fixed.already} already posted, {fixed.metered} events metered,"
-                f" {fixed.balances} balances rebuilt from the ledger"
+                f" {fixed.balances} balances rebuilt from the ledger, {fixed.grants} grants and"
+                f" {fixed.overdrafts} overdrafts rebuilt from their burns"
                 + (
                     f", {fixed.skipped_extra} extra debits left (use --fix-extra)"
                     if fixed.skipped_extra
@@ -248,11 +249,15 @@ def _print_result(result: ReconcileResult) -> None:
             "deleted; debits of their events show as extra[/]"
         )
     if result.clean:
-        out.print("[green]clean[/]: the ledger matches the stream and every balance its ledger")
+        out.print(
+            "[green]clean[/]: the ledger matches the stream, every balance its ledger and its"
+            " grants"
+        )
         return
     out.print(
         f"missing debits {c['missing']}, amount differences {c['amount']}, extra debits"
-        f" {c['extra']}, balances ≠ ledger {c['balance']}"
+        f" {c['extra']}, balances ≠ ledger {c['balance']}, grants ≠ their burns {c['grant']},"
+        f" overdrafts ≠ grants − ledger {c['overdraft']}, holds settled wrongly {c['hold']}"
     )
     per_account = sorted(
         result.by_account().items(), key=lambda kv: -abs(kv[1]["difference_micros"])

@@ -26,23 +26,56 @@ from processors.ledger.entries import (
     same_request,
     set_monthly_cap,
 )
+from processors.ledger.expiry import ExpiryResult, expire_grants
+from processors.ledger.grants import GrantBook, applies, burn_order
+from processors.ledger.holds import (
+    Reservation,
+    get_reservation,
+    list_active,
+    release,
+    reserve,
+    sweep_expired_holds,
+)
 from processors.ledger.models import (
+    GRANT_CATEGORIES,
     LEDGER_TYPES,
     AccountState,
     Alert,
     BatchResult,
+    Burn,
     CapExceeded,
+    Grant,
+    GrantTerms,
+    Hold,
     IdempotencyConflict,
     InsufficientCredit,
     LedgerError,
     LedgerPolicy,
     LedgerRow,
     UnknownAccount,
+    UnknownReservation,
     month_of,
 )
 from processors.ledger.outbox import count_pending_alerts, publish_pending_alerts
 
 __all__ = [
+    "sweep_expired_holds",
+    "reserve",
+    "release",
+    "list_active",
+    "get_reservation",
+    "expire_grants",
+    "burn_order",
+    "applies",
+    "UnknownReservation",
+    "Reservation",
+    "Hold",
+    "GrantTerms",
+    "GrantBook",
+    "Grant",
+    "ExpiryResult",
+    "Burn",
+    "GRANT_CATEGORIES",
     "LEDGER_TYPES",
     "AccountState",
     "Alert",

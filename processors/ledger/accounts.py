@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime
 
 import asyncpg
 
@@ -13,6 +13,7 @@ from processors.ledger import account_queries as aq
 from processors.ledger import queries
 from processors.ledger.entries import post_entry, set_monthly_cap
 from processors.ledger.models import (
+    GrantTerms,
     IdempotencyConflict,
     LedgerError,
     LedgerPolicy,
@@ -96,11 +97,14 @@ async def grant_monthly_allocations(
 ) -> MonthlyGrant:
     """Give every account its tier's monthly_allocation for `month`, at most once.
 
-    The idempotency key `monthly:<YYYY-MM>` makes reruns no-ops: an account already granted
+    Each is a promotional grant at priority 10 that expires at the end of the UTC month (it
+    burns before paid credit, and what is left leaves through an expiration row). The
+    idempotency key `monthly:<YYYY-MM>` makes reruns no-ops: an account already granted
     (even an amount since changed on its tier) is counted as `already`, not granted twice.
     """
     label = f"{month.year:04d}-{month.month:02d}"
     key = f"monthly:{label}"
+    terms = monthly_terms(month, datetime.now(UTC))
     rows = await aq.accounts_with_monthly_allocation(conn)
     granted = already = granted_micros = 0
     for i, r in enumerate(rows, 1):
@@ -114,6 +118,7 @@ async def grant_monthly_allocations(
                 idempotency_key=key,
                 policy=policy,
                 create_account=False,
+                grant=terms,
             )
         except IdempotencyConflict:
             already += 1  # granted before, under other terms (the tier changed since)
@@ -126,3 +131,15 @@ async def grant_monthly_allocations(
         if on_progress is not None:
             on_progress(i, len(rows))
     return MonthlyGrant(label, granted, already, granted_micros)
+
+
+def monthly_terms(month: date, now: datetime) -> GrantTerms:
+    """A tier's monthly allocation: promotional, priority 10, until the end of the UTC month.
+
+    Effective now, or from the month's first instant when that is later (a grant made ahead)
+    or when the month is already over (a late grant, expired by the next expiry run).
+    """
+    start = datetime(month.year, month.month, 1, tzinfo=UTC)
+    end = datetime(month.year + month.month // 12, month.month % 12 + 1, 1, tzinfo=UTC)
+    effective = start if start > now or end <= now else None
+    return GrantTerms("promotional", 10, effective_at=effective, expires_at=end)

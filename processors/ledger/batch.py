@@ -9,7 +9,8 @@ from datetime import UTC, date, datetime
 
 import asyncpg
 
-from processors.ledger import queries
+from processors.ledger import grant_queries, queries
+from processors.ledger.grants import GrantBook
 from processors.ledger.models import BatchResult, LedgerPolicy, month_of
 from processors.ledger.state import evaluate
 from processors.pricing import PriceVersion, Terms, Unpriced, price_event
@@ -66,7 +67,8 @@ async def debit_batch(
     result = BatchResult()
     if not events:
         return result
-    current_month = month_of(now or datetime.now(UTC))
+    at = now or datetime.now(UTC)
+    current_month = month_of(at)
     async with conn.transaction():
         seen: set[tuple[str, str]] = set()
         batch_dups: list[tuple[str, str]] = []
@@ -95,7 +97,7 @@ async def debit_batch(
             docs.append(_row_json(len(priced), rated, cost.cost_micros, terms))
             priced.append((rated, cost.cost_micros))
 
-        new_positions: set[int] = set()
+        new_positions: dict[int, int] = {}
         if docs:
             new_positions = await queries.insert_usage_and_ledger(
                 conn, rows_json="[" + ",".join(docs) + "]"
@@ -104,12 +106,32 @@ async def debit_batch(
         spend: dict[tuple[str, date], int] = defaultdict(int)
         daily: dict[tuple[str, date, str, str], list[int]] = {}
         dups = list(batch_dups)
+        # One read of the accounts' open grants; the burns are decided here, in order.
+        book = await GrantBook.load(conn, account_ids=accounts, at=at) if new_positions else None
+        settles: list[tuple[str, str, int, str, str]] = []
+        named: set[str] = set()
         for n, (rated, cost_micros) in enumerate(priced):
             ev = rated.event
-            if n not in new_positions:
+            transaction_id = new_positions.get(n)
+            if transaction_id is None:
                 dups.append((ev.source, ev.event_id))
                 continue
             state = states[ev.account_id]
+            assert book is not None
+            if cost_micros:
+                book.debit(
+                    state,
+                    transaction_id=transaction_id,
+                    amount_micros=cost_micros,
+                    model=ev.model,
+                    provider=rated.provider or ev.provider,
+                )
+            if ev.reservation_id is not None and ev.reservation_id not in named:
+                # The first debit naming a hold settles it; a later one settles nothing.
+                named.add(ev.reservation_id)
+                settles.append(
+                    (ev.reservation_id, ev.account_id, transaction_id, ev.source, ev.event_id)
+                )
             state.balance_micros -= cost_micros
             occurred = ev.occurred_utc
             month = month_of(occurred)
@@ -130,6 +152,17 @@ async def debit_batch(
             result.debited += 1
             result.debited_micros += cost_micros
 
+        if book is not None:
+            await book.flush(conn)
+        if settles:
+            result.settled = await grant_queries.settle_holds(
+                conn,
+                reservation_ids=[x[0] for x in settles],
+                account_ids=[x[1] for x in settles],
+                transaction_ids=[x[2] for x in settles],
+                sources=[x[3] for x in settles],
+                event_ids=[x[4] for x in settles],
+            )
         if result.debited:
             alerts = []
             touched = sorted({a for a, _ in spend})

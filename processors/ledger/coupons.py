@@ -9,7 +9,7 @@ import asyncpg
 
 from processors.ledger import coupon_queries as cq
 from processors.ledger.entries import EntryResult, post_entry
-from processors.ledger.models import LedgerError, LedgerPolicy
+from processors.ledger.models import GrantTerms, LedgerError, LedgerPolicy
 
 
 class CouponError(LedgerError):
@@ -104,6 +104,8 @@ async def redeem_coupon(
             reason=f"coupon {code}",
             idempotency_key=None,  # once per account is coupon_redemptions' primary key
             policy=policy,
+            # A promotion, at the default priority: among equal grants the older burns first.
+            grant=GrantTerms(category="promotional"),
             now=at,
         )
         redemptions = await cq.record_redemption(

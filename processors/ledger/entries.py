@@ -9,11 +9,15 @@ from typing import Any
 
 import asyncpg
 
-from processors.ledger import account_queries, queries
+from processors.ledger import account_queries, grant_queries, queries
+from processors.ledger.grants import GrantBook, add_grant
 from processors.ledger.models import (
     LEDGER_TYPES,
     AccountState,
+    Burn,
     CapExceeded,
+    Grant,
+    GrantTerms,
     IdempotencyConflict,
     InsufficientCredit,
     LedgerPolicy,
@@ -25,15 +29,20 @@ from processors.ledger.state import evaluate
 
 # Types that count towards the monthly spend (and so against the cap).
 _SPEND_TYPES = {"usage", "deduction"}
+# What post_entry writes: usage comes through debit_batch, expiration through expire_grants.
+_ENTRY_TYPES = tuple(t for t in LEDGER_TYPES if t not in ("usage", "expiration"))
 
 
 @dataclass(frozen=True, slots=True)
 class EntryResult:
-    """The ledger row written (or found, on an idempotent replay) and the account after it."""
+    """The ledger row written (or found, on an idempotent replay) and the account after it,
+    with the grant a credit created or the grants a debit burned."""
 
     row: LedgerRow
     account: AccountState
     replayed: bool
+    grant: Grant | None = None
+    burns: tuple[Burn, ...] = ()
 
 
 async def post_entry(
@@ -50,6 +59,7 @@ async def post_entry(
     model: str | None = None,
     request_hash: bytes | None = None,
     priced: dict[str, Any] | None = None,
+    grant: GrantTerms | None = None,
     now: datetime | None = None,
 ) -> EntryResult:
     """Append one signed amount to an account's ledger, in its own transaction (or savepoint).
@@ -58,13 +68,19 @@ async def post_entry(
     row when it is the same request, and raises IdempotencyConflict otherwise. The same request
     is the same request_hash when the caller identifies its request by one (a priced deduction:
     its amount may differ now), else the same (type, amount, reason). `priced` is kept with the
-    row so a replay can answer with the pricing of the original. With enforce_limits, a debit
-    that would overdraw the balance or pass the monthly cap is refused (InsufficientCredit,
+    row so a replay can answer with the pricing of the original; a credit's replay must also
+    carry the same grant terms.
+
+    A credit creates a grant with `grant`'s terms (default: paid, priority 50, never expires)
+    that repays any overdraft first; a debit burns grants in DESIGN order and records the burn.
+    With enforce_limits, a debit that would make available (balance less active holds)
+    negative or this month's spend plus holds pass the cap is refused (InsufficientCredit,
     CapExceeded).
     """
-    if type not in LEDGER_TYPES or type == "usage":
-        raise ValueError(f"type must be one of {LEDGER_TYPES[:1] + LEDGER_TYPES[2:]}, got {type!r}")
-    current_month = month_of(now or datetime.now(UTC))
+    if type not in _ENTRY_TYPES:
+        raise ValueError(f"type must be one of {_ENTRY_TYPES}, got {type!r}")
+    at = now or datetime.now(UTC)
+    current_month = month_of(at)
     async with conn.transaction():
         if create_account:
             await queries.ensure_accounts(conn, account_ids=[account_id], tier=policy.default_tier)
@@ -79,15 +95,20 @@ async def post_entry(
             if original is not None:
                 if not same_request(original, type, amount_micros, reason, request_hash):
                     raise IdempotencyConflict(idempotency_key, original)
-                return EntryResult(original, state, replayed=True)
+                return await _replay(conn, original, state, idempotency_key, grant)
         spends = type in _SPEND_TYPES and amount_micros < 0
         if enforce_limits and amount_micros < 0:
             debit = -amount_micros
-            if state.balance_micros - debit < 0:
-                raise InsufficientCredit(account_id, state.balance_micros, debit)
+            if state.available_micros - debit < 0:
+                raise InsufficientCredit(
+                    account_id, state.balance_micros, debit, held_micros=state.held_micros
+                )
             cap = state.monthly_cap_micros
-            if spends and cap is not None and state.monthly_spend_micros + debit > cap:
-                raise CapExceeded(account_id, state.monthly_spend_micros, cap, debit)
+            committed = state.monthly_spend_micros + state.held_micros
+            if spends and cap is not None and committed + debit > cap:
+                raise CapExceeded(
+                    account_id, state.monthly_spend_micros, cap, debit, state.held_micros
+                )
         state.balance_micros += amount_micros
         if spends:
             state.monthly_spend_micros -= amount_micros
@@ -106,6 +127,25 @@ async def post_entry(
             request_hashes=[request_hash],
             priced=[priced],
         )
+        created: Grant | None = None
+        burns: list[Burn] = []
+        if amount_micros > 0:
+            created, repaid = await add_grant(
+                conn,
+                state,
+                transaction_id=row.id,
+                amount_micros=amount_micros,
+                terms=grant or GrantTerms(),
+                reason=reason,
+                at=at,
+            )
+            burns = [] if repaid is None else [repaid]
+        elif amount_micros < 0:
+            book = await GrantBook.load(conn, account_ids=[account_id], at=at)
+            burns = book.debit(
+                state, transaction_id=row.id, amount_micros=-amount_micros, model=model
+            )
+            await book.flush(conn)
         alerts = evaluate(state, policy, current_month)
         await queries.save_account_states(conn, states=[state])
         if spends:
@@ -118,7 +158,33 @@ async def post_entry(
                 alerted_pcts=[state.alerted_pct],
             )
         await queries.queue_alerts(conn, alerts=alerts)
-    return EntryResult(row, state, replayed=False)
+    return EntryResult(row, state, replayed=False, grant=created, burns=tuple(burns))
+
+
+async def _replay(
+    conn: asyncpg.Connection,
+    original: LedgerRow,
+    state: AccountState,
+    key: str,
+    terms: GrantTerms | None,
+) -> EntryResult:
+    """The original write of a key, with its grant and burns; IdempotencyConflict when the
+    caller gave grant terms other than the original grant's."""
+    grant = await grant_queries.grant_of_transaction(conn, transaction_id=original.id)
+    if terms is not None and grant is not None and not _same_terms(grant, terms):
+        raise IdempotencyConflict(key, original)
+    burns = await grant_queries.burns_of(conn, transaction_ids=[original.id])
+    return EntryResult(original, state, replayed=True, grant=grant, burns=tuple(burns))
+
+
+def _same_terms(grant: Grant, terms: GrantTerms) -> bool:
+    # An effective_at left to the ledger ("now") cannot differ between two requests.
+    return (grant.category, grant.priority, grant.expires_at, grant.applies_to) == (
+        terms.category,
+        terms.priority,
+        terms.expires_at,
+        terms.applies_to,
+    ) and (terms.effective_at is None or terms.effective_at == grant.effective_at)
 
 
 def same_request(

@@ -14,7 +14,15 @@ from schemas.money import format_micros
 DEFAULT_TIER = "free"  # the tier an account is created with (a setting's default)
 DEFAULT_LOW_BALANCE_MICROS = 1_000_000  # a low_balance alert below 1 credit (a setting's default)
 
-LEDGER_TYPES = ("allocation", "usage", "deduction", "coupon", "refund", "adjustment")
+LEDGER_TYPES = (
+    "allocation",
+    "usage",
+    "deduction",
+    "coupon",
+    "refund",
+    "adjustment",
+    "expiration",
+)
 CAP_THRESHOLDS = (50, 80, 100)
 
 
@@ -31,6 +39,13 @@ class AccountState:
     blocked: bool
     low_balance_alerted: bool
     price_multiplier: Decimal = Decimal(1)
+    overdraft_micros: int = 0  # what debits took that no grant covered (invariant 7)
+    held_micros: int = 0  # active, unexpired holds (invariant 8)
+
+    @property
+    def available_micros(self) -> int:
+        """What may still be reserved or deducted: the balance less the active holds."""
+        return self.balance_micros - self.held_micros
 
     @property
     def cap_remaining_micros(self) -> int | None:
@@ -102,6 +117,7 @@ class BatchResult:
     debited_micros: int = 0
     unpriced: list[tuple[int, str]] = field(default_factory=list)  # (input index, message)
     alerts: int = 0
+    settled: int = 0  # holds settled by the batch's events (reservation_id)
 
 
 class LedgerError(DomainError):
@@ -114,41 +130,72 @@ class InsufficientCredit(LedgerError):
     code = "insufficient_credit"
     status = 402
 
-    def __init__(self, account_id: str, balance_micros: int, amount_micros: int) -> None:
-        self.account_id, self.balance_micros, self.amount_micros = (
+    def __init__(
+        self, account_id: str, balance_micros: int, amount_micros: int, held_micros: int = 0
+    ) -> None:
+        self.account_id, self.balance_micros, self.amount_micros, self.held_micros = (
             account_id,
             balance_micros,
             amount_micros,
+            held_micros,
         )
         balance, amount = format_micros(balance_micros), format_micros(amount_micros)
+        available = format_micros(balance_micros - held_micros)
+        if held_micros:
+            message = (
+                f"account {account_id!r} has {available} available ({format_micros(held_micros)}"
+                f" of its balance of {balance} is held by reservations); {amount} would overdraw"
+                " it. Add credit, release reservations or ask for less."
+            )
+        else:
+            message = (
+                f"account {account_id!r} has a balance of {balance}; {amount} would overdraw it."
+                " Add credit or deduct less."
+            )
         super().__init__(
-            f"account {account_id!r} has a balance of {balance}; {amount} would overdraw it."
-            " Add credit or deduct less.",
+            message,
             account_id=account_id,
             balance=balance,
+            available=available,
+            held=format_micros(held_micros),
             amount=amount,
         )
+
+    @property
+    def available_micros(self) -> int:
+        """The balance less the active holds, when the write was refused."""
+        return self.balance_micros - self.held_micros
 
 
 class CapExceeded(LedgerError):
     code = "monthly_cap_exceeded"
     status = 402
 
-    def __init__(self, account_id: str, spend_micros: int, cap_micros: int, amount_micros: int):
+    def __init__(
+        self,
+        account_id: str,
+        spend_micros: int,
+        cap_micros: int,
+        amount_micros: int,
+        held_micros: int = 0,
+    ):
         self.account_id, self.spend_micros, self.cap_micros, self.amount_micros = (
             account_id,
             spend_micros,
             cap_micros,
             amount_micros,
         )
+        self.held_micros = held_micros
         spend, cap, amount = map(format_micros, (spend_micros, cap_micros, amount_micros))
+        holds = f" and holds {format_micros(held_micros)} in reservations" if held_micros else ""
         super().__init__(
-            f"account {account_id!r} has spent {spend} of its monthly cap of {cap}; {amount} more"
-            " would pass it. Raise the cap or wait for next month.",
+            f"account {account_id!r} has spent {spend}{holds} of its monthly cap of {cap};"
+            f" {amount} more would pass it. Raise the cap or wait for next month.",
             account_id=account_id,
             monthly_spend=spend,
             monthly_cap=cap,
             cap_remaining=format_micros(max(cap_micros - spend_micros, 0)),
+            held=format_micros(held_micros),
             amount=amount,
         )
 
@@ -157,13 +204,21 @@ class IdempotencyConflict(LedgerError):
     code = "idempotency_conflict"
     status = 409
 
-    def __init__(self, key: str, original: LedgerRow) -> None:
+    def __init__(self, key: str, original: LedgerRow | Hold) -> None:
         self.key, self.original = key, original
+        if isinstance(original, Hold):
+            what = (
+                f"reservation {original.reservation_id} of {format_micros(original.amount_micros)}"
+            )
+            ref: dict[str, Any] = {"original_reservation_id": original.reservation_id}
+        else:
+            what = f"a {original.type} of {original.amount_micros} micro-credits"
+            ref = {"original_transaction_id": original.id}
         super().__init__(
-            f"idempotency_key {key!r} was already used for a different request "
-            f"(a {original.type} of {original.amount_micros} micro-credits); use a new key",
+            f"idempotency_key {key!r} was already used for a different request ({what});"
+            " use a new key",
             idempotency_key=key,
-            original_transaction_id=original.id,
+            **ref,
         )
 
 
@@ -179,3 +234,88 @@ class UnknownAccount(LedgerError):
 def month_of(at: datetime | date) -> date:
     """The first day of at's calendar month (callers pass UTC)."""
     return date(at.year, at.month, 1)
+
+
+GRANT_CATEGORIES = ("paid", "promotional")
+HOLD_STATUSES = ("active", "released", "settled", "expired")
+
+
+@dataclass(frozen=True, slots=True)
+class GrantTerms:
+    """How a credit burns: category, priority (lower first), when it applies and expires.
+
+    The default is an allocation's: paid, priority 50, effective now, never expires, any usage.
+    """
+
+    category: str = "paid"
+    priority: int = 50
+    effective_at: datetime | None = None  # None: when it is written
+    expires_at: datetime | None = None  # None: never
+    applies_to: tuple[str, ...] | None = None  # None: any usage; else model/provider prefixes
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """One row of credit_grants."""
+
+    grant_id: int
+    account_id: str
+    category: str
+    amount_micros: int
+    remaining_micros: int
+    priority: int
+    effective_at: datetime
+    expires_at: datetime | None
+    applies_to: tuple[str, ...] | None
+    transaction_id: int | None
+    reason: str | None
+    created_at: datetime
+
+    def terms(self) -> GrantTerms:
+        """The terms the grant was written with."""
+        return GrantTerms(
+            self.category, self.priority, self.effective_at, self.expires_at, self.applies_to
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Burn:
+    """What one ledger row took from one grant (kind debit, overdraft or expiry)."""
+
+    transaction_id: int
+    grant_id: int
+    account_id: str
+    kind: str
+    amount_micros: int
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """One reservation (row of credit_holds); `status` is as of `now` (expired once past)."""
+
+    reservation_id: str
+    account_id: str
+    amount_micros: int
+    status: str
+    expires_at: datetime
+    idempotency_key: str
+    request_hash: bytes
+    metadata: dict[str, Any] | None
+    available_after_micros: int
+    created_at: datetime
+    closed_at: datetime | None
+    settled_transaction_id: int | None
+    settled_source: str | None
+    settled_event_id: str | None
+
+
+class UnknownReservation(LedgerError):
+    code = "unknown_reservation"
+    status = 404
+
+    def __init__(self, reservation_id: str) -> None:
+        self.reservation_id = reservation_id
+        super().__init__(
+            f"no reservation {reservation_id!r} exists for this account",
+            reservation_id=reservation_id,
+        )

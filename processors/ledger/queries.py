@@ -60,8 +60,12 @@ async def read_accounts(
     one = len(account_ids) == 1
     rows = await conn.fetch(
         "SELECT u.account_id, u.balance_micros, u.tier, u.monthly_cap_micros, u.blocked,"  # noqa: S608
-        " u.low_balance_alerted, t.price_multiplier,"
-        " coalesce(m.spend_micros, 0) AS spend, coalesce(m.alerted_pct, 0) AS alerted_pct"
+        " u.low_balance_alerted, u.overdraft_micros, t.price_multiplier,"
+        " coalesce(m.spend_micros, 0) AS spend, coalesce(m.alerted_pct, 0) AS alerted_pct,"
+        # An expired hold stops counting at once: its status is swept later.
+        " (SELECT coalesce(sum(h.amount_micros), 0)::bigint FROM credit_holds h"
+        "  WHERE h.account_id = u.account_id AND h.status = 'active' AND h.expires_at > now())"
+        " AS held"
         " FROM user_credits u JOIN tiers t ON t.name = u.tier"
         " LEFT JOIN monthly_spend m ON m.account_id = u.account_id AND m.month = $2"
         + (_WHERE_ONE if one else _WHERE_ANY),
@@ -79,6 +83,8 @@ async def read_accounts(
             blocked=r["blocked"],
             low_balance_alerted=r["low_balance_alerted"],
             price_multiplier=r["price_multiplier"],
+            overdraft_micros=r["overdraft_micros"],
+            held_micros=r["held"],
         )
         for r in rows
     }
@@ -160,15 +166,17 @@ async def save_account_states(conn: asyncpg.Connection, *, states: Sequence[Acco
     """Write balances and flags of locked accounts back in one statement."""
     await conn.execute(
         "UPDATE user_credits u SET balance_micros = v.balance, blocked = v.blocked,"
-        " blocked_reason = v.reason, low_balance_alerted = v.low, updated_at = now()"
-        " FROM unnest($1::text[], $2::bigint[], $3::bool[], $4::text[], $5::bool[])"
-        " AS v(account_id, balance, blocked, reason, low)"
+        " blocked_reason = v.reason, low_balance_alerted = v.low, overdraft_micros = v.overdraft,"
+        " updated_at = now()"
+        " FROM unnest($1::text[], $2::bigint[], $3::bool[], $4::text[], $5::bool[], $6::bigint[])"
+        " AS v(account_id, balance, blocked, reason, low, overdraft)"
         " WHERE u.account_id = v.account_id",
         [s.account_id for s in states],
         [s.balance_micros for s in states],
         [s.blocked for s in states],
         [s.should_block() for s in states],
         [s.low_balance_alerted for s in states],
+        [s.overdraft_micros for s in states],
     )
 
 
@@ -194,8 +202,9 @@ async def add_monthly_spend(
     )
 
 
-async def insert_usage_and_ledger(conn: asyncpg.Connection, *, rows_json: str) -> set[int]:
-    """Record usage events and their ledger rows in one statement; returns the new positions.
+async def insert_usage_and_ledger(conn: asyncpg.Connection, *, rows_json: str) -> dict[int, int]:
+    """Record usage events and their ledger rows in one statement; returns {position: row id}
+    of the events that were new.
 
     rows_json is a JSON array of events, each with its position n, cost, the terms it was
     rated with (price version pv, tier multiplier pm, byok fee percent fee), origin (kp, ko)
@@ -228,14 +237,13 @@ async def insert_usage_and_ledger(conn: asyncpg.Connection, *, rows_json: str) -
         " SELECT new.account_id, 'usage', -new.cost, u.balance_micros - sum(new.cost)"
         " OVER (PARTITION BY new.account_id ORDER BY new.n), new.source, new.event_id,"
         " new.model, new.occurred_at FROM new JOIN user_credits u USING (account_id)"
-        " ORDER BY new.n RETURNING 1)"
-        " SELECT n, (SELECT count(*) FROM led) AS ledger_rows FROM new",
+        " ORDER BY new.n RETURNING id, source, event_id)"
+        " SELECT new.n, led.id FROM new LEFT JOIN led USING (source, event_id)",
         rows_json,
     )
-    positions = {r["n"] for r in rows}
-    if rows and rows[0]["ledger_rows"] != len(positions):
+    if any(r["id"] is None for r in rows):
         raise RuntimeError("ledger rows do not match new usage events; batch rolled back")
-    return positions
+    return {r["n"]: r["id"] for r in rows}
 
 
 async def record_duplicates(

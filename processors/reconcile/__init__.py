@@ -12,7 +12,11 @@ version corrected in the past is. Findings:
   e.g. after a corrected price version effective in the past;
 - extra: a usage debit whose occurred_at is in the range but whose event is not in the
   topic range read (retention, a window too narrow, or a debit with no event);
-- balance: an account whose balance ≠ the sum of its ledger rows (all accounts).
+- balance: an account whose balance ≠ the sum of its ledger rows (all accounts);
+- grant: a grant whose remaining ≠ its amount − what its recorded burns took (invariant 7);
+- overdraft: an account whose ledger sum ≠ Σ its grants' remaining − its overdraft;
+- hold: a settled hold whose settling debit is missing, not its account's usage, or shared
+  with another hold (invariant 8: a hold settles at most once).
 
 Corrections (``fix``) are idempotent: adjustments go through post_entry with a key derived
 from what they correct, and reconcile counts its own earlier adjustments as part of an

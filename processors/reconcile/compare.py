@@ -134,6 +134,7 @@ async def reconcile(
                     charged_micros=r["balance_micros"],
                 )
             )
+        result.findings.extend(await _state_findings(conn))
         missing = [f for f in result.findings if f.kind == "missing"]
         if missing:
             metered = await q.fetch_metered_keys(
@@ -153,6 +154,35 @@ async def reconcile(
         await consumer.stop()
     result.seconds = time.monotonic() - began
     return result
+
+
+async def _state_findings(conn: asyncpg.Connection) -> list[Finding]:
+    """Invariants 7 and 8 over the whole database: grants, overdrafts, settled holds."""
+    found = [
+        Finding(
+            "grant",
+            r["account_id"],
+            source="grant",
+            event_id=str(r["grant_id"]),
+            expected_micros=r["expected_micros"],
+            charged_micros=r["remaining_micros"],
+        )
+        for r in await q.fetch_grant_mismatches(conn)
+    ]
+    found += [
+        Finding(
+            "overdraft",
+            r["account_id"],
+            expected_micros=r["expected_micros"],
+            charged_micros=r["overdraft_micros"],
+        )
+        for r in await q.fetch_overdraft_mismatches(conn)
+    ]
+    found += [
+        Finding("hold", r["account_id"], source="hold", event_id=r["reservation_id"])
+        for r in await q.fetch_hold_anomalies(conn)
+    ]
+    return found
 
 
 async def _expect(

@@ -9,7 +9,7 @@ from typing import Any
 import asyncpg
 
 from processors.ledger import IdempotencyConflict, LedgerPolicy, post_entry
-from processors.ledger.repair import rebuild_balance
+from processors.ledger.repair import rebuild_balance, rebuild_grants
 from processors.metering import Meter
 from processors.reconcile.keys import adjustment_key
 from processors.reconcile.report import Finding, OnProgress, ReconcileResult
@@ -28,6 +28,8 @@ class FixResult:
     already: int = 0
     metered: int = 0
     balances: int = 0
+    grants: int = 0  # grants whose remaining was rebuilt from their burns
+    overdrafts: int = 0  # overdraft figures rebuilt
     skipped_extra: int = 0
     conflicts: list[str] = field(default_factory=list)
 
@@ -58,7 +60,11 @@ async def apply_fixes(
       twice is corrected twice, and two concurrent runs post one row);
     - extra: refunded (key reconcile:extra:<source>:<event_id>:<n>) only with fix_extra: an
       event can be absent because retention deleted it or the window was too narrow;
-    - balance: the balance column is rebuilt from the ledger (see ledger/repair.py).
+    - balance: the balance column is rebuilt from the ledger (see ledger/repair.py);
+    - grant, overdraft: each grant's remaining is rebuilt from its recorded burns and the
+      overdraft from Σ remaining − the ledger sum (ledger/repair.py rebuild_grants), once per
+      account, after any balance rebuild;
+    - hold: reported as a conflict (history is not rewritten).
     """
     out = FixResult()
     todo = len(result.findings)
@@ -71,10 +77,27 @@ async def apply_fixes(
             )
         done = len(unmetered)
         async with pool.acquire() as conn:
+            rebuilt: set[str] = set()
             for f in result.findings:
                 if f.kind == "balance":
                     repair = await rebuild_balance(conn, account_id=f.account_id, policy=policy)
                     out.balances += repair.changed
+                elif f.kind in ("grant", "overdraft"):
+                    if f.account_id not in rebuilt:
+                        rebuilt.add(f.account_id)
+                        grants = await rebuild_grants(conn, account_id=f.account_id)
+                        out.grants += grants.grants_changed
+                        out.overdrafts += grants.overdraft_before_micros != grants.overdraft_micros
+                        if not grants.consistent:
+                            out.conflicts.append(
+                                f"{f.account_id}: its grants hold less than its balance; no "
+                                "overdraft explains it (inspect credit_grants and grant_burns)"
+                            )
+                elif f.kind == "hold":
+                    out.conflicts.append(
+                        f"hold {f.event_id} of {f.account_id}: its settlement breaks "
+                        "invariant 8; history is not rewritten, inspect it by hand"
+                    )
                 elif f.kind == "extra" and not fix_extra:
                     out.skipped_extra += 1
                 elif f.kind != "missing" or f.metered:

@@ -175,3 +175,49 @@ async def fetch_metered_keys(
         list(event_ids),
     )
     return {(r["source"], r["event_id"]) for r in rows}
+
+
+async def fetch_grant_mismatches(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+    """Grants whose remaining ≠ amount − what their burns took (invariant 7)."""
+    rows: list[asyncpg.Record] = await conn.fetch(
+        "SELECT g.grant_id, g.account_id, g.remaining_micros,"
+        " g.amount_micros - coalesce(b.burned, 0) AS expected_micros FROM credit_grants g"
+        " LEFT JOIN (SELECT grant_id, sum(amount_micros) AS burned FROM grant_burns"
+        " GROUP BY grant_id) b USING (grant_id)"
+        " WHERE g.remaining_micros <> g.amount_micros - coalesce(b.burned, 0)"
+        " ORDER BY g.grant_id"
+    )
+    return rows
+
+
+async def fetch_overdraft_mismatches(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+    """Accounts whose ledger sum ≠ Σ grants' remaining − overdraft (invariant 7)."""
+    async with conn.transaction():
+        await conn.execute("SET LOCAL enable_nestloop = off")
+        rows: list[asyncpg.Record] = await conn.fetch(
+            "SELECT u.account_id, u.overdraft_micros,"
+            " (coalesce(g.remaining, 0) - coalesce(s.total, 0))::bigint AS expected_micros"
+            " FROM user_credits u"
+            " LEFT JOIN (SELECT account_id, sum(amount_micros) AS total FROM credit_transactions"
+            " GROUP BY account_id) s USING (account_id)"
+            " LEFT JOIN (SELECT account_id, sum(remaining_micros) AS remaining FROM credit_grants"
+            " GROUP BY account_id) g USING (account_id)"
+            " WHERE coalesce(s.total, 0) <> coalesce(g.remaining, 0) - u.overdraft_micros"
+            " ORDER BY u.account_id"
+        )
+    return rows
+
+
+async def fetch_hold_anomalies(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+    """Settled holds that break invariant 8: a settling debit shared with another hold, missing,
+    of another account or not a usage row."""
+    rows: list[asyncpg.Record] = await conn.fetch(
+        "SELECT h.reservation_id, h.account_id, h.amount_micros FROM credit_holds h"
+        " LEFT JOIN credit_transactions t ON t.id = h.settled_transaction_id"
+        " WHERE h.status = 'settled' AND (t.id IS NULL OR t.type <> 'usage'"
+        " OR t.account_id <> h.account_id OR EXISTS (SELECT 1 FROM credit_holds o"
+        " WHERE o.settled_transaction_id = h.settled_transaction_id"
+        " AND o.reservation_id <> h.reservation_id))"
+        " ORDER BY h.reservation_id"
+    )
+    return rows

@@ -12,7 +12,9 @@ from typing import Any
 
 from schemas.money import format_micros
 
-KINDS = ("missing", "amount", "extra", "balance")
+KINDS = ("missing", "amount", "extra", "balance", "grant", "overdraft", "hold")
+# Findings about derived state (invariants 2, 7, 8), not about an event's charge.
+STATE_KINDS = ("balance", "grant", "overdraft", "hold")
 
 OnProgress = Callable[[int, int], None]
 
@@ -87,7 +89,7 @@ class ReconcileResult:
         """Per account: findings and the total difference (balance findings excluded)."""
         out: dict[str, dict[str, int]] = {}
         for f in self.findings:
-            if f.kind == "balance":
+            if f.kind in STATE_KINDS:
                 continue
             a = out.setdefault(f.account_id, {"findings": 0, "difference_micros": 0})
             a["findings"] += 1

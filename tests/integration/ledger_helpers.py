@@ -54,3 +54,24 @@ async def balance_after_chain_consistent(db: asyncpg.Pool | asyncpg.Connection) 
         " FROM credit_transactions) t WHERE balance_after_micros <> running LIMIT 5"
     )
     assert [tuple(r) for r in bad] == []
+
+
+async def grants_match_balances(db: asyncpg.Pool | asyncpg.Connection) -> None:
+    """Invariant 7: remaining = amount − burns, balance = Σ remaining − overdraft = Σ ledger."""
+    bad_grants = await db.fetch(
+        "SELECT g.grant_id, g.amount_micros, g.remaining_micros,"
+        " coalesce(sum(b.amount_micros), 0) AS burned FROM credit_grants g"
+        " LEFT JOIN grant_burns b USING (grant_id) GROUP BY g.grant_id"
+        " HAVING g.remaining_micros <> g.amount_micros - coalesce(sum(b.amount_micros), 0)"
+    )
+    assert [tuple(r) for r in bad_grants] == []
+    bad_accounts = await db.fetch(
+        "SELECT u.account_id, u.balance_micros, u.overdraft_micros,"
+        " (SELECT coalesce(sum(remaining_micros), 0) FROM credit_grants g"
+        "  WHERE g.account_id = u.account_id) AS remaining"
+        " FROM user_credits u WHERE u.balance_micros <> (SELECT coalesce(sum(remaining_micros), 0)"
+        " FROM credit_grants g WHERE g.account_id = u.account_id) - u.overdraft_micros"
+    )
+    assert [tuple(r) for r in bad_accounts] == []
+    assert await db.fetchval("SELECT count(*) FROM credit_grants WHERE remaining_micros < 0") == 0
+    await ledger_matches_balances(db)

@@ -60,7 +60,17 @@ async def test_tampered_ledger_is_found_exactly_and_fixed_once(
     start, end = window()
     found = await run_reconcile(test_settings, start, end)
     assert found.in_range == 9 and found.unpriced == 0 and not found.invalid
-    assert found.counts() == {"missing": 1, "amount": 1, "extra": 0, "balance": 1}
+    # Editing ledger rows behind the ledger's back also breaks invariant 7 for alice and bob:
+    # their rows no longer sum to their grants' remaining less the overdraft.
+    assert found.counts() == {
+        "missing": 1,
+        "amount": 1,
+        "extra": 0,
+        "balance": 1,
+        "grant": 0,
+        "overdraft": 2,
+        "hold": 0,
+    }
     by_kind = {f.kind: f for f in found.findings}
     m, a, b = by_kind["missing"], by_kind["amount"], by_kind["balance"]
     assert (m.account_id, m.event_id, m.expected_micros, m.charged_micros, m.metered) == (
@@ -98,7 +108,15 @@ async def test_tampered_ledger_is_found_exactly_and_fixed_once(
     assert code == 0, output
     assert "fixed: 2 adjustments" in output and "1 balances rebuilt" in output
     doc = json.loads(report.read_text())
-    assert doc["summary"]["findings"] == {"missing": 1, "amount": 1, "extra": 0, "balance": 1}
+    assert doc["summary"]["findings"] == {
+        "missing": 1,
+        "amount": 1,
+        "extra": 0,
+        "balance": 1,
+        "grant": 0,
+        "overdraft": 2,
+        "hold": 0,
+    }
     assert doc["by_account"]["alice"]["difference"] == "0.002000"
     assert doc["by_account"]["bob"]["difference"] == "-0.002000"
 
@@ -145,8 +163,11 @@ async def test_unmetered_event_is_debited_through_the_meter_not_adjusted(
 
     start, end = window()
     found = await run_reconcile(test_settings, start, end)
+    # The deleted debit's burn is still recorded: dave's overdraft (3000) no longer matches
+    # his rows (-2000), an invariant 7 finding that --fix rebuilds from the history.
     assert [(f.kind, f.event_id, f.expected_micros, f.metered) for f in found.findings] == [
-        ("missing", "d2", 1000, False)
+        ("missing", "d2", 1000, False),
+        ("overdraft", None, 2000, True),
     ]
     fixed = await apply_fixes(
         found,
@@ -284,6 +305,14 @@ async def test_debit_with_no_event_in_the_topic_is_reported_as_extra(
     )
     start, end = window()
     found = await run_reconcile(test_settings, start, end)
-    assert found.counts() == {"missing": 0, "amount": 0, "extra": 1, "balance": 0}
+    assert found.counts() == {
+        "missing": 0,
+        "amount": 0,
+        "extra": 1,
+        "balance": 0,
+        "grant": 0,
+        "overdraft": 0,
+        "hold": 0,
+    }
     (extra,) = found.findings
     assert (extra.account_id, extra.event_id, extra.charged_micros) == ("dave", "ghost-1", 2000)

@@ -92,8 +92,10 @@ async def test_event_never_metered_is_expected_at_the_terms_a_debit_applies_now(
         await set_account_tier(conn, account_id="ent", tier="enterprise", policy=POLICY)
     start, end = window()
     found = await run_reconcile(test_settings, start, end)
+    # The deleted debit's burn is still recorded (overdraft 20000, rows 0): invariant 7 finds it.
     assert [(f.kind, f.event_id, f.expected_micros, f.metered) for f in found.findings] == [
-        ("missing", "u1", 18_000, False)
+        ("missing", "u1", 18_000, False),
+        ("overdraft", None, 0, True),
     ]
     fixed = await apply_fixes(
         found,

@@ -30,6 +30,12 @@ USER_ROUTES: list[tuple[str, str, Any]] = [
         "/api/v1/credits/calculate-and-deduct",
         {"model": MODEL, "input_tokens": 1, "idempotency_key": "k2"},
     ),
+    ("GET", "/api/v1/credits/grants", None),
+    ("POST", "/api/v1/credits/reservations", {"amount": "1", "idempotency_key": "k3"}),
+    ("GET", "/api/v1/credits/reservations", None),
+    # {reservation_id} is replaced by a real hold of the account where a test needs one.
+    ("GET", "/api/v1/credits/reservations/{reservation_id}", None),
+    ("POST", "/api/v1/credits/reservations/{reservation_id}/release", None),
     ("GET", "/api/v1/credits/transactions", None),
     ("GET", "/api/v1/credits/transactions/export", None),
     ("GET", "/api/v1/credits/usage/stats", None),
@@ -115,7 +121,15 @@ async def test_admin_key_acts_on_the_named_account_on_every_user_route(
     await add_test_price(db)
     await add_coupon(db, "FREE")
     await allocate(db, "alice", 10_000_000)
-    for method, path, body in USER_ROUTES:
+    held = await client.post(
+        "/api/v1/credits/reservations",
+        params={"account_id": "alice"},
+        json={"amount": "1", "idempotency_key": "held"},
+        headers=auth(admin_key),
+    )
+    assert held.status_code == 201, held.text
+    for method, template, body in USER_ROUTES:
+        path = template.replace("{reservation_id}", held.json()["reservation_id"])
         r = await client.request(
             method, path, params={"account_id": "alice"}, json=body, headers=auth(admin_key)
         )

@@ -27,6 +27,8 @@ async def test_balance_of_a_funded_account(
     assert r.json() == {
         "account_id": "acme",
         "balance": "12.500000",
+        "available": "12.500000",
+        "held": "0.000000",
         "monthly_spend": "0.000000",
         "monthly_cap": "5.000000",  # the free tier's default cap
         "cap_remaining": "5.000000",
@@ -318,12 +320,16 @@ async def test_authorize_reasons(
         "reason": "ok",
         "balance": "4.000000",
         "cap_remaining": "5.000000",
+        "available": "4.000000",
+        "held": "0.000000",
     }
     assert await ask("4") == {
         "allowed": True,
         "reason": "ok",
         "balance": "4.000000",
         "cap_remaining": "5.000000",
+        "available": "4.000000",
+        "held": "0.000000",
     }
     out = await ask("4.000001")
     assert (out["allowed"], out["reason"]) == (False, "insufficient_balance")
@@ -357,6 +363,8 @@ async def test_authorize_says_blocked_when_usage_overdrew_the_account(
         "reason": "blocked",
         "balance": "-0.000001",
         "cap_remaining": None,
+        "available": "-0.000001",
+        "held": "0.000000",
     }
     bal = (await client.get(BAL, headers=auth(key))).json()
     assert (bal["blocked"], bal["blocked_reason"]) == (True, "balance_overdrawn")

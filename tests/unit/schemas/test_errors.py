@@ -75,7 +75,16 @@ def test_messages_and_problem_members_are_written_where_the_error_is_raised() ->
         "account 'acme' has a balance of 1.500000; 2.000000 would overdraw it."
         " Add credit or deduct less."
     )
-    assert e.extra == {"account_id": "acme", "balance": "1.500000", "amount": "2.000000"}
+    assert e.extra == {
+        "account_id": "acme",
+        "balance": "1.500000",
+        "available": "1.500000",
+        "held": "0.000000",
+        "amount": "2.000000",
+    }
+    held = InsufficientCredit("acme", 3_000_000, 1_500_000, held_micros=2_000_000)
+    assert held.detail.startswith("account 'acme' has 1.000000 available (2.000000 of its")
+    assert (held.extra["available"], held.extra["held"]) == ("1.000000", "2.000000")
     cap = CapExceeded("acme", 4_000_000, 5_000_000, 2_000_000)
     assert cap.extra["cap_remaining"] == "1.000000" and cap.status == 402
     expired = CouponExpired("SPRING", datetime(2025, 1, 1, tzinfo=UTC))

@@ -1,0 +1,307 @@
+"""The SQL of grants, burns and holds: small functions, connection first, $n placeholders."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from processors.ledger.models import Burn, Grant, Hold
+
+# Reads begin with these (a grant's or a hold's columns) and add their WHERE.
+_GRANT_SELECT = (
+    "SELECT grant_id, account_id, category, amount_micros, remaining_micros, priority,"
+    " effective_at, expires_at, applies_to, transaction_id, reason, created_at FROM credit_grants"
+)
+# A hold's status is read as of now: an active hold past its expiry is expired at once.
+_HOLD_FIELDS = (
+    " reservation_id, account_id, amount_micros,"
+    " CASE WHEN status = 'active' AND expires_at <= now() THEN 'expired' ELSE status END"
+    " AS status, expires_at, idempotency_key, request_hash, metadata::text AS metadata,"
+    " available_after_micros, created_at, closed_at, settled_transaction_id, settled_source,"
+    " settled_event_id"
+)
+_HOLD_SELECT = "SELECT" + _HOLD_FIELDS + " FROM credit_holds"
+
+_OPEN_GRANTS = _GRANT_SELECT + " WHERE account_id = ANY($1::text[]) AND remaining_micros > 0"
+_INSERT_GRANT = (
+    "INSERT INTO credit_grants (account_id, category, amount_micros, remaining_micros,"
+    " priority, effective_at, expires_at, applies_to, transaction_id, reason)"
+    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8::text[], $9, $10)"
+    " RETURNING grant_id, account_id, category, amount_micros, remaining_micros, priority,"
+    " effective_at, expires_at, applies_to, transaction_id, reason, created_at"
+)
+_GRANT_OF_TRANSACTION = _GRANT_SELECT + " WHERE transaction_id = $1"
+_HOLD_BY_KEY = _HOLD_SELECT + " WHERE account_id = $1 AND idempotency_key = $2"
+_INSERT_HOLD = (
+    "INSERT INTO credit_holds (reservation_id, account_id, amount_micros, expires_at,"
+    " idempotency_key, request_hash, metadata, available_after_micros)"
+    " VALUES ($1, $2, $3, now() + make_interval(secs => $4), $5, $6, $7::text::jsonb, $8)"
+    " RETURNING reservation_id, account_id, amount_micros, status, expires_at, idempotency_key,"
+    " request_hash, metadata::text AS metadata, available_after_micros, created_at, closed_at,"
+    " settled_transaction_id, settled_source, settled_event_id"
+)
+_HOLD_BY_ID = _HOLD_SELECT + " WHERE reservation_id = $1"
+_RELEASE_HOLD = (
+    "UPDATE credit_holds SET status = 'released', closed_at = now()"
+    " WHERE reservation_id = $1 AND status = 'active' AND expires_at > now()"
+    " RETURNING reservation_id, account_id, amount_micros, status, expires_at, idempotency_key,"
+    " request_hash, metadata::text AS metadata, available_after_micros, created_at, closed_at,"
+    " settled_transaction_id, settled_source, settled_event_id"
+)
+_ACTIVE_HOLDS = (
+    _HOLD_SELECT + " WHERE account_id = $1 AND status = 'active' AND expires_at > now()"
+    " ORDER BY expires_at, reservation_id LIMIT $2"
+)
+
+
+def grant_of(r: asyncpg.Record) -> Grant:
+    """A credit_grants row as a Grant."""
+    applies = r["applies_to"]
+    return Grant(
+        grant_id=r["grant_id"],
+        account_id=r["account_id"],
+        category=r["category"],
+        amount_micros=r["amount_micros"],
+        remaining_micros=r["remaining_micros"],
+        priority=r["priority"],
+        effective_at=r["effective_at"],
+        expires_at=r["expires_at"],
+        applies_to=None if applies is None else tuple(applies),
+        transaction_id=r["transaction_id"],
+        reason=r["reason"],
+        created_at=r["created_at"],
+    )
+
+
+def hold_of(r: asyncpg.Record) -> Hold:
+    """A credit_holds row (status as of now) as a Hold."""
+    return Hold(
+        reservation_id=r["reservation_id"],
+        account_id=r["account_id"],
+        amount_micros=r["amount_micros"],
+        status=r["status"],
+        expires_at=r["expires_at"],
+        idempotency_key=r["idempotency_key"],
+        request_hash=bytes(r["request_hash"]),
+        metadata=None if r["metadata"] is None else json.loads(r["metadata"]),
+        available_after_micros=r["available_after_micros"],
+        created_at=r["created_at"],
+        closed_at=r["closed_at"],
+        settled_transaction_id=r["settled_transaction_id"],
+        settled_source=r["settled_source"],
+        settled_event_id=r["settled_event_id"],
+    )
+
+
+# ---- grants and burns ------------------------------------------------------------------------
+
+
+async def open_grants(conn: asyncpg.Connection, *, account_ids: Sequence[str]) -> list[Grant]:
+    """The accounts' grants with something left (callers hold the accounts' locks)."""
+    rows = await conn.fetch(
+        _OPEN_GRANTS,
+        list(account_ids),
+    )
+    return [grant_of(r) for r in rows]
+
+
+async def insert_grant(
+    conn: asyncpg.Connection,
+    *,
+    account_id: str,
+    category: str,
+    amount_micros: int,
+    remaining_micros: int,
+    priority: int,
+    effective_at: datetime,
+    expires_at: datetime | None,
+    applies_to: Sequence[str] | None,
+    transaction_id: int,
+    reason: str | None,
+) -> Grant:
+    """Write a grant for the credit of ledger row transaction_id."""
+    r = await conn.fetchrow(
+        _INSERT_GRANT,
+        account_id,
+        category,
+        amount_micros,
+        remaining_micros,
+        priority,
+        effective_at,
+        expires_at,
+        None if applies_to is None else list(applies_to),
+        transaction_id,
+        reason,
+    )
+    assert r is not None
+    return grant_of(r)
+
+
+async def grant_of_transaction(conn: asyncpg.Connection, *, transaction_id: int) -> Grant | None:
+    """The grant a credit row created, if any."""
+    r = await conn.fetchrow(_GRANT_OF_TRANSACTION, transaction_id)
+    return None if r is None else grant_of(r)
+
+
+async def save_remaining(
+    conn: asyncpg.Connection, *, grant_ids: Sequence[int], remaining: Sequence[int]
+) -> None:
+    """Set the remaining amounts of grants a transaction burned."""
+    await conn.execute(
+        "UPDATE credit_grants g SET remaining_micros = v.remaining"
+        " FROM unnest($1::bigint[], $2::bigint[]) AS v(grant_id, remaining)"
+        " WHERE g.grant_id = v.grant_id",
+        grant_ids,
+        remaining,
+    )
+
+
+async def insert_burns(conn: asyncpg.Connection, *, burns: Sequence[Burn]) -> None:
+    """Record which grants ledger rows burned, in one statement."""
+    if not burns:
+        return
+    await conn.execute(
+        "INSERT INTO grant_burns (transaction_id, grant_id, account_id, kind, amount_micros)"
+        " SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::bigint[])",
+        [b.transaction_id for b in burns],
+        [b.grant_id for b in burns],
+        [b.account_id for b in burns],
+        [b.kind for b in burns],
+        [b.amount_micros for b in burns],
+    )
+
+
+async def burns_of(
+    conn: asyncpg.Connection | asyncpg.Pool, *, transaction_ids: Sequence[int]
+) -> list[Burn]:
+    """The burns of these ledger rows, by row and grant."""
+    rows = await conn.fetch(
+        "SELECT transaction_id, grant_id, account_id, kind, amount_micros FROM grant_burns"
+        " WHERE transaction_id = ANY($1::bigint[]) ORDER BY transaction_id, grant_id",
+        list(transaction_ids),
+    )
+    return [Burn(**dict(r)) for r in rows]
+
+
+async def accounts_with_due_expiries(
+    conn: asyncpg.Connection | asyncpg.Pool, *, limit: int
+) -> list[str]:
+    """Accounts holding a grant past its expires_at with something left."""
+    rows = await conn.fetch(
+        "SELECT DISTINCT account_id FROM credit_grants"
+        " WHERE remaining_micros > 0 AND expires_at IS NOT NULL AND expires_at <= now()"
+        " ORDER BY account_id LIMIT $1",
+        limit,
+    )
+    return [r["account_id"] for r in rows]
+
+
+# ---- holds -----------------------------------------------------------------------------------
+
+
+async def find_hold_by_key(
+    conn: asyncpg.Connection, *, account_id: str, idempotency_key: str
+) -> Hold | None:
+    """The hold a reservation with this key made, if any."""
+    r = await conn.fetchrow(
+        _HOLD_BY_KEY,
+        account_id,
+        idempotency_key,
+    )
+    return None if r is None else hold_of(r)
+
+
+async def insert_hold(
+    conn: asyncpg.Connection,
+    *,
+    reservation_id: str,
+    account_id: str,
+    amount_micros: int,
+    ttl_seconds: int,
+    idempotency_key: str,
+    request_hash: bytes,
+    metadata: dict[str, Any] | None,
+    available_after_micros: int,
+) -> Hold:
+    """Write an active hold expiring ttl_seconds from now."""
+    r = await conn.fetchrow(
+        _INSERT_HOLD,
+        reservation_id,
+        account_id,
+        amount_micros,
+        ttl_seconds,
+        idempotency_key,
+        request_hash,
+        None if metadata is None else json.dumps(metadata),
+        available_after_micros,
+    )
+    assert r is not None
+    return hold_of(r)
+
+
+async def get_hold(conn: asyncpg.Connection | asyncpg.Pool, *, reservation_id: str) -> Hold | None:
+    """A hold by id (status as of now)."""
+    r = await conn.fetchrow(_HOLD_BY_ID, reservation_id)
+    return None if r is None else hold_of(r)
+
+
+async def release_hold(conn: asyncpg.Connection, *, reservation_id: str) -> Hold | None:
+    """Mark an active, unexpired hold released; None when it was not (any more) active."""
+    r = await conn.fetchrow(
+        _RELEASE_HOLD,
+        reservation_id,
+    )
+    return None if r is None else hold_of(r)
+
+
+async def settle_holds(
+    conn: asyncpg.Connection,
+    *,
+    reservation_ids: Sequence[str],
+    account_ids: Sequence[str],
+    transaction_ids: Sequence[int],
+    sources: Sequence[str],
+    event_ids: Sequence[str],
+) -> int:
+    """Settle the active, unexpired holds named by new usage debits (one debit per hold)."""
+    result = await conn.execute(
+        "UPDATE credit_holds h SET status = 'settled', closed_at = now(),"
+        " settled_transaction_id = v.tx, settled_source = v.source, settled_event_id = v.event_id"
+        " FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[])"
+        " AS v(reservation_id, account_id, tx, source, event_id)"
+        " WHERE h.reservation_id = v.reservation_id AND h.account_id = v.account_id"
+        " AND h.status = 'active' AND h.expires_at > now()",
+        reservation_ids,
+        account_ids,
+        transaction_ids,
+        sources,
+        event_ids,
+    )
+    return int(result.split()[-1])
+
+
+async def active_holds(
+    conn: asyncpg.Connection | asyncpg.Pool, *, account_id: str, limit: int
+) -> list[Hold]:
+    """The account's active, unexpired holds, soonest expiry first."""
+    rows = await conn.fetch(
+        _ACTIVE_HOLDS,
+        account_id,
+        limit,
+    )
+    return [hold_of(r) for r in rows]
+
+
+async def mark_expired_holds(conn: asyncpg.Connection | asyncpg.Pool, *, limit: int) -> int:
+    """Mark up to `limit` active holds past expires_at as expired (for the record only)."""
+    result = await conn.execute(
+        "UPDATE credit_holds SET status = 'expired', closed_at = expires_at"
+        " WHERE reservation_id IN (SELECT reservation_id FROM credit_holds"
+        " WHERE status = 'active' AND expires_at <= now() LIMIT $1 FOR UPDATE SKIP LOCKED)",
+        limit,
+    )
+    return int(result.split()[-1])
