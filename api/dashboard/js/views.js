@@ -41,27 +41,38 @@ export function fillRows(tbodyParent, rows, cellsOf) {
   );
 }
 
-/** The monthly cap bar: width and level from BigInt per-mille, the marks in the stylesheet. */
+/** The monthly cap bar: spend, then what reservations hold, as BigInt per-mille widths; the
+ * 50/80/100 % marks are in the stylesheet. */
 export function renderCap(balance) {
   const fill = $("cap-fill");
+  const heldBar = $("cap-held");
   const bar = $("capbar");
   const spend = balance.monthly_spend;
+  const held = typeof balance.held === "string" ? toMicros(balance.held) : 0n;
   if (balance.monthly_cap === null || balance.monthly_cap === undefined) {
     $("cap-text").textContent = `${formatCredits(spend)} spent this month; no monthly cap.`;
     bar.hidden = true;
     return;
   }
   bar.hidden = false;
-  const pm = perMille(toMicros(spend), toMicros(balance.monthly_cap)) ?? 0n;
+  const cap = toMicros(balance.monthly_cap);
+  const spent = toMicros(spend);
+  const pm = perMille(spent, cap) ?? 0n;
   const shown = pm > 1000n ? 1000n : pm;
+  let withHeld = perMille(spent + held, cap) ?? 0n;
+  if (withHeld > 1000n) withHeld = 1000n;
   fill.style.width = `${perMilleText(shown)}%`;
   fill.className = "fill " + (pm >= 1000n ? "over" : pm >= 800n ? "high" : pm >= 500n ? "mid" : "");
+  heldBar.style.left = `${perMilleText(shown)}%`;
+  heldBar.style.width = `${perMilleText(withHeld - shown)}%`;
+  heldBar.hidden = held <= 0n;
   bar.setAttribute("aria-valuenow", perMilleText(shown));
-  bar.setAttribute("aria-valuetext", `${perMilleText(pm)} % of the cap`);
+  bar.setAttribute("aria-valuetext", `${perMilleText(pm)} % of the cap spent`);
+  const heldText = held > 0n ? `, ${formatCredits(balance.held)} more held by reservations` : "";
   const left = balance.cap_remaining === null ? "" : `; ${formatCredits(balance.cap_remaining)} left`;
   $("cap-text").textContent =
-    `${formatCredits(spend)} of ${formatCredits(balance.monthly_cap)} credits ` +
-    `(${perMilleText(pm)} %)${left}.`;
+    `${formatCredits(spend)} of ${formatCredits(balance.monthly_cap)} credits spent ` +
+    `(${perMilleText(pm)} %)${heldText}${left}.`;
 }
 
 export function countCell(n) {

@@ -7,7 +7,7 @@ import os
 import shutil
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -49,7 +49,6 @@ class Stack:
     db: asyncpg.Pool
     range_from: date
     range_to: date
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def client(self, key: str) -> httpx.AsyncClient:
         """An HTTP client of the same API, with this key."""
@@ -139,16 +138,8 @@ async def _post(client: httpx.AsyncClient, path: str, **kwargs: Any) -> Any:
     return r.json()
 
 
-async def _grants_and_a_hold(admin: httpx.AsyncClient, s: Stack) -> bool:
-    """A promotional grant for USER's test models (burned first) and a hold of 3 on USER.
-
-    Whether the API has grants and reservations (issue 10) is read from the API itself: the
-    page shows them when it does and hides them when it does not, and the tests check which.
-    """
-    probe = await admin.get("/api/v1/credits/grants", params={"account_id": USER})
-    if probe.status_code == 404:
-        return False
-    assert probe.status_code == 200, probe.text
+async def _grants_and_a_hold(admin: httpx.AsyncClient, s: Stack) -> None:
+    """A promotional grant for USER's test models (burned first) and a hold of 3 on USER."""
     expires = datetime.now(UTC) + timedelta(days=20)
     await _post(
         admin,
@@ -170,7 +161,6 @@ async def _grants_and_a_hold(admin: httpx.AsyncClient, s: Stack) -> bool:
             "/api/v1/credits/reservations",
             json={"amount": "3", "ttl_seconds": 3600, "idempotency_key": "dash-hold"},
         )
-    return True
 
 
 @pytest.fixture(scope="module")
@@ -229,7 +219,7 @@ async def stack(kafka_bootstrap: str, database_url: str) -> AsyncIterator[Stack]
                 params={"account_id": USER},
                 json={"monthly_cap": "40"},
             )
-            s.extra["grants"] = await _grants_and_a_hold(c, s)
+            await _grants_and_a_hold(c, s)
         events = _usage_events(today)
         await meter_with_worker(settings, pool, events, usage_rows=len(events))
         yield s

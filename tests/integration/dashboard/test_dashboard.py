@@ -177,33 +177,40 @@ async def test_a_user_key_shows_its_account_as_the_api_answers_it(
     assert await tab.amount("#balance") == Decimal(balance["balance"])
     assert await tab.amount("#monthly-spend") == Decimal(balance["monthly_spend"])
     assert Decimal(balance["balance"]) < Decimal("100")  # the worker's debits are in it
-    if stack.extra["grants"]:
-        assert await tab.amount("#available") == Decimal(balance["available"])
-        assert await tab.amount("#held") == Decimal(balance["held"]) == Decimal("3")
-        grants = await api_get(stack, key, "/api/v1/credits/grants")
-        shown = await tab.page.eval_on_selector_all(
-            "#grants tbody tr",
-            "rows => rows.map(r => [r.cells[0].textContent, r.cells[1].dataset.value,"
-            " r.cells[2].dataset.value, r.cells[6].textContent])",
-        )
-        assert shown == [
-            [
-                g["category"],
-                g["amount"],
-                g["remaining"],
-                ", ".join(g["applies_to"] or []) or "any model",
-            ]
-            for g in grants["items"]
+    # Holds and grants (issue 10): available = balance - held, the grants as the API lists them.
+    assert await tab.amount("#available") == Decimal(balance["available"])
+    assert await tab.amount("#held") == Decimal(balance["held"]) == Decimal("3")
+    assert Decimal(balance["available"]) == Decimal(balance["balance"]) - 3
+    grants = await api_get(stack, key, "/api/v1/credits/grants")
+    shown = await tab.page.eval_on_selector_all(
+        "#grants tbody tr",
+        "rows => rows.map(r => [r.cells[0].textContent, r.cells[1].dataset.value,"
+        " r.cells[2].dataset.value, r.cells[4].textContent, r.cells[6].textContent])",
+    )
+    assert shown == [
+        [
+            g["category"],
+            g["amount"],
+            g["remaining"],
+            g["status"],
+            ", ".join(g["applies_to"] or []) or "any model",
         ]
-        promo = next(g for g in grants["items"] if g["category"] == "promotional")
-        assert Decimal(promo["remaining"]) < Decimal(promo["amount"])  # burned first
-    else:  # an API without grants and holds (before issue 10): the page leaves them out
-        assert "available" not in balance
-        assert not await tab.visible("#available-tile")
-        assert not await tab.visible("#grants-card")
-    spend, _, rest = (await tab.text("#cap-text")).partition(" of ")
+        for g in grants["items"]
+    ]
+    promo = next(g for g in grants["items"] if g["category"] == "promotional")
+    assert Decimal(promo["remaining"]) < Decimal(promo["amount"])  # burned first
+    expiry = await tab.page.eval_on_selector_all(
+        "#grants tbody tr", "rows => rows.map(r => r.cells[5].textContent)"
+    )
+    assert expiry == [
+        g["expires_at"].replace("T", " ")[:16] if g["expires_at"] else "never"
+        for g in grants["items"]
+    ]
+    cap_text = await tab.text("#cap-text")
+    spend, _, rest = cap_text.partition(" of ")
     assert Decimal(spend.replace(",", "")) == Decimal(balance["monthly_spend"])
-    assert rest.startswith("40.00 credits")
+    assert rest.startswith("40.00 credits spent")
+    assert "3.00 more held by reservations" in cap_text
 
     # The default range is the last 14 days; a person picks ten.
     assert (
