@@ -89,7 +89,7 @@ async function loadSystem(system) {
   $("system-tiles").replaceChildren(
     ...tiles.map(([label, text, amount]) => {
       const tile = el("div", null, "tile");
-      const dd = el("dd", amount === null ? text : formatCredits(amount), "amount");
+      const dd = el("dd", amount === null ? text : formatCredits(amount, 6), "amount");
       if (amount !== null) dd.dataset.value = amount;
       dd.dataset.name = label;
       tile.append(el("dt", label), dd);

@@ -25,7 +25,7 @@ export function amountCell(text, tag = "td") {
 
 export function setAmount(id, text) {
   const node = $(id);
-  node.textContent = formatCredits(text);
+  node.textContent = formatCredits(text, 6); // six places, as the ledger keeps them
   node.dataset.value = text;
   node.classList.toggle("negative", text.startsWith("-"));
 }
