@@ -135,6 +135,13 @@ class _Calls:
         return _Call("GET", path, Reservation.from_wire, params=_who(account_id))
 
     @staticmethod
+    def reservations(account_id: str | None) -> _Call[list[Reservation]]:
+        def parse(body: Any) -> list[Reservation]:
+            return [Reservation.from_wire(item) for item in body["items"]]
+
+        return _Call("GET", f"{CREDITS}/reservations", parse, params=_who(account_id))
+
+    @staticmethod
     def release(reservation_id: str, account_id: str | None) -> _Call[Reservation]:
         path = f"{CREDITS}/reservations/{reservation_id}/release"
         return _Call("POST", path, Reservation.from_wire, params=_who(account_id))
@@ -316,6 +323,10 @@ class MeterlineClient(_Base):
         """A hold's current state."""
         return await self._run(_Calls.get_reservation(reservation_id, account_id))
 
+    async def reservations(self, *, account_id: str | None = None) -> list[Reservation]:
+        """The account's active holds, soonest expiry first."""
+        return await self._run(_Calls.reservations(account_id))
+
     async def release(self, reservation_id: str, *, account_id: str | None = None) -> Reservation:
         """Free a hold (answers its current state when it is no longer active)."""
         return await self._run(_Calls.release(reservation_id, account_id))
@@ -410,6 +421,10 @@ class MeterlineSyncClient(_Base):
     def get_reservation(self, reservation_id: str, *, account_id: str | None = None) -> Reservation:
         """See MeterlineClient.get_reservation."""
         return self._run(_Calls.get_reservation(reservation_id, account_id))
+
+    def reservations(self, *, account_id: str | None = None) -> list[Reservation]:
+        """See MeterlineClient.reservations."""
+        return self._run(_Calls.reservations(account_id))
 
     def release(self, reservation_id: str, *, account_id: str | None = None) -> Reservation:
         """See MeterlineClient.release."""

@@ -1,0 +1,1 @@
+"""Integrations: meterline inside the proxies that make the calls (LiteLLM)."""

@@ -1,0 +1,133 @@
+"""Where a proxy's usage events go: Kafka (UsagePublisher) when a bootstrap is configured, else
+the API's HTTP ingest; the bounded spool when neither takes them now, drained when one does."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from producers.client import MeterlineClient
+from producers.client_types import MeterlineError
+from producers.integrations.spool import Spool
+from producers.publisher import PublishError, UsagePublisher
+from schemas.event import UsageEvent
+
+log = logging.getLogger("meterline.integrations")
+
+RETRY_CONNECT_S = 5.0  # after a failed connection to Kafka, spool without trying for this long
+HTTP_BATCH = 1000  # the ingest route's maximum per request
+
+
+class UsageSink:
+    """Publishes events; what cannot be published now is spooled, never dropped."""
+
+    def __init__(
+        self,
+        *,
+        client: MeterlineClient | None,
+        kafka_bootstrap: str,
+        topic: str,
+        spool: Spool,
+    ) -> None:
+        if not kafka_bootstrap and client is None:
+            raise ValueError(
+                "meterline cannot receive usage: set METERLINE_KAFKA_BOOTSTRAP (Kafka) or "
+                "METERLINE_API_URL (HTTP ingest)"
+            )
+        self.client = client
+        self.kafka_bootstrap = kafka_bootstrap
+        self.topic = topic
+        self.spool = spool
+        self._publisher: UsagePublisher | None = None
+        self._connect_lock = asyncio.Lock()
+        self._down_until = 0.0
+        self._drain_task: asyncio.Task[int] | None = None
+
+    async def _kafka(self) -> UsagePublisher:
+        async with self._connect_lock:
+            if self._publisher is None:
+                if time.monotonic() < self._down_until:
+                    raise PublishError(f"Kafka at {self.kafka_bootstrap} was unreachable just now")
+                publisher = UsagePublisher(
+                    self.kafka_bootstrap, self.topic, request_timeout_ms=10_000
+                )
+                try:
+                    await publisher.start()
+                except PublishError:
+                    self._down_until = time.monotonic() + RETRY_CONNECT_S
+                    raise
+                self._publisher = publisher
+            return self._publisher
+
+    async def _publish(self, events: list[UsageEvent]) -> list[UsageEvent]:
+        """Publish; the events that were not taken."""
+        if self.kafka_bootstrap:
+            try:
+                publisher = await self._kafka()
+            except PublishError as exc:
+                log.warning("usage not published, spooled: %s", exc)
+                return events
+            result = await publisher.publish_many(events)
+            return [f.event for f in result.failed]
+        assert self.client is not None
+        failed: list[UsageEvent] = []
+        for i in range(0, len(events), HTTP_BATCH):
+            batch = events[i : i + HTTP_BATCH]
+            try:
+                await self.client.publish(batch)
+            except MeterlineError as exc:
+                if exc.status is not None and exc.status < 500 and exc.status != 429:
+                    # The API refused these events for good (422/403): spooling cannot help.
+                    log.error("usage refused by meterline, not retried: %s", exc)
+                    continue
+                log.warning("usage not published, spooled: %s", exc)
+                failed.extend(batch)
+        return failed
+
+    async def send(self, event: UsageEvent) -> bool:
+        """Publish one event (True), or spool it (False); SpoolFull when neither is possible."""
+        try:
+            failed = await self._publish([event])
+        except BaseException:
+            # Cancelled (shutdown, LiteLLM's logging deadline) or a loop torn down: keep it.
+            self.spool.append([_json(event)])
+            raise
+        if failed:
+            self.spool.append([_json(e) for e in failed])
+            return False
+        self.drain_soon()
+        return True
+
+    def drain_soon(self) -> None:
+        """Start publishing the spool in the background when something waits there."""
+        if self.spool.pending() and (self._drain_task is None or self._drain_task.done()):
+            self._drain_task = asyncio.get_running_loop().create_task(self.drain())
+
+    async def drain(self) -> int:
+        """Publish what the spool holds; how many events were published."""
+        waiting = self.spool.take()
+        if not waiting:
+            return 0
+        events = [UsageEvent.model_validate(e) for e in waiting]
+        failed: list[UsageEvent] = events
+        try:
+            failed = await self._publish(events)
+        finally:
+            self.spool.done([_json(e) for e in failed])
+        if failed:
+            log.warning("usage spool: %d of %d events still waiting", len(failed), len(events))
+        return len(events) - len(failed)
+
+    async def close(self) -> None:
+        """Wait for a running drain, flush Kafka, disconnect."""
+        if self._drain_task is not None:
+            await asyncio.gather(self._drain_task, return_exceptions=True)
+        if self._publisher is not None:
+            await self._publisher.close()
+            self._publisher = None
+
+
+def _json(event: UsageEvent) -> dict[str, Any]:
+    return event.model_dump(mode="json", exclude_none=True)

@@ -1,0 +1,96 @@
+"""A bounded local spool: usage events that could not be published wait here, one JSON line
+each, until meterline takes them.
+
+Appends and the hand-over to a drain are serialised by an flock on ``<path>.lock``, so several
+proxy processes may share one spool. A drain first renames the file to ``<path>.draining``
+(new appends start a fresh file), publishes what it holds and deletes it; what fails goes back
+into the spool. A process that dies mid-drain leaves ``.draining`` behind and the next drain
+publishes it again — harmless, as the ledger debits each (source, event_id) once.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+
+class SpoolFull(Exception):
+    """The spool holds its maximum size: nothing more can wait without being lost."""
+
+
+class Spool:
+    """A JSON-lines file of events of at most `max_bytes`."""
+
+    def __init__(self, path: Path, max_bytes: int) -> None:
+        self.path = Path(path)
+        self.max_bytes = max_bytes
+        self.draining = self.path.with_name(self.path.name + ".draining")
+        self._lock_path = self.path.with_name(self.path.name + ".lock")
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self._lock_path, "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def size(self) -> int:
+        """Bytes waiting, in the spool and in an unfinished drain."""
+        total = 0
+        for p in (self.path, self.draining):
+            try:
+                total += p.stat().st_size
+            except FileNotFoundError:
+                pass
+        return total
+
+    def pending(self) -> bool:
+        """Whether anything waits."""
+        return self.size() > 0
+
+    def full(self) -> bool:
+        """Whether the spool is at its bound."""
+        return self.size() >= self.max_bytes
+
+    def append(self, events: list[dict[str, Any]]) -> None:
+        """Write events durably (flushed and fsynced); SpoolFull when they do not fit."""
+        data = "".join(json.dumps(e, separators=(",", ":")) + "\n" for e in events).encode()
+        with self._locked():
+            if self.size() + len(data) > self.max_bytes:
+                raise SpoolFull(
+                    f"usage spool {self.path} is full ({self.size()} of {self.max_bytes} bytes)"
+                )
+            with open(self.path, "ab") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+
+    def take(self) -> list[dict[str, Any]]:
+        """Start a drain: the events waiting (an unfinished drain's first). Call done() or
+        put_back() after."""
+        with self._locked():
+            if not self.draining.exists():
+                if not self.path.exists():
+                    return []
+                os.replace(self.path, self.draining)
+            lines = self.draining.read_bytes().splitlines()
+        return [json.loads(line) for line in lines if line.strip()]
+
+    def done(self, failed: list[dict[str, Any]]) -> None:
+        """Finish a drain: `failed` go back to the spool, the drained file is removed."""
+        with self._locked():
+            if failed:
+                data = "".join(json.dumps(e, separators=(",", ":")) + "\n" for e in failed)
+                with open(self.path, "ab") as f:
+                    f.write(data.encode())
+                    f.flush()
+                    os.fsync(f.fileno())
+            self.draining.unlink(missing_ok=True)

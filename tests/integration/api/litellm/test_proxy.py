@@ -1,0 +1,167 @@
+"""The real LiteLLM proxy server metered by MeterlineCallback, called with the openai SDK as any
+client would: each call debited once, concurrent calls never over-commit, restarts lose
+nothing, and an account that cannot pay gets a 402 with the reason."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from decimal import Decimal
+from pathlib import Path
+
+import asyncpg
+import litellm
+import openai
+import pytest
+
+from api.settings import ApiSettings
+from producers.client import MeterlineClient
+from tests.integration.api.litellm.helpers import (
+    DEMO_MODEL,
+    MOCK_COST,
+    balance,
+    fund,
+    usage_debits,
+)
+from tests.integration.api.litellm.proxy import LiteLLMProxy
+from tests.integration.apiserver import ApiServer
+from tests.integration.worker import USAGE_ROWS, Worker, wait_for
+
+MESSAGES = [{"role": "user", "content": "What is metering?"}]
+CHAT = "demo-chat"  # deploy/litellm/config.yaml: openai/meterline-demo, mocked
+
+
+@pytest.fixture
+async def proxy(
+    served: ApiServer, admin_key: str, api_settings: ApiSettings, tmp_path: Path
+) -> AsyncIterator[LiteLLMProxy]:
+    p = LiteLLMProxy(api_settings, served.url, admin_key, tmp_path / "spool.jsonl").start()
+    try:
+        yield p
+    finally:
+        p.stop()
+
+
+def openai_client(proxy: LiteLLMProxy) -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(base_url=f"{proxy.url}/v1", api_key=proxy.master_key, max_retries=0)
+
+
+def worst_case(max_tokens: int) -> Decimal:
+    """The hold of one demo-chat call: LiteLLM's prompt count + max_tokens, test prices."""
+    prompt = litellm.token_counter(model=DEMO_MODEL, messages=MESSAGES)
+    return Decimal(prompt * 2000 + max_tokens * 8000) / 1_000_000
+
+
+async def test_each_proxied_call_is_debited_once_and_settles_its_hold(
+    proxy: LiteLLMProxy,
+    served: ApiServer,
+    admin_key: str,
+    db: asyncpg.Pool,
+    worker: Worker,
+) -> None:
+    await fund(db, "acme", 10_000_000)
+    async with openai_client(proxy) as ai:
+        holds = []
+        for _ in range(5):
+            raw = await ai.chat.completions.with_raw_response.create(
+                model=CHAT,
+                messages=MESSAGES,
+                user="acme",
+                max_tokens=50,
+            )
+            answer = raw.parse()
+            assert answer.choices[0].message.content
+            assert raw.headers["x-meterline-account"] == "acme"
+            holds.append(raw.headers["x-meterline-reservation-id"])
+    await wait_for(db, USAGE_ROWS, 5, worker=worker)
+    assert await usage_debits(db, "acme") == [MOCK_COST] * 5
+    assert await balance(db, "acme") == Decimal(10) - 5 * MOCK_COST
+    async with MeterlineClient(served.url, admin_key) as ml:
+        states = [(await ml.get_reservation(h, account_id="acme")).status for h in holds]
+        assert states == ["settled"] * 5
+        assert await ml.reservations(account_id="acme") == []
+
+
+async def test_an_account_that_cannot_pay_gets_402_with_the_reason(
+    proxy: LiteLLMProxy, db: asyncpg.Pool
+) -> None:
+    await fund(db, "small", 100_000)  # 0.1 credit; the worst case of 50 tokens is 0.4+
+    async with openai_client(proxy) as ai:
+        with pytest.raises(openai.APIStatusError) as refused:
+            await ai.chat.completions.create(
+                model=CHAT,
+                messages=MESSAGES,
+                user="small",
+                max_tokens=50,
+            )
+    assert refused.value.status_code == 402
+    error = refused.value.body
+    assert isinstance(error, dict)
+    assert "meterline refused the call for account 'small'" in error["message"]
+    assert error["provider_specific_fields"]["code"] == "insufficient_credit"
+
+
+async def test_50_concurrent_calls_on_credit_for_20_holds(
+    proxy: LiteLLMProxy,
+    served: ApiServer,
+    admin_key: str,
+    api_settings: ApiSettings,
+    db: asyncpg.Pool,
+) -> None:
+    hold = worst_case(100)
+    await fund(db, "acme", int(20 * hold * 1_000_000))
+
+    refusals: list[str] = []
+
+    async def call(ai: openai.AsyncOpenAI) -> int:
+        try:
+            await ai.chat.completions.create(
+                model=CHAT, messages=MESSAGES, user="acme", max_tokens=100
+            )
+            return 200
+        except openai.APIStatusError as exc:
+            refusals.append(exc.message)
+            return exc.status_code
+
+    async with openai_client(proxy) as ai:
+        codes = await asyncio.gather(*(call(ai) for _ in range(50)))
+    # No worker yet: no hold settles during the burst, so exactly 20 fit.
+    assert codes.count(200) == 20 and codes.count(402) == 30, (codes, refusals[:3])
+    assert all("insufficient_credit" in r or "available" in r for r in refusals), refusals[:3]
+    worker = Worker(api_settings).start()
+    try:
+        await wait_for(db, USAGE_ROWS, 20, worker=worker)
+    finally:
+        worker.stop()
+    left = await balance(db, "acme")
+    assert left == 20 * hold - 20 * MOCK_COST and left >= 0
+    async with MeterlineClient(served.url, admin_key) as ml:
+        assert await ml.reservations(account_id="acme") == []
+
+
+async def test_a_proxy_restarted_mid_run_loses_no_usage(
+    proxy: LiteLLMProxy, db: asyncpg.Pool, worker: Worker
+) -> None:
+    await fund(db, "acme", 50_000_000)
+
+    async def burst() -> int:
+        async with openai_client(proxy) as ai:
+            answers = await asyncio.gather(
+                *(
+                    ai.chat.completions.create(
+                        model=CHAT,
+                        messages=MESSAGES,
+                        user="acme",
+                        max_tokens=20,
+                    )
+                    for _ in range(10)
+                )
+            )
+        return len(answers)
+
+    served_calls = await burst()
+    proxy.stop()  # at once: the usage of the last calls may still be in LiteLLM's logging queue
+    proxy.start()
+    served_calls += await burst()
+    await wait_for(db, USAGE_ROWS, served_calls, worker=worker)
+    assert await usage_debits(db, "acme") == [MOCK_COST] * 20, proxy.log()
