@@ -39,7 +39,8 @@ def run(
         "max_tokens": 50,
         "messages": [{"role": "user", "content": "What is metering?"}],
     }
-    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}) as client:
+    auth = {"Authorization": f"Bearer {key}"}
+    with httpx.Client(base_url=url, headers=auth, timeout=60) as client:
         for i in range(calls + 10):
             started = time.perf_counter()
             answer = client.post("/v1/chat/completions", json=body)

@@ -165,3 +165,26 @@ async def test_a_proxy_restarted_mid_run_loses_no_usage(
     served_calls += await burst()
     await wait_for(db, USAGE_ROWS, served_calls, worker=worker)
     assert await usage_debits(db, "acme") == [MOCK_COST] * 20, proxy.log()
+
+
+async def test_a_failing_proxied_call_releases_its_hold(
+    proxy: LiteLLMProxy, served: ApiServer, admin_key: str, db: asyncpg.Pool
+) -> None:
+    await fund(db, "acme", 5_000_000)
+    async with openai_client(proxy) as ai:
+        with pytest.raises(openai.InternalServerError) as failed:
+            await ai.chat.completions.create(
+                model="demo-failing", messages=MESSAGES, user="acme", max_tokens=50
+            )
+    hold_id = failed.value.response.headers["x-meterline-reservation-id"]
+    async with MeterlineClient(served.url, admin_key) as ml:
+        for _ in range(100):  # the failure hook runs as the error is answered
+            hold = await ml.get_reservation(hold_id, account_id="acme")
+            if hold.status != "active":
+                break
+            await asyncio.sleep(0.05)
+        assert hold.status == "released" and hold.amount > 0
+        after = await ml.balance(account_id="acme")
+        assert after.held == 0 and after.available == after.balance == Decimal(5)
+        assert await ml.reservations(account_id="acme") == []
+    assert await usage_debits(db, "acme") == []
