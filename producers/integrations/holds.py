@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -100,12 +101,15 @@ class HoldPolicy:
         self, amount: Decimal, *, account_id: str, call_id: str, metadata: dict[str, Any]
     ) -> Reservation:
         ttl = self.settings.hold_ttl_seconds
+        # Unique per attempt: the client's retries of this request reuse it, but a call id a
+        # client chose twice never answers an old (settled) hold.
+        key = f"litellm:{call_id[:100]}:{uuid.uuid4().hex[:12]}"
         try:
             return await self.client.reserve(
                 amount,
                 account_id=account_id,
                 ttl_seconds=ttl,
-                idempotency_key=call_id,
+                idempotency_key=key,
                 metadata=metadata,
             )
         except PaymentRequired as exc:
@@ -117,7 +121,7 @@ class HoldPolicy:
                 min(left, amount),
                 account_id=account_id,
                 ttl_seconds=ttl,
-                idempotency_key=f"{call_id}:available",
+                idempotency_key=f"{key}:available",
                 metadata={**metadata, "worst_case": format(amount, "f")},
             )
 

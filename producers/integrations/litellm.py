@@ -215,8 +215,17 @@ class MeterlineCallback(CustomLogger):  # type: ignore[misc]
         from fastapi import HTTPException
 
         call_id = _first(data.get("litellm_call_id"))
-        if call_id is None or call_id in self.holds or "model" not in data:
+        if call_id is None or "model" not in data:
             return data
+        if call_id in self.holds:
+            # A client may choose the call id (x-litellm-call-id): one hold per call in flight.
+            raise HTTPException(
+                status_code=409,
+                detail={
+                    "message": f"a call with litellm_call_id {call_id!r} is already in flight",
+                    "code": "duplicate_call_id",
+                },
+            )
         try:
             account = self._account(
                 {
@@ -264,9 +273,11 @@ class MeterlineCallback(CustomLogger):  # type: ignore[misc]
     ) -> dict[str, Any] | None:
         """SDK: hold credit just before the provider is called; CallRefused ends the call."""
         call_id = _first(kwargs.get("litellm_call_id"))
-        if call_id is None or call_id in self.holds or not kwargs.get("model"):
-            return None  # already held by the proxy hook (or nothing to hold for)
         meta = _metadata(kwargs)
+        if call_id is None or not kwargs.get("model"):
+            return None
+        if HOLD_META in meta or call_id in self.holds:
+            return None  # held by the proxy hook, or a retry of a call already held
         account = self._account(
             {
                 "end_user": _first(kwargs.get("user"), meta.get("user_api_key_end_user_id")),
