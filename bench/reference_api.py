@@ -41,6 +41,7 @@ class BalanceOut(BaseModel):
     cap_remaining: str | None
     tier: str
     blocked: bool
+    blocked_reason: Literal["balance_overdrawn", "monthly_cap_reached"] | None
 
 
 class AuthorizeIn(BaseModel):
@@ -112,6 +113,7 @@ def create_app() -> FastAPI:
             cap_remaining=_money(None if cap is None else max(0, cap - r["spend"])),
             tier=r["tier"],
             blocked=r["blocked"],
+            blocked_reason="balance_overdrawn" if r["blocked"] else None,
         )
 
     @app.post("/api/v1/credits/authorize")
