@@ -13,12 +13,11 @@ from api.metrics import LEDGER_WRITES
 from api.queries import admin as q
 from api.views import REPLAYED_HEADER, entry_out
 from processors.ledger import (
-    CapExceeded,
+    Credit,
     EntryResult,
-    IdempotencyConflict,
-    InsufficientCredit,
     LedgerError,
     month_of,
+    post_credits,
     post_entry,
 )
 from schemas.api_admin import (
@@ -100,29 +99,29 @@ async def bulk_allocate(
     The answer then lists each failing row by its index (`errors[].index`). Rows are written
     in account order so that concurrent bulk requests never deadlock.
     """
-    policy = settings.ledger_policy()
     order = sorted(range(len(body.allocations)), key=lambda i: body.allocations[i].account_id)
+    credits = [
+        Credit(
+            account_id=body.allocations[i].account_id,
+            amount_micros=to_micros(body.allocations[i].amount),
+            reason=body.allocations[i].reason,
+            idempotency_key=body.allocations[i].idempotency_key,
+        )
+        for i in order
+    ]
     results: dict[int, EntryResult] = {}
     problems: list[dict[str, Any]] = []
     async with pool.acquire() as conn:
         try:
             async with conn.transaction():
-                for i in order:
-                    row = body.allocations[i]
-                    try:
-                        # Each post_entry runs in a savepoint: a failed row leaves the rest usable,
-                        # so every problem of the request is reported at once.
-                        results[i] = await post_entry(
-                            conn,
-                            account_id=row.account_id,
-                            type="allocation",
-                            amount_micros=to_micros(row.amount),
-                            reason=row.reason,
-                            idempotency_key=row.idempotency_key,
-                            policy=policy,
-                        )
-                    except (IdempotencyConflict, InsufficientCredit, CapExceeded) as exc:
-                        problems.append(_row_problem(i, exc))
+                # One ledger batch (a few statements, whatever the row count); every refused
+                # row is reported, and any refusal undoes the whole request.
+                done = await post_credits(conn, credits, policy=settings.ledger_policy())
+                for i, result in zip(order, done, strict=True):
+                    if isinstance(result, EntryResult):
+                        results[i] = result
+                    else:
+                        problems.append(_row_problem(i, result))
                 if problems:
                     raise _Rollback
         except _Rollback:

@@ -18,6 +18,7 @@ from processors.ledger.coupons import (
     Redemption,
     redeem_coupon,
 )
+from processors.ledger.credits import Credit, post_credits
 from processors.ledger.entries import (
     EntryResult,
     post_entry,
@@ -59,6 +60,8 @@ from processors.ledger.models import (
 from processors.ledger.outbox import count_pending_alerts, publish_pending_alerts
 
 __all__ = [
+    "Credit",
+    "post_credits",
     "sweep_expired_holds",
     "reserve",
     "release",

@@ -11,7 +11,8 @@ import asyncpg
 
 from processors.ledger import account_queries as aq
 from processors.ledger import queries
-from processors.ledger.entries import post_entry, set_monthly_cap
+from processors.ledger.credits import Credit, post_credits
+from processors.ledger.entries import EntryResult, set_monthly_cap
 from processors.ledger.models import (
     GrantTerms,
     IdempotencyConflict,
@@ -88,6 +89,9 @@ class MonthlyGrant:
     granted_micros: int
 
 
+MONTHLY_GRANT_BATCH = 1000  # accounts per transaction
+
+
 async def grant_monthly_allocations(
     conn: asyncpg.Connection,
     *,
@@ -107,29 +111,30 @@ async def grant_monthly_allocations(
     terms = monthly_terms(month, datetime.now(UTC))
     rows = await aq.accounts_with_monthly_allocation(conn)
     granted = already = granted_micros = 0
-    for i, r in enumerate(rows, 1):
-        try:
-            result = await post_entry(
-                conn,
+    # Batches of accounts, each one transaction of a few statements (post_credits): a rerun or a
+    # crash between batches is safe, as every grant is keyed.
+    for start in range(0, len(rows), MONTHLY_GRANT_BATCH):
+        batch = rows[start : start + MONTHLY_GRANT_BATCH]
+        credits = [
+            Credit(
                 account_id=r["account_id"],
-                type="allocation",
                 amount_micros=r["monthly_allocation_micros"],
                 reason=f"monthly {r['tier']} allocation {label}",
                 idempotency_key=key,
-                policy=policy,
-                create_account=False,
                 grant=terms,
             )
-        except IdempotencyConflict:
-            already += 1  # granted before, under other terms (the tier changed since)
-        else:
-            if result.replayed:
-                already += 1
-            else:
+            for r in batch
+        ]
+        results = await post_credits(conn, credits, policy=policy, create_accounts=False)
+        for c, result in zip(credits, results, strict=True):
+            if isinstance(result, EntryResult) and not result.replayed:
                 granted += 1
-                granted_micros += r["monthly_allocation_micros"]
+                granted_micros += c.amount_micros
+            elif isinstance(result, EntryResult | IdempotencyConflict):
+                # Granted before (under other terms when the tier changed since).
+                already += 1
         if on_progress is not None:
-            on_progress(i, len(rows))
+            on_progress(start + len(batch), len(rows))
     return MonthlyGrant(label, granted, already, granted_micros)
 
 

@@ -171,13 +171,14 @@ async def _replay(
     """The original write of a key, with its grant and burns; IdempotencyConflict when the
     caller gave grant terms other than the original grant's."""
     grant = await grant_queries.grant_of_transaction(conn, transaction_id=original.id)
-    if terms is not None and grant is not None and not _same_terms(grant, terms):
+    if terms is not None and grant is not None and not same_terms(grant, terms):
         raise IdempotencyConflict(key, original)
     burns = await grant_queries.burns_of(conn, transaction_ids=[original.id])
     return EntryResult(original, state, replayed=True, grant=grant, burns=tuple(burns))
 
 
-def _same_terms(grant: Grant, terms: GrantTerms) -> bool:
+def same_terms(grant: Grant, terms: GrantTerms) -> bool:
+    """Whether a replayed credit asks for the grant the original made."""
     # An effective_at left to the ledger ("now") cannot differ between two requests.
     return (grant.category, grant.priority, grant.expires_at, grant.applies_to) == (
         terms.category,

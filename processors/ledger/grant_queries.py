@@ -141,6 +141,58 @@ async def insert_grant(
     return grant_of(r)
 
 
+async def insert_grants(
+    conn: asyncpg.Connection,
+    *,
+    account_ids: Sequence[str],
+    categories: Sequence[str],
+    amounts: Sequence[int],
+    remaining: Sequence[int],
+    priorities: Sequence[int],
+    effective_ats: Sequence[datetime],
+    expires_ats: Sequence[datetime | None],
+    applies_to: Sequence[Sequence[str] | None],
+    transaction_ids: Sequence[int],
+    reasons: Sequence[str | None],
+) -> dict[int, Grant]:
+    """Write the grants of many credit rows in one statement; by transaction_id."""
+    rows = await conn.fetch(
+        "INSERT INTO credit_grants (account_id, category, amount_micros, remaining_micros,"
+        " priority, effective_at, expires_at, applies_to, transaction_id, reason)"
+        " SELECT a, c, am, rm, p, e, x, CASE WHEN t IS NULL THEN NULL"
+        " ELSE (SELECT array_agg(v) FROM jsonb_array_elements_text(t) AS v) END, tx, r"
+        " FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::smallint[],"
+        " $6::timestamptz[], $7::timestamptz[], $8::jsonb[], $9::bigint[], $10::text[])"
+        " AS v(a, c, am, rm, p, e, x, t, tx, r)"
+        " RETURNING grant_id, account_id, category, amount_micros, remaining_micros, priority,"
+        " effective_at, expires_at, applies_to, transaction_id, reason, created_at",
+        list(account_ids),
+        list(categories),
+        list(amounts),
+        list(remaining),
+        list(priorities),
+        list(effective_ats),
+        list(expires_ats),
+        [None if a is None else json.dumps(list(a)) for a in applies_to],
+        list(transaction_ids),
+        list(reasons),
+    )
+    return {r["transaction_id"]: grant_of(r) for r in rows}
+
+
+async def grants_of_transactions(
+    conn: asyncpg.Connection, *, transaction_ids: Sequence[int]
+) -> dict[int, Grant]:
+    """The grants these credit rows created, by transaction_id."""
+    rows = await conn.fetch(
+        "SELECT grant_id, account_id, category, amount_micros, remaining_micros, priority,"
+        " effective_at, expires_at, applies_to, transaction_id, reason, created_at"
+        " FROM credit_grants WHERE transaction_id = ANY($1::bigint[])",
+        list(transaction_ids),
+    )
+    return {r["transaction_id"]: grant_of(r) for r in rows}
+
+
 async def grant_of_transaction(conn: asyncpg.Connection, *, transaction_id: int) -> Grant | None:
     """The grant a credit row created, if any."""
     r = await conn.fetchrow(_GRANT_OF_TRANSACTION, transaction_id)

@@ -133,6 +133,13 @@ class GrantBook:
         self.burns = []
 
 
+def repay_overdraft(state: AccountState, amount_micros: int) -> int:
+    """What of a credit repays the account's overdraft first (state is updated)."""
+    repay = min(amount_micros, state.overdraft_micros)
+    state.overdraft_micros -= repay
+    return repay
+
+
 async def add_grant(
     conn: asyncpg.Connection,
     state: AccountState,
@@ -144,8 +151,7 @@ async def add_grant(
     at: datetime,
 ) -> tuple[Grant, Burn | None]:
     """The grant of a credit row; it repays the account's overdraft first (state is updated)."""
-    repay = min(amount_micros, state.overdraft_micros)
-    state.overdraft_micros -= repay
+    repay = repay_overdraft(state, amount_micros)
     grant = await gq.insert_grant(
         conn,
         account_id=state.account_id,

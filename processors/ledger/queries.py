@@ -162,6 +162,27 @@ async def find_idempotent_row(
     return None if r is None else _ledger_row(r)
 
 
+async def find_idempotent_rows(
+    conn: asyncpg.Connection, *, account_ids: Sequence[str], idempotency_keys: Sequence[str]
+) -> dict[tuple[str, str], LedgerRow]:
+    """The ledger rows writes with these (account, key) pairs already made, by pair."""
+    rows = await conn.fetch(
+        "SELECT c.id, c.account_id, c.type, c.amount_micros, c.balance_after_micros, c.reason,"
+        " c.idempotency_key, c.created_at, c.source, c.event_id, c.model, c.request_hash,"
+        " c.priced::text AS priced FROM credit_transactions c"
+        " JOIN unnest($1::text[], $2::text[]) AS k(account_id, idempotency_key)"
+        " ON c.account_id = k.account_id AND c.idempotency_key = k.idempotency_key",
+        list(account_ids),
+        list(idempotency_keys),
+    )
+    out = {}
+    for r in rows:
+        row = _ledger_row(r)
+        assert row.idempotency_key is not None
+        out[(row.account_id, row.idempotency_key)] = row
+    return out
+
+
 async def save_account_states(conn: asyncpg.Connection, *, states: Sequence[AccountState]) -> None:
     """Write balances and flags of locked accounts back in one statement."""
     await conn.execute(
