@@ -100,7 +100,9 @@ async def debit_batch(
         new_positions: dict[int, int] = {}
         if docs:
             new_positions = await queries.insert_usage_and_ledger(
-                conn, rows_json="[" + ",".join(docs) + "]"
+                conn,
+                rows_json="[" + ",".join(docs) + "]",
+                keys=[(r.event.source, r.event.event_id) for r, _ in priced],
             )
 
         spend: dict[tuple[str, date], int] = defaultdict(int)

@@ -61,6 +61,7 @@ async def _expire_accounts(
         states = await queries.lock_accounts(conn, account_ids=account_ids, month=month)
         book = await GrantBook.load(conn, account_ids=list(states), at=at)
         todo = [(states[a], g) for a in sorted(states) for g in book.due(a)]
+        await gq.close_expired(conn, account_ids=sorted(states), at=at)
         if not todo:
             return 0, 0, 0
         balances = []

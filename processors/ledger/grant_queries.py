@@ -242,14 +242,26 @@ async def burns_of(
 async def accounts_with_due_expiries(
     conn: asyncpg.Connection | asyncpg.Pool, *, limit: int
 ) -> list[str]:
-    """Accounts holding a grant past its expires_at with something left."""
+    """Accounts holding a grant past its expires_at that no expiry run has closed yet."""
     rows = await conn.fetch(
         "SELECT DISTINCT account_id FROM credit_grants"
-        " WHERE remaining_micros > 0 AND expires_at IS NOT NULL AND expires_at <= now()"
+        " WHERE expires_at IS NOT NULL AND NOT expiry_done AND expires_at <= now()"
         " ORDER BY account_id LIMIT $1",
         limit,
     )
     return [r["account_id"] for r in rows]
+
+
+async def close_expired(
+    conn: asyncpg.Connection, *, account_ids: Sequence[str], at: datetime
+) -> None:
+    """Mark the accounts' grants past expiry as done (their remainder has left, or was 0)."""
+    await conn.execute(
+        "UPDATE credit_grants SET expiry_done = true WHERE account_id = ANY($1::text[])"
+        " AND expires_at IS NOT NULL AND expires_at <= $2 AND NOT expiry_done",
+        list(account_ids),
+        at,
+    )
 
 
 # ---- holds -----------------------------------------------------------------------------------

@@ -223,9 +223,11 @@ async def add_monthly_spend(
     )
 
 
-async def insert_usage_and_ledger(conn: asyncpg.Connection, *, rows_json: str) -> dict[int, int]:
+async def insert_usage_and_ledger(
+    conn: asyncpg.Connection, *, rows_json: str, keys: Sequence[tuple[str, str]]
+) -> dict[int, int]:
     """Record usage events and their ledger rows in one statement; returns {position: row id}
-    of the events that were new.
+    of the events that were new (keys[n] is the (source, event_id) of position n).
 
     rows_json is a JSON array of events, each with its position n, cost, the terms it was
     rated with (price version pv, tier multiplier pm, byok fee percent fee), origin (kp, ko)
@@ -259,12 +261,18 @@ async def insert_usage_and_ledger(conn: asyncpg.Connection, *, rows_json: str) -
         " OVER (PARTITION BY new.account_id ORDER BY new.n), new.source, new.event_id,"
         " new.model, new.occurred_at FROM new JOIN user_credits u USING (account_id)"
         " ORDER BY new.n RETURNING id, source, event_id)"
-        " SELECT new.n, led.id FROM new LEFT JOIN led USING (source, event_id)",
+        # The rows written, and how many events were new. Not a join of `new` and `led`: the
+        # planner sees two CTEs without statistics and loops over one for each row of the other
+        # (measured: 1.2 s for a 2,000-event batch against 0.1 s for the whole batch without).
+        " SELECT id, source, event_id, (SELECT count(*) FROM new) AS new_rows FROM led"
+        " UNION ALL SELECT NULL, NULL, NULL, (SELECT count(*) FROM new)"
+        " WHERE NOT EXISTS (SELECT 1 FROM led)",
         rows_json,
     )
-    if any(r["id"] is None for r in rows):
+    written = {(r["source"], r["event_id"]): r["id"] for r in rows if r["id"] is not None}
+    if rows and rows[0]["new_rows"] != len(written):
         raise RuntimeError("ledger rows do not match new usage events; batch rolled back")
-    return {r["n"]: r["id"] for r in rows}
+    return {n: written[key] for n, key in enumerate(keys) if key in written}
 
 
 async def record_duplicates(
