@@ -163,3 +163,64 @@ def reconcile(
     )
     for line in result.lines():
         out.print(line, highlight=False)
+
+
+@bench_app.command("chaos")
+def chaos(
+    minutes: float = typer.Option(10.0, min=0.1, help="Minutes of load and faults"),
+    rate: float = typer.Option(300.0, min=1, help="Usage events/s (Kafka and HTTP together)"),
+    http_share: float = typer.Option(
+        0.3, min=0, max=1, help="Share of the events sent through HTTP ingest"
+    ),
+    accounts: int = typer.Option(200, min=1, help="Prepaid accounts"),
+    deduct_rate: float = typer.Option(5.0, min=0, help="API deductions/s"),
+    workers: int = typer.Option(2, min=1, help="`meterline worker` processes"),
+    fault_min: float = typer.Option(15.0, min=1, help="Shortest pause between faults (s)"),
+    fault_max: float = typer.Option(45.0, min=1, help="Longest pause between faults (s)"),
+    database: str = typer.Option("meterline_bench_chaos", help="The harness's own database"),
+) -> None:
+    """Load plus random faults (worker SIGKILL/SIGTERM, Postgres and broker restarts, poison),
+    then reconcile: PASS when nothing is missing, extra or mismatched (issue #8).
+
+    It restarts the Kafka and Postgres of the local stack in METERLINE_HOME: never run it
+    against a stack that others use.
+    """
+    import asyncio
+    import sys
+    from pathlib import Path
+
+    from meterline.commands._common import console, fail, out
+
+    if fault_max < fault_min:
+        fail("--fault-max must be at least --fault-min")
+    # bench/ sits beside the packages but is not one of pyproject's installed packages.
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    from bench.chaos import ChaosConfig, StackControl, run_chaos
+    from deploy import stack
+
+    def quiet(_message: str) -> None:
+        pass
+
+    control = StackControl(
+        restart_postgres=lambda: stack.restart_postgres(quiet),
+        restart_kafka=lambda down_s: stack.restart_kafka(quiet, down_s=down_s),
+    )
+
+    cfg = ChaosConfig(
+        minutes=minutes,
+        rate=rate,
+        http_share=http_share,
+        accounts=accounts,
+        deduct_rate=deduct_rate,
+        workers=workers,
+        fault_every=(fault_min, fault_max),
+        database=database,
+    )
+    try:
+        report = asyncio.run(run_chaos(cfg, control, console))
+    except RuntimeError as exc:
+        fail(str(exc))
+    for line in report.lines():
+        out.print(line, highlight=False, markup=False)
+    if not report.passed():
+        raise typer.Exit(1)
