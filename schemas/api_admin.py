@@ -18,6 +18,7 @@ from pydantic import (
     field_validator,
 )
 
+from schemas import api_admin_examples as ex
 from schemas import bounds
 from schemas.api_credits import (
     CouponCode,
@@ -107,16 +108,7 @@ class AllocateIn(_In):
 
     model_config = ConfigDict(
         extra="forbid",
-        json_schema_extra={
-            "examples": [
-                {
-                    "account_id": "acct-42",
-                    "amount": "100",
-                    "reason": "March top-up, invoice 2025-031",
-                    "idempotency_key": "inv-2025-031",
-                }
-            ]
-        },
+        json_schema_extra={"examples": ex.ALLOCATE_IN},
     )
 
     account_id: AccountId
@@ -130,26 +122,7 @@ class BulkAllocateIn(_In):
 
     model_config = ConfigDict(
         extra="forbid",
-        json_schema_extra={
-            "examples": [
-                {
-                    "allocations": [
-                        {
-                            "account_id": "acct-1",
-                            "amount": "50",
-                            "reason": "promo",
-                            "idempotency_key": "promo-1",
-                        },
-                        {
-                            "account_id": "acct-2",
-                            "amount": "25.5",
-                            "reason": "promo",
-                            "idempotency_key": "promo-2",
-                        },
-                    ]
-                }
-            ]
-        },
+        json_schema_extra={"examples": ex.BULK_ALLOCATE_IN},
     )
 
     allocations: Annotated[list[AllocateIn], Field(min_length=1, max_length=1000)]
@@ -174,22 +147,7 @@ class BulkAllocateOut(BaseModel):
 class SystemAnalyticsOut(BaseModel):
     """System-wide figures: accounts and balances now, usage in [from, to] (UTC days)."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "from": "2025-03-01",
-                    "to": "2025-03-31",
-                    "accounts": 1200,
-                    "blocked_accounts": 3,
-                    "total_balance": "84211.500000",
-                    "spend": "15422.125000",
-                    "events": 9123401,
-                    "active_accounts": 411,
-                }
-            ]
-        }
-    )
+    model_config = ConfigDict(json_schema_extra={"examples": ex.SYSTEM_ANALYTICS_OUT})
 
     from_: date = Field(alias="from", serialization_alias="from")
     to: date
@@ -239,26 +197,7 @@ class AccountsPage(BaseModel):
 class AccountOut(BaseModel):
     """An account as an admin sees it."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "account_id": "acct-42",
-                    "balance": "87.250000",
-                    "monthly_spend": "12.750000",
-                    "monthly_cap": "50.000000",
-                    "cap_remaining": "37.250000",
-                    "tier": "pro",
-                    "blocked": False,
-                    "blocked_reason": None,
-                    "byok_configured": False,
-                    "api_keys": 2,
-                    "created_at": "2025-01-02T10:00:00Z",
-                    "updated_at": "2025-03-01T12:00:00Z",
-                }
-            ]
-        }
-    )
+    model_config = ConfigDict(json_schema_extra={"examples": ex.ACCOUNT_OUT})
 
     account_id: str
     balance: Money
@@ -277,7 +216,7 @@ class AccountOut(BaseModel):
 class SetTierIn(_In):
     """The tier to move the account to."""
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"tier": "pro"}]})
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": ex.SET_TIER_IN})
 
     tier: TierName
 
@@ -287,16 +226,7 @@ class TierIn(_In):
 
     model_config = ConfigDict(
         extra="forbid",
-        json_schema_extra={
-            "examples": [
-                {
-                    "monthly_allocation": "10",
-                    "price_multiplier": "0.95",
-                    "default_monthly_cap": None,
-                    "rate_limit": "200/second",
-                }
-            ]
-        },
+        json_schema_extra={"examples": ex.TIER_IN},
     )
 
     monthly_allocation: NonNegativeCredits = Decimal(0)
@@ -338,16 +268,7 @@ class CouponIn(_In):
 
     model_config = ConfigDict(
         extra="forbid",
-        json_schema_extra={
-            "examples": [
-                {
-                    "code": "WELCOME25",
-                    "amount": "25",
-                    "max_redemptions": 100,
-                    "expires_at": "2025-12-31T23:59:59Z",
-                }
-            ]
-        },
+        json_schema_extra={"examples": ex.COUPON_IN},
     )
 
     code: CouponCode
@@ -387,20 +308,7 @@ class PriceIn(_In):
 
     model_config = ConfigDict(
         extra="forbid",
-        json_schema_extra={
-            "examples": [
-                {
-                    "effective_from": "2025-04-01T00:00:00Z",
-                    "provider": "openai",
-                    "input_per_mtok": "0.15",
-                    "cached_input_per_mtok": "0.075",
-                    "cache_write_per_mtok": None,
-                    "output_per_mtok": "0.6",
-                    "per_request": "0",
-                    "units": {"web_search": "0.01"},
-                }
-            ]
-        },
+        json_schema_extra={"examples": ex.PRICE_IN},
     )
 
     effective_from: Timestamp
@@ -436,7 +344,7 @@ class ApiKeyIn(_In):
 
     model_config = ConfigDict(
         extra="forbid",
-        json_schema_extra={"examples": [{"account_id": "acct-42", "scope": "user"}]},
+        json_schema_extra={"examples": ex.API_KEY_IN},
     )
 
     account_id: AccountId | None = None
@@ -446,18 +354,7 @@ class ApiKeyIn(_In):
 class ApiKeyOut(BaseModel):
     """The new key: `key` is shown this once and never stored; keep it secret."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "key_id": "3f9a1c0d5e7b2a64",
-                    "key": "ml_3f9a1c0d5e7b2a64_<43 characters>",
-                    "scope": "user",
-                    "account_id": "acct-42",
-                }
-            ]
-        }
-    )
+    model_config = ConfigDict(json_schema_extra={"examples": ex.API_KEY_OUT})
 
     key_id: str
     key: str

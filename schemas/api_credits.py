@@ -24,6 +24,7 @@ from pydantic import (
     model_validator,
 )
 
+from schemas import api_credits_examples as ex
 from schemas import bounds
 from schemas.bounds import Count, Timestamp
 from schemas.event import check_reasoning_within_output
@@ -139,24 +140,7 @@ class _In(BaseModel):
 class BalanceOut(BaseModel):
     """An account's balance and this month's spend against its cap (UTC calendar month)."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "account_id": "acct-42",
-                    "balance": "87.250000",
-                    "monthly_spend": "12.750000",
-                    "monthly_cap": "50.000000",
-                    "cap_remaining": "37.250000",
-                    "tier": "pro",
-                    "blocked": False,
-                    "blocked_reason": None,
-                    "available": "86.750000",
-                    "held": "0.500000",
-                }
-            ]
-        }
-    )
+    model_config = ConfigDict(json_schema_extra={"examples": ex.BALANCE_OUT})
 
     account_id: str
     balance: Money
@@ -175,7 +159,7 @@ class MonthlyCapIn(_In):
 
     model_config = ConfigDict(
         extra="forbid",
-        json_schema_extra={"examples": [{"monthly_cap": "50"}, {"monthly_cap": None}]},
+        json_schema_extra={"examples": ex.MONTHLY_CAP_IN},
     )
 
     monthly_cap: PositiveCredits | None = Field(
@@ -197,25 +181,7 @@ class GrantBurnOut(BaseModel):
 class LedgerRowOut(BaseModel):
     """One row of the transaction ledger; amount is signed (debits negative)."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "id": 1042,
-                    "account_id": "acct-42",
-                    "type": "deduction",
-                    "amount": "-1.500000",
-                    "balance_after": "85.750000",
-                    "reason": "image generation",
-                    "idempotency_key": "req-7f3a",
-                    "model": None,
-                    "source": None,
-                    "event_id": None,
-                    "created_at": "2025-03-01T12:00:00.123456Z",
-                }
-            ]
-        }
-    )
+    model_config = ConfigDict(json_schema_extra={"examples": ex.LEDGER_ROW_OUT})
 
     id: int
     account_id: str
@@ -242,11 +208,7 @@ class DeductIn(_In):
 
     model_config = ConfigDict(
         extra="forbid",
-        json_schema_extra={
-            "examples": [
-                {"amount": "1.5", "reason": "image generation", "idempotency_key": "req-7f3a"}
-            ]
-        },
+        json_schema_extra={"examples": ex.DEDUCT_IN},
     )
 
     amount: PositiveCredits
@@ -274,16 +236,7 @@ class CalculateCostIn(_In):
 
     model_config = ConfigDict(
         extra="forbid",
-        json_schema_extra={
-            "examples": [
-                {
-                    "model": "openai/gpt-4o-mini",
-                    "input_tokens": 1200,
-                    "cached_input_tokens": 1024,
-                    "output_tokens": 300,
-                }
-            ]
-        },
+        json_schema_extra={"examples": ex.CALCULATE_COST_IN},
     )
 
     model: ModelName
@@ -314,17 +267,7 @@ class CalculateAndDeductIn(CalculateCostIn):
 
     model_config = ConfigDict(
         extra="forbid",
-        json_schema_extra={
-            "examples": [
-                {
-                    "model": "openai/gpt-4o-mini",
-                    "input_tokens": 1200,
-                    "output_tokens": 300,
-                    "idempotency_key": "call-2025-03-01-0001",
-                    "reason": "chat completion",
-                }
-            ]
-        },
+        json_schema_extra={"examples": ex.CALCULATE_AND_DEDUCT_IN},
     )
 
     idempotency_key: IdempotencyKey
@@ -345,32 +288,7 @@ class BreakdownOut(BaseModel):
 class CostOut(BaseModel):
     """What a call costs: the rounded cost and how it was computed."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "model": "openai/gpt-4o-mini",
-                    "price_version_id": 17,
-                    "occurred_at": "2025-03-01T12:00:00Z",
-                    "tier": "free",
-                    "cost": "0.000285",
-                    "breakdown": {
-                        "input": "0.0000264",
-                        "cached_input": "0.0000768",
-                        "cache_write": "0",
-                        "output": "0.00018",
-                        "requests": "0",
-                        "units": {},
-                    },
-                    "subtotal": "0.0002832",
-                    "multiplier": "1",
-                    "byok": False,
-                    "byok_fee_pct": "5",
-                    "total_exact": "0.0002832",
-                }
-            ]
-        }
-    )
+    model_config = ConfigDict(json_schema_extra={"examples": ex.COST_OUT})
 
     model: str = Field(description="the catalog's model id the name resolved to")
     price_version_id: int | None
@@ -394,24 +312,7 @@ class CalculateAndDeductOut(EntryOut):
 class ModelPriceOut(BaseModel):
     """The price version in force for a model: credits per million tokens, request, unit."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "model": "openai/gpt-4o-mini",
-                    "provider": "openai",
-                    "price_version_id": 17,
-                    "effective_from": "2024-07-18T00:00:00Z",
-                    "input_per_mtok": "0.15",
-                    "cached_input_per_mtok": "0.075",
-                    "cache_write_per_mtok": None,
-                    "output_per_mtok": "0.6",
-                    "per_request": "0",
-                    "units": {},
-                }
-            ]
-        }
-    )
+    model_config = ConfigDict(json_schema_extra={"examples": ex.MODEL_PRICE_OUT})
 
     model: str
     provider: str | None
@@ -472,39 +373,7 @@ class UsageStatsOut(BaseModel):
     """Usage from the daily rollup, UTC days from..to inclusive."""
 
     model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "account_id": "acct-42",
-                    "from": "2025-03-01",
-                    "to": "2025-03-31",
-                    "group_by": "model",
-                    "groups": [
-                        {
-                            "key": "openai/gpt-4o-mini",
-                            "events": 1200,
-                            "input_tokens": 1500000,
-                            "cached_input_tokens": 400000,
-                            "cache_write_tokens": 0,
-                            "output_tokens": 300000,
-                            "reasoning_tokens": 0,
-                            "requests": 1200,
-                            "cost": "0.435000",
-                        }
-                    ],
-                    "totals": {
-                        "events": 1200,
-                        "input_tokens": 1500000,
-                        "cached_input_tokens": 400000,
-                        "cache_write_tokens": 0,
-                        "output_tokens": 300000,
-                        "reasoning_tokens": 0,
-                        "requests": 1200,
-                        "cost": "0.435000",
-                    },
-                }
-            ]
-        },
+        json_schema_extra={"examples": ex.USAGE_STATS_OUT},
         populate_by_name=True,
     )
 
@@ -522,9 +391,7 @@ class UsageStatsOut(BaseModel):
 class AuthorizeIn(_In):
     """The cost a proxy expects a call to have, asked before making it."""
 
-    model_config = ConfigDict(
-        extra="forbid", json_schema_extra={"examples": [{"estimated_cost": "0.25"}]}
-    )
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": ex.AUTHORIZE_IN})
 
     estimated_cost: NonNegativeCredits
 
@@ -532,24 +399,7 @@ class AuthorizeIn(_In):
 class AuthorizeOut(BaseModel):
     """Whether the call may go ahead, and why not."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "allowed": True,
-                    "reason": "ok",
-                    "balance": "87.250000",
-                    "cap_remaining": "37.250000",
-                },
-                {
-                    "allowed": False,
-                    "reason": "monthly_cap",
-                    "balance": "87.250000",
-                    "cap_remaining": "0.100000",
-                },
-            ]
-        }
-    )
+    model_config = ConfigDict(json_schema_extra={"examples": ex.AUTHORIZE_OUT})
 
     allowed: bool
     reason: Literal["ok", "blocked", "insufficient_balance", "monthly_cap"]
@@ -565,9 +415,7 @@ class AuthorizeOut(BaseModel):
 class RedeemIn(_In):
     """A coupon code to redeem for the account (once per account)."""
 
-    model_config = ConfigDict(
-        extra="forbid", json_schema_extra={"examples": [{"code": "WELCOME25"}]}
-    )
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": ex.REDEEM_IN})
 
     code: CouponCode
 
@@ -586,7 +434,7 @@ class OpenRouterKeyIn(_In):
 
     model_config = ConfigDict(
         extra="forbid",
-        json_schema_extra={"examples": [{"api_key": "sk-or-v1-0123456789abcdef0123456789abcdef"}]},
+        json_schema_extra={"examples": ex.OPEN_ROUTER_KEY_IN},
     )
 
     api_key: SecretStr = Field(description="8–512 visible characters, no spaces")
@@ -595,20 +443,7 @@ class OpenRouterKeyIn(_In):
 class OpenRouterKeyOut(BaseModel):
     """The stored key, masked."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "account_id": "acct-42",
-                    "provider": "openrouter",
-                    "masked_key": "sk-or-…cdef",
-                    "key_last4": "cdef",
-                    "created_at": "2025-03-01T12:00:00Z",
-                    "updated_at": "2025-03-01T12:00:00Z",
-                }
-            ]
-        }
-    )
+    model_config = ConfigDict(json_schema_extra={"examples": ex.OPEN_ROUTER_KEY_OUT})
 
     account_id: str
     provider: Literal["openrouter"] = "openrouter"
@@ -624,6 +459,6 @@ class OpenRouterKeyOut(BaseModel):
 class IngestAccepted(BaseModel):
     """How many events were published to usage.events."""
 
-    model_config = ConfigDict(json_schema_extra={"examples": [{"accepted": 2}]})
+    model_config = ConfigDict(json_schema_extra={"examples": ex.INGEST_ACCEPTED})
 
     accepted: int
