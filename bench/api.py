@@ -333,6 +333,54 @@ function delay()
 end
 """
 
+# Reserve + release through wrk: each thread reserves with a fresh idempotency key (its
+# number and a counter) and releases each hold it got back (the answer names the hold and its
+# account) on its next request, so about half the requests are each. Arguments: the method
+# (unused), the reservations path, a run id, the pacing interval, then account|key pairs.
+WRK_RESERVE = """\
+local threads = 0
+function setup(thread)
+  threads = threads + 1
+  thread:set("tid", threads)
+end
+local keys, held, nkeys, nheld, i, k = {}, {}, 0, 0, 0, 0
+function init(args)
+  path, run, interval_ms = args[2], args[3], tonumber(args[4])
+  for a = 5, #args do
+    local account, key = string.match(args[a], "^([^|]+)|(.+)$")
+    keys[account] = "Bearer " .. key
+    nkeys = nkeys + 1
+    keys[nkeys] = account
+  end
+end
+function request()
+  if nheld > 0 then
+    local hold = held[nheld]
+    held[nheld] = nil
+    nheld = nheld - 1
+    return wrk.format("POST", path .. "/" .. hold[1] .. "/release",
+      {["Authorization"] = keys[hold[2]]})
+  end
+  i = i % nkeys + 1
+  k = k + 1
+  local body = string.format(
+    '{"amount": "0.000001", "ttl_seconds": 60, "idempotency_key": "bench-%s-%d-%d"}',
+    run, tid or 0, k)
+  return wrk.format("POST", path,
+    {["Authorization"] = keys[keys[i]], ["Content-Type"] = "application/json"}, body)
+end
+function response(status, headers, body)
+  if status == 201 then
+    local id = string.match(body, '"reservation_id":"([^"]+)"')
+    local account = string.match(body, '"account_id":"([^"]+)"')
+    if id and account then
+      nheld = nheld + 1
+      held[nheld] = {id, account}
+    end
+  end
+end
+"""
+
 WRK_MISSING = (
     "wrk is not installed: the figures below come from httpx clients in this Python process, "
     "which share the CPU with the server and add their own latency (an upper bound on "
@@ -395,18 +443,26 @@ async def _wrk_phase(
     path: str,
     body: str = "",
     rate: float = 0,
+    script_extra: str = "",
 ) -> PhaseResult:
     """`cfg.clients` wrk connections (1 s warm-up, then `duration_s`): a closed loop, or
-    `rate` requests/s in all when rate > 0 (latency counted from each send, as wrk does)."""
+    `rate` requests/s in all when rate > 0 (latency counted from each send, as wrk does).
+    `script_extra` is Lua that replaces the request functions (WRK_RESERVE)."""
     threads = max(1, min(cfg.threads, cfg.clients))
     interval_ms = threads * 1000 / rate if rate > 0 else 0.0
     with tempfile.TemporaryDirectory(prefix="meterline-wrk-") as tmp:
         script = Path(tmp) / "bench.lua"
-        script.write_text(WRK_SCRIPT + (WRK_PACING if rate > 0 else ""))
+        script.write_text(WRK_SCRIPT + script_extra + (WRK_PACING if rate > 0 else ""))
         args = (wrk, script, base, cfg)
-        await asyncio.to_thread(_run_wrk, *args, 1.0, method, path, body, keys, interval_ms)
+
+        def run_body() -> str:
+            # WRK_RESERVE takes a run id there: a fresh one per wrk run, so no two runs share
+            # an idempotency key.
+            return f"{body}-{secrets.token_hex(4)}" if script_extra else body
+
+        await asyncio.to_thread(_run_wrk, *args, 1.0, method, path, run_body(), keys, interval_ms)
         f = await asyncio.to_thread(
-            _run_wrk, *args, cfg.duration_s, method, path, body, keys, interval_ms
+            _run_wrk, *args, cfg.duration_s, method, path, run_body(), keys, interval_ms
         )
     errors = f["status"] + f["connect"] + f["read"] + f["write"] + f["timeout"]
     return PhaseResult(
@@ -531,6 +587,7 @@ class HotRoute:
     method: str
     path: str
     body: str = ""
+    wrk_script: str = ""  # Lua replacing the prepared requests (wrk only)
 
 
 HOT_ROUTES = [
@@ -539,6 +596,11 @@ HOT_ROUTES = [
         "POST /credits/authorize", "POST", "/api/v1/credits/authorize", '{"estimated_cost": "0.01"}'
     ),
 ]
+# Half reserves, half releases of the holds they made (wrk only: each reserve needs its own
+# idempotency key and each release the id reserve answered).
+RESERVE_ROUTE = HotRoute(
+    "POST /reservations + release", "POST", "/api/v1/credits/reservations", wrk_script=WRK_RESERVE
+)
 RESERVATION_RATE = 1000.0  # issue 10: reserve + release pairs/s (p99 < 10 ms the goal)
 GOAL_RATIO = 0.8  # issue 13: meterline >= 0.8 x the reference, closed loop
 GOAL_P99_MS = 10.0  # ... and p99 < 10 ms at half the reference's closed-loop rate
@@ -548,6 +610,16 @@ async def _probe(base: str, key: str, routes: list[HotRoute]) -> None:
     """Each route answers 200 before it is measured (a load of 401s would measure nothing)."""
     async with httpx.AsyncClient(base_url=base) as c:
         for route in routes:
+            if route is RESERVE_ROUTE:
+                auth = {"Authorization": f"Bearer {key}"}
+                body = {"amount": "0.000001", "idempotency_key": f"probe-{secrets.token_hex(8)}"}
+                r = await c.post(route.path, json=body, headers=auth)
+                if r.status_code == 201:
+                    rid = r.json()["reservation_id"]
+                    r = await c.post(f"{route.path}/{rid}/release", headers=auth)
+                if r.status_code != 200:
+                    raise RuntimeError(f"{base} {route.name} answered {r.status_code}: {r.text}")
+                continue
             r = await c.request(
                 route.method,
                 route.path,
@@ -590,9 +662,9 @@ class Comparison:
         def runs(rs: list[PhaseResult], fig: Callable[[PhaseResult], float], fmt: str) -> str:
             return ", ".join(format(fig(r), fmt) for r in rs)
 
-        def errs(rs: list[PhaseResult]) -> str:
-            n = sum(r.errors for r in rs)
-            return f"  ERRORS {n}" if n else ""
+        def errs(ml: list[PhaseResult], ref: list[PhaseResult]) -> str:
+            n, m = sum(r.errors for r in ml), sum(r.errors for r in ref)
+            return f"  ERRORS meterline {n}, reference {m}" if n or m else ""
 
         out = [
             f"{self.route}",
@@ -601,7 +673,7 @@ class Comparison:
             f"{'  MET' if self.ratio >= GOAL_RATIO else '  NOT MET'}",
             f"               runs: meterline {runs(self.meterline, lambda r: r.rps, '.0f')};"
             f" reference {runs(self.reference, lambda r: r.rps, '.0f')}"
-            f"{errs(self.meterline + self.reference)}",
+            f"{errs(self.meterline, self.reference)}",
         ]
         if self.meterline_paced:
             ml = _median(self.meterline_paced, lambda r: r.p99_ms)
@@ -618,7 +690,7 @@ class Comparison:
                 f"               runs: meterline p99 "
                 f"{runs(self.meterline_paced, lambda r: r.p99_ms, '.2f')}; reference p99 "
                 f"{runs(self.reference_paced, lambda r: r.p99_ms, '.2f')}"
-                f"{errs(self.meterline_paced + self.reference_paced)}"
+                f"{errs(self.meterline_paced, self.reference_paced)}"
             )
         return out
 
@@ -649,14 +721,24 @@ async def run_api_bench(cfg: ApiBenchConfig, say: Say) -> ApiBenchReport:
     proc = _start_api(dsn, settings, cfg, int(base.rsplit(":", 1)[1]))
     ref_proc = _start_reference(dsn, cfg, int(ref_base.rsplit(":", 1)[1]), token)
     phases: list[PhaseResult] = []
-    comparisons = [Comparison(r.name) for r in HOT_ROUTES]
+    routes = HOT_ROUTES + ([RESERVE_ROUTE] if wrk is not None else [])
+    comparisons = [Comparison(r.name) for r in routes]
+    run_id = secrets.token_hex(4)
+    # _seed made one key per account, in order: keys[j] is bench-acct-(j + 1)'s.
+    accounts = [f"bench-acct-{j + 1}|{k}" for j, k in enumerate(keys)]
 
     async def phase(
         name: str, url: str, ks: list[str], route: HotRoute, rate: float = 0
     ) -> PhaseResult:
         if wrk is not None:
-            args = (route.method, route.path, route.body, rate)
-            r = await _wrk_phase(wrk, name, url, ks, cfg, *args)
+            if route.wrk_script:
+                pairs = accounts if url == base else [f"{REFERENCE_ACCOUNT}|{token}"]
+                r = await _wrk_phase(
+                    wrk, name, url, pairs, cfg, "POST", route.path, run_id, rate, route.wrk_script
+                )
+            else:
+                args = (route.method, route.path, route.body, rate)
+                r = await _wrk_phase(wrk, name, url, ks, cfg, *args)
         else:
             content = route.body.encode() or None
             headers = {"Content-Type": "application/json"} if route.body else {}
@@ -674,7 +756,7 @@ async def run_api_bench(cfg: ApiBenchConfig, say: Say) -> ApiBenchReport:
         await _wait_ready(base, proc)
         await _wait_ready(ref_base, ref_proc)
         for url, key in ((base, keys[0]), (ref_base, token)):
-            await _probe(url, key, HOT_ROUTES)
+            await _probe(url, key, routes)
         say(
             f"meterline on {base}, the minimal FastAPI reference on {ref_base} ({cfg.workers} "
             f"worker(s) each, uvloop + httptools); {cfg.clients} "
@@ -683,7 +765,7 @@ async def run_api_bench(cfg: ApiBenchConfig, say: Say) -> ApiBenchReport:
         )
         ref_keys = [token] * len(keys)
         for n in range(1, cfg.repeat + 1):
-            for route, cmp in zip(HOT_ROUTES, comparisons, strict=True):
+            for route, cmp in zip(routes, comparisons, strict=True):
                 ref = await phase(f"ref {route.name} #{n}", ref_base, ref_keys, route)
                 cmp.reference.append(ref)
                 cmp.meterline.append(await phase(f"{route.name} #{n}", base, keys, route))
@@ -691,7 +773,7 @@ async def run_api_bench(cfg: ApiBenchConfig, say: Say) -> ApiBenchReport:
             for cmp in comparisons:
                 cmp.rate = cfg.rate or cmp.reference_rps / 2
             for n in range(1, cfg.repeat + 1):
-                for route, cmp in zip(HOT_ROUTES, comparisons, strict=True):
+                for route, cmp in zip(routes, comparisons, strict=True):
                     at = f"@{cmp.rate:.0f} #{n}"
                     cmp.meterline_paced.append(
                         await phase(f"{route.name} {at}", base, keys, route, cmp.rate)

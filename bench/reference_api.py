@@ -13,6 +13,7 @@ Served by uvicorn with the options `meterline api` uses (uvloop, httptools, one 
 from __future__ import annotations
 
 import os
+import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -42,6 +43,57 @@ class BalanceOut(BaseModel):
     tier: str
     blocked: bool
     blocked_reason: Literal["balance_overdrawn", "monthly_cap_reached"] | None
+
+
+class ReserveIn(BaseModel):
+    amount: Decimal
+    ttl_seconds: int = 300
+    idempotency_key: str
+
+
+class ReservationOut(BaseModel):
+    reservation_id: str
+    account_id: str
+    amount: str
+    status: str
+    expires_at: datetime
+    created_at: datetime
+    closed_at: datetime | None
+    available: str | None
+
+
+# A hold the lean way: lock the account row, check what is available, insert; release: update.
+LOCK_SQL = (
+    "SELECT u.balance_micros - coalesce((SELECT sum(h.amount_micros) FROM credit_holds h"
+    " WHERE h.account_id = u.account_id AND h.status = 'active' AND h.expires_at > now()),"
+    " 0)::bigint FROM user_credits u WHERE u.account_id = $1 FOR UPDATE"
+)
+HOLD_SQL = (
+    "INSERT INTO credit_holds (reservation_id, account_id, amount_micros, expires_at,"
+    " idempotency_key, request_hash, available_after_micros)"
+    " VALUES ($1, $2, $3, now() + make_interval(secs => $4), $5, '', $6)"
+    " RETURNING reservation_id, account_id, amount_micros, status, expires_at, created_at,"
+    " closed_at"
+)
+RELEASE_SQL = (
+    "UPDATE credit_holds SET status = 'released', closed_at = now()"
+    " WHERE reservation_id = $1 AND account_id = $2 AND status = 'active'"
+    " RETURNING reservation_id, account_id, amount_micros, status, expires_at, created_at,"
+    " closed_at"
+)
+
+
+def _hold(r: asyncpg.Record, available: int | None) -> ReservationOut:
+    return ReservationOut(
+        reservation_id=r["reservation_id"],
+        account_id=r["account_id"],
+        amount=_money(r["amount_micros"]) or "",
+        status=r["status"],
+        expires_at=r["expires_at"],
+        created_at=r["created_at"],
+        closed_at=r["closed_at"],
+        available=_money(available),
+    )
 
 
 class AuthorizeIn(BaseModel):
@@ -135,5 +187,33 @@ def create_app() -> FastAPI:
             balance=_money(r["balance_micros"]) or "",
             cap_remaining=_money(left),
         )
+
+    @app.post("/api/v1/credits/reservations", status_code=201)
+    async def reserve(body: ReserveIn, request: Request, _: Authed) -> ReservationOut:
+        account = request.app.state.account
+        amount = int(body.amount * 1_000_000)
+        async with request.app.state.pool.acquire() as conn, conn.transaction():
+            available = await conn.fetchval(LOCK_SQL, account)
+            if available is None or available < amount:
+                raise HTTPException(402, "insufficient credit")
+            row = await conn.fetchrow(
+                HOLD_SQL,
+                "rsv_" + secrets.token_hex(12),
+                account,
+                amount,
+                float(body.ttl_seconds),
+                body.idempotency_key,
+                available - amount,
+            )
+        return _hold(row, available - amount)
+
+    @app.post("/api/v1/credits/reservations/{reservation_id}/release")
+    async def release(reservation_id: str, request: Request, _: Authed) -> ReservationOut:
+        row = await request.app.state.pool.fetchrow(
+            RELEASE_SQL, reservation_id, request.app.state.account
+        )
+        if row is None:
+            raise HTTPException(404, "no such active hold")
+        return _hold(row, None)
 
     return app
