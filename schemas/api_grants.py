@@ -19,7 +19,7 @@ from typing_extensions import TypeAliasType
 from schemas import bounds
 from schemas.api_credits import EntryOut, IdempotencyKey, Money, PositiveCredits, Reason
 from schemas.bounds import Timestamp
-from schemas.event import METADATA_MAX_BYTES, AccountId, metadata_size
+from schemas.event import METADATA_MAX_BYTES, AccountId, check_metadata
 
 Prefix = Annotated[str, bounds.Text(256)]
 # Reservation metadata: JSON whose keys are identifiers and strings free text, typed so that a
@@ -178,12 +178,7 @@ class ReserveIn(_In):
     @field_validator("metadata")
     @classmethod
     def _metadata_size(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
-        if v is not None:
-            bounds.check_json_strings(v)
-            size = metadata_size(v)
-            if size > METADATA_MAX_BYTES:
-                raise ValueError(f"is {size} bytes; at most {METADATA_MAX_BYTES} allowed")
-        return v
+        return check_metadata(v)
 
 
 class ReservationOut(BaseModel):

@@ -59,6 +59,17 @@ def metadata_size(metadata: Mapping[str, Any]) -> int:
     )
 
 
+def check_metadata(value: dict[str, Any] | None, *, subject: str = "") -> dict[str, Any] | None:
+    """The metadata rules (strings without control characters, at most METADATA_MAX_BYTES as
+    compact JSON) of the event and of a reservation; ValueError says "<subject>is N bytes"."""
+    if value is not None:
+        bounds.check_json_strings(value)
+        size = metadata_size(value)
+        if size > METADATA_MAX_BYTES:
+            raise ValueError(f"{subject}is {size} bytes; at most {METADATA_MAX_BYTES} allowed")
+    return value
+
+
 def check_reasoning_within_output(reasoning_tokens: int, output_tokens: int) -> None:
     """Reasoning tokens are part of the output tokens: never more (the event and the API)."""
     if reasoning_tokens > output_tokens:
@@ -116,12 +127,7 @@ class UsageEvent(BaseModel):
     @field_validator("metadata")
     @classmethod
     def _metadata_size(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
-        if v is not None:
-            bounds.check_json_strings(v)
-            size = metadata_size(v)
-            if size > METADATA_MAX_BYTES:
-                raise ValueError(f"metadata is {size} bytes; at most {METADATA_MAX_BYTES} allowed")
-        return v
+        return check_metadata(v, subject="metadata ")
 
     @model_validator(mode="after")
     def _reasoning_within_output(self) -> UsageEvent:
