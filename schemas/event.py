@@ -8,6 +8,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any
 
+import orjson
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -53,10 +54,18 @@ ReportedCost = Annotated[
 
 
 def metadata_size(metadata: Mapping[str, Any]) -> int:
-    """The metadata's size in UTF-8 bytes as written on the wire (not as \\u escapes)."""
-    return len(
-        json.dumps(metadata, separators=(",", ":"), default=str, ensure_ascii=False).encode()
-    )
+    """The metadata's size in UTF-8 bytes as written on the wire (not as \\u escapes).
+
+    orjson writes the same compact UTF-8 as json.dumps(separators=(",", ":"),
+    ensure_ascii=False) about ten times faster (it is measured for every event); integers
+    past 64 bits, which orjson refuses, take the stdlib path.
+    """
+    try:
+        return len(orjson.dumps(metadata, default=str, option=orjson.OPT_NON_STR_KEYS))
+    except TypeError:
+        return len(
+            json.dumps(metadata, separators=(",", ":"), default=str, ensure_ascii=False).encode()
+        )
 
 
 def check_metadata(value: dict[str, Any] | None, *, subject: str = "") -> dict[str, Any] | None:
