@@ -34,8 +34,8 @@ class LiteLLMProxy:
             METERLINE_KAFKA_BOOTSTRAP=settings.kafka_bootstrap,
             METERLINE_TOPIC_USAGE_EVENTS=settings.topic_usage_events,
             METERLINE_LITELLM_SPOOL_PATH=str(spool),
-            **env,
         )
+        self.env.update(env)
         self.log_path = f"/tmp/meterline-test-litellm-{uuid.uuid4().hex[:8]}.log"
         self.proc: subprocess.Popen[bytes] | None = None
 

@@ -24,7 +24,7 @@ from tests.integration.api.litellm.helpers import (
     usage_debits,
 )
 from tests.integration.api.litellm.proxy import LiteLLMProxy
-from tests.integration.apiserver import ApiServer
+from tests.integration.apiserver import ApiServer, free_port
 from tests.integration.worker import USAGE_ROWS, Worker, wait_for
 
 MESSAGES = [{"role": "user", "content": "What is metering?"}]
@@ -188,3 +188,45 @@ async def test_a_failing_proxied_call_releases_its_hold(
         assert after.held == 0 and after.available == after.balance == Decimal(5)
         assert await ml.reservations(account_id="acme") == []
     assert await usage_debits(db, "acme") == []
+
+
+async def test_usage_spooled_by_a_proxy_is_published_by_the_next_one(
+    proxy: LiteLLMProxy,
+    served: ApiServer,
+    admin_key: str,
+    api_settings: ApiSettings,
+    db: asyncpg.Pool,
+    worker: Worker,
+    tmp_path: Path,
+) -> None:
+    await fund(db, "acme", 50_000_000)
+    # This proxy's Kafka is unreachable (fail-open): its usage can only go to the spool.
+    cut_off = LiteLLMProxy(
+        api_settings,
+        served.url,
+        admin_key,
+        tmp_path / "spool.jsonl",  # the spool of the `proxy` fixture too
+        METERLINE_KAFKA_BOOTSTRAP=f"127.0.0.1:{free_port()}",
+    ).start()
+    try:
+        async with openai_client(cut_off) as ai:
+            for _ in range(5):
+                await ai.chat.completions.create(
+                    model=CHAT, messages=MESSAGES, user="acme", max_tokens=20
+                )
+        spool = tmp_path / "spool.jsonl"
+        for _ in range(200):
+            if spool.exists() and len(spool.read_text().splitlines()) == 5:
+                break
+            await asyncio.sleep(0.05)
+        assert len(spool.read_text().splitlines()) == 5, cut_off.log()
+    finally:
+        cut_off.stop()
+    assert await db.fetchval(USAGE_ROWS) == 0
+    # The next proxy on that spool publishes it with its first call.
+    async with openai_client(proxy) as ai:
+        await ai.chat.completions.create(model=CHAT, messages=MESSAGES, user="acme", max_tokens=20)
+    await wait_for(db, USAGE_ROWS, 6, worker=worker)
+    assert await usage_debits(db, "acme") == [MOCK_COST] * 6
+    async with MeterlineClient(served.url, admin_key) as ml:
+        assert await ml.reservations(account_id="acme") == []  # the spooled events settled too
