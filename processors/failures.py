@@ -49,6 +49,11 @@ def classify(exc: BaseException) -> Kind:
     if isinstance(exc, asyncpg.InterfaceError | KafkaError | OSError | TimeoutError):
         # Connection closed under us, pool closing, broker away, socket errors, timeouts.
         return "transient"
+    if isinstance(exc, asyncpg.InternalClientError):
+        # The connection's protocol state, not the record: seen when the pool resets a
+        # connection (after the batch committed) while the server shuts down ("cannot switch
+        # to state 15; another operation (2) is in progress"); a new connection works.
+        return "transient"
     if isinstance(exc, asyncpg.PostgresError):
         return "unknown"
     if isinstance(exc, _PERMANENT_PY):
