@@ -5,6 +5,7 @@ compared to a constant, the same SQL on the same tables as meterline's account r
 pydantic response model of the same shape. No key table, no rate limit, no metrics, no error
 hierarchy: the gap between meterline and this app is meterline's own per-request work.
 
+Balance and authorize answer the same fields as meterline's (available and held included).
 Served by uvicorn with the options `meterline api` uses (uvloop, httptools, one worker):
     METERLINE_REFERENCE_DSN=postgresql://... METERLINE_REFERENCE_ACCOUNT=bench-acct-1 \
     METERLINE_REFERENCE_TOKEN=... uvicorn bench.reference_api:create_app --factory
@@ -27,7 +28,10 @@ from pydantic import BaseModel
 # The same read as processors.ledger.queries.read_accounts, for one account.
 BALANCE_SQL = (
     "SELECT u.account_id, u.balance_micros, u.tier, u.monthly_cap_micros, u.blocked,"
-    " coalesce(m.spend_micros, 0) AS spend"
+    " coalesce(m.spend_micros, 0) AS spend,"
+    " (SELECT coalesce(sum(h.amount_micros), 0)::bigint FROM credit_holds h"
+    "  WHERE h.account_id = u.account_id AND h.status = 'active' AND h.expires_at > now())"
+    " AS held"
     " FROM user_credits u JOIN tiers t ON t.name = u.tier"
     " LEFT JOIN monthly_spend m ON m.account_id = u.account_id AND m.month = $2"
     " WHERE u.account_id = $1"
@@ -37,6 +41,8 @@ BALANCE_SQL = (
 class BalanceOut(BaseModel):
     account_id: str
     balance: str
+    available: str
+    held: str
     monthly_spend: str
     monthly_cap: str | None
     cap_remaining: str | None
@@ -105,6 +111,8 @@ class AuthorizeOut(BaseModel):
     reason: Literal["ok", "blocked", "insufficient_balance", "monthly_cap"]
     balance: str
     cap_remaining: str | None
+    available: str
+    held: str
 
 
 def _money(micros: int | None) -> str | None:
@@ -160,6 +168,8 @@ def create_app() -> FastAPI:
         return BalanceOut(
             account_id=r["account_id"],
             balance=_money(r["balance_micros"]) or "",
+            available=_money(r["balance_micros"] - r["held"]) or "",
+            held=_money(r["held"]) or "",
             monthly_spend=_money(r["spend"]) or "",
             monthly_cap=_money(cap),
             cap_remaining=_money(None if cap is None else max(0, cap - r["spend"])),
@@ -175,17 +185,20 @@ def create_app() -> FastAPI:
         cap = r["monthly_cap_micros"]
         left = None if cap is None else max(0, cap - r["spend"])
         reason: Literal["ok", "blocked", "insufficient_balance", "monthly_cap"] = "ok"
+        available = r["balance_micros"] - r["held"]
         if r["blocked"]:
             reason = "blocked"
-        elif r["balance_micros"] < estimate:
+        elif available < estimate:
             reason = "insufficient_balance"
-        elif left is not None and estimate > left:
+        elif left is not None and estimate + r["held"] > left:
             reason = "monthly_cap"
         return AuthorizeOut(
             allowed=reason == "ok",
             reason=reason,
             balance=_money(r["balance_micros"]) or "",
             cap_remaining=_money(left),
+            available=_money(available) or "",
+            held=_money(r["held"]) or "",
         )
 
     @app.post("/api/v1/credits/reservations", status_code=201)
