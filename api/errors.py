@@ -201,6 +201,9 @@ _DATABASE_AWAY: tuple[type[Exception], ...] = (
     asyncpg.exceptions.OperatorInterventionError,
     asyncpg.exceptions.TooManyConnectionsError,
     asyncpg.exceptions.InterfaceError,
+    # A connection's protocol caught mid-operation by a server shutting down ("cannot switch
+    # to state 12; another operation (2) is in progress"): seen on pg_ctl restart -m fast.
+    asyncpg.exceptions.InternalClientError,
     ConnectionError,
     TimeoutError,
 )
@@ -211,6 +214,7 @@ _CONNECTION_LOST: tuple[type[Exception], ...] = (
     asyncpg.exceptions.PostgresConnectionError,
     asyncpg.exceptions.AdminShutdownError,
     asyncpg.exceptions.CrashShutdownError,
+    asyncpg.exceptions.InternalClientError,
     ConnectionError,
 )
 

@@ -140,15 +140,10 @@ async def _fetchval(db: asyncpg.Pool, sql: str, timeout: float = 60) -> Any:
             await asyncio.sleep(0.5)
 
 
-async def test_ingest_answers_503_while_a_dependency_is_down_and_loses_nothing(
-    test_settings: CommonSettings, db: asyncpg.Pool
-) -> None:
-    async with db.acquire() as conn:
-        await add_test_price(conn)
-        _, key = await create_api_key(conn, account_id=None, scope="admin")
-    api = ApiServer(test_settings)
-    await api.start()
-    worker = Worker(test_settings, METERLINE_BATCH_MAX="300").start()
+async def _post_through_outages(
+    api: ApiServer, worker: Worker, key: str, db: asyncpg.Pool
+) -> Poster:
+    """Post continuously while Postgres, then the broker, stop and start; the Poster after."""
     headers = {"Authorization": f"Bearer {key}"}
     async with httpx.AsyncClient(base_url=api.base_url, headers=headers, timeout=30) as client:
         poster = Poster(client)
@@ -189,17 +184,28 @@ async def test_ingest_answers_503_while_a_dependency_is_down_and_loses_nothing(
         finally:
             poster.stopping.set()
             await asyncio.wait_for(posting, 120)
-        assert api.proc is not None and api.proc.poll() is None, "the API must not restart"
-        assert api.proc is not None and api.proc.returncode is None
+    assert api.proc is not None and api.proc.poll() is None, "the API must not restart"
+    return poster
 
-    accepted = poster.accepted
+
+async def test_ingest_answers_503_while_a_dependency_is_down_and_loses_nothing(
+    test_settings: CommonSettings, db: asyncpg.Pool
+) -> None:
+    async with db.acquire() as conn:
+        await add_test_price(conn)
+        _, key = await create_api_key(conn, account_id=None, scope="admin")
+    api = ApiServer(test_settings)
+    await api.start()
+    worker = Worker(test_settings, METERLINE_BATCH_MAX="300").start()
     try:
-        await wait_for(db, USAGE_ROWS, len(accepted), timeout=120, worker=worker)
+        poster = await _post_through_outages(api, worker, key, db)
+        await wait_for(db, USAGE_ROWS, len(poster.accepted), timeout=120, worker=worker)
         await wait_until_consumed(test_settings, worker, timeout=120)
         assert worker.proc is not None and worker.proc.poll() is None, worker.log()
     finally:
         worker.stop()
         api.stop()
+    accepted = poster.accepted
 
     # Every event that got a 202 debited exactly once (retried bodies are duplicates, not
     # second debits), with its exact price: 2 credits per M input tokens.
