@@ -30,6 +30,7 @@ from tests.integration.worker import (
     add_test_price,
     end_offsets,
     event,
+    fetchval_waiting,
     publish_usage,
     wait_until_consumed,
 )
@@ -41,25 +42,13 @@ def _say(msg: str) -> None:
     print(f"[faults] {msg}")
 
 
-async def _fetchval(db: asyncpg.Pool, sql: str, timeout: float = 60) -> Any:
-    """A query that waits out a database restart (the pool's old connections are dead)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return await db.fetchval(sql)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.5)
-
-
 async def _until(
     db: asyncpg.Pool, sql: str, pred: Callable[[Any], bool], workers: list[Worker], timeout: float
 ) -> Any:
     deadline = time.monotonic() + timeout
     value = None
     while time.monotonic() < deadline:
-        value = await _fetchval(db, sql)
+        value = await fetchval_waiting(db, sql)
         if pred(value):
             return value
         await asyncio.sleep(0.2)
@@ -85,8 +74,10 @@ async def _exactly_once(
     assert (
         sum((await end_offsets(settings.kafka_bootstrap, settings.topic_usage_dlq)).values()) == 0
     )
-    assert await _fetchval(db, ROWS) == n
-    assert await _fetchval(db, "SELECT count(DISTINCT event_id) FROM credit_transactions") == n
+    assert await fetchval_waiting(db, ROWS) == n
+    assert (
+        await fetchval_waiting(db, "SELECT count(DISTINCT event_id) FROM credit_transactions") == n
+    )
     assert dict(await db.fetch("SELECT account_id, balance_micros FROM user_credits")) == expected
     await ledger_matches_balances(db)
     await balance_after_chain_consistent(db)

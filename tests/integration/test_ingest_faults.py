@@ -31,6 +31,7 @@ from tests.integration.worker import (
     Worker,
     add_test_price,
     event,
+    fetchval_waiting,
     wait_for,
     wait_until_consumed,
 )
@@ -128,18 +129,6 @@ def _is_202(a: Answer) -> bool:
     return a.status == 202
 
 
-async def _fetchval(db: asyncpg.Pool, sql: str, timeout: float = 60) -> Any:
-    """A query that waits out the database coming back (the pool's old connections died)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return await db.fetchval(sql)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.5)
-
-
 async def _post_through_outages(
     api: ApiServer, worker: Worker, key: str, db: asyncpg.Pool
 ) -> Poster:
@@ -211,7 +200,7 @@ async def test_ingest_answers_503_while_a_dependency_is_down_and_loses_nothing(
     # second debits), with its exact price: 2 credits per M input tokens.
     ids = [e["event_id"] for e in accepted]
     assert len(set(ids)) == len(ids)
-    assert await _fetchval(db, USAGE_ROWS) == len(ids)
+    assert await fetchval_waiting(db, USAGE_ROWS) == len(ids)
     debited = {r[0] for r in await db.fetch("SELECT event_id FROM usage_events")}
     assert debited == set(ids)
     expected: dict[str, int] = {}

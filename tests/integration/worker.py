@@ -265,3 +265,15 @@ async def wait_until_consumed(
     finally:
         await admin.close()
     raise AssertionError(f"group {worker.group} committed {committed}, end {ends}\n{worker.log()}")
+
+
+async def fetchval_waiting(db: asyncpg.Pool, sql: str, timeout: float = 60) -> Any:
+    """A query that waits out a database restart (the pool's old connections are dead)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return await db.fetchval(sql)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.5)
