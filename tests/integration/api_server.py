@@ -25,21 +25,38 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def wait_http(url: str, proc: subprocess.Popen[bytes], log_path: str, timeout: float) -> None:
+    """Poll url until it answers 200; fail with the log when the process dies or time is up."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            break
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    with open(log_path, errors="replace") as f:
+        tail = f.read()[-4000:]
+    raise AssertionError(f"{url} did not come up (exit {proc.poll()}):\n{tail}")
+
+
 class ApiServer:
     """`meterline api` on the test's database and topics, at http://127.0.0.1:<free port>."""
 
     def __init__(self, settings: CommonSettings, **env: str) -> None:
         self.port = free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}"
-        self.env = env_for(
-            settings,
-            METERLINE_ENCRYPTION_KEYS=Fernet.generate_key().decode(),
-            METERLINE_PG_POOL_MIN="1",
-            METERLINE_PG_POOL_MAX="5",
+        self.base_url = self.url = f"http://127.0.0.1:{self.port}"
+        settings_env = {
+            "METERLINE_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
+            "METERLINE_PG_POOL_MIN": "1",
+            "METERLINE_PG_POOL_MAX": "5",
             # A key revoked or re-tiered by a test takes effect at once.
-            METERLINE_API_KEY_CACHE_SECONDS="0",
-            **env,
-        )
+            "METERLINE_API_KEY_CACHE_SECONDS": "0",
+        }
+        settings_env.update(env)
+        self.env = env_for(settings, **settings_env)
         self.log_path = f"/tmp/meterline-test-api-{uuid.uuid4().hex[:8]}.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -52,6 +69,12 @@ class ApiServer:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+
+    def start_blocking(self, timeout: float = 60) -> ApiServer:
+        """start() for callers outside an event loop (or that must block it)."""
+        self.proc = self._spawn()
+        wait_http(f"{self.url}/healthz", self.proc, self.log_path, timeout)
+        return self
 
     async def start(self, timeout: float = 60) -> ApiServer:
         """Start the server and wait until /healthz answers (or fail with its log)."""

@@ -27,7 +27,7 @@ from producers.client_types import (
 )
 from tests.integration.api.conftest import UserKeyFactory
 from tests.integration.api.credits_helpers import MODEL, add_test_price, allocate
-from tests.integration.apiserver import ApiServer
+from tests.integration.api_server import ApiServer
 from tests.integration.worker import USAGE_ROWS, Worker, event, wait_for
 from tests.integration.worker import add_test_price as add_worker_price
 
@@ -197,7 +197,7 @@ async def test_sync_client_against_the_served_api(
     key = await user_key_for("acme", tier="pro")
     await allocate(db, "acme", 1_000_000)
     await add_test_price(db)
-    server = ApiServer(api_settings).start()
+    server = ApiServer(api_settings).start_blocking()
     try:
 
         def calls() -> tuple[Decimal, Decimal, int]:

@@ -14,7 +14,7 @@ import pytest  # noqa: E402
 
 from api.settings import ApiSettings  # noqa: E402
 from tests.integration.api.litellm.helpers import add_prices  # noqa: E402
-from tests.integration.apiserver import ApiServer  # noqa: E402
+from tests.integration.api_server import ApiServer  # noqa: E402
 from tests.integration.worker import Worker  # noqa: E402
 
 
@@ -22,7 +22,7 @@ from tests.integration.worker import Worker  # noqa: E402
 async def served(api_settings: ApiSettings, db: asyncpg.Pool) -> AsyncIterator[ApiServer]:
     """The real `meterline api` on a free port, with the test models priced."""
     await add_prices(db)
-    server = ApiServer(api_settings).start()
+    server = ApiServer(api_settings, METERLINE_PG_POOL_MAX="10").start_blocking()
     try:
         yield server
     finally:

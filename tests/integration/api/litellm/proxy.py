@@ -11,7 +11,7 @@ import uuid
 from pathlib import Path
 
 from schemas.settings import CommonSettings
-from tests.integration.apiserver import free_port, wait_http
+from tests.integration.api_server import free_port, wait_http
 
 CONFIG = Path(__file__).parents[4] / "deploy" / "litellm" / "config.yaml"
 

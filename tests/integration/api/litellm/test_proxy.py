@@ -24,7 +24,7 @@ from tests.integration.api.litellm.helpers import (
     usage_debits,
 )
 from tests.integration.api.litellm.proxy import LiteLLMProxy
-from tests.integration.apiserver import ApiServer, free_port
+from tests.integration.api_server import ApiServer, free_port
 from tests.integration.worker import USAGE_ROWS, Worker, wait_for
 
 MESSAGES = [{"role": "user", "content": "What is metering?"}]

@@ -29,7 +29,7 @@ from tests.integration.api.litellm.helpers import (
     fund,
     usage_debits,
 )
-from tests.integration.apiserver import ApiServer, free_port
+from tests.integration.api_server import ApiServer, free_port
 from tests.integration.worker import USAGE_ROWS, Worker, consume_to_end, wait_for
 
 MESSAGES = [{"role": "user", "content": "What is metering?"}]
