@@ -17,6 +17,7 @@ from typing import Any
 import asyncpg
 import faust
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
 from faust.app.base import BootStrategy
 from mode import Service
 
@@ -63,13 +64,23 @@ class Resources(Service):
             lambda: asyncpg.create_pool(s.database_url, min_size=1, max_size=s.pg_pool_max),
             "connect to PostgreSQL",
         )
-        self.producer = AIOKafkaProducer(
-            bootstrap_servers=s.kafka_bootstrap,
-            acks="all",
-            enable_idempotence=True,
-            linger_ms=5,
-        )
-        await self.producer.start()
+
+        async def connect_producer() -> AIOKafkaProducer:
+            producer = AIOKafkaProducer(
+                bootstrap_servers=s.kafka_bootstrap,
+                acks="all",
+                enable_idempotence=True,
+                linger_ms=5,
+            )
+            try:
+                await producer.start()
+            except BaseException:
+                await producer.stop()
+                raise
+            return producer
+
+        # A broker still starting (or restarting) is waited for, as Postgres is.
+        self.producer = await _until_up(connect_producer, "connect to Kafka")
         if s.seed_catalog:
             from processors.catalog import seed_catalog
 
@@ -88,16 +99,26 @@ class Resources(Service):
             catalog_refresh_s=s.catalog_refresh_s,
             max_backoff_s=s.retry_max_backoff_s,
         )
-        self.metering = MeteringLoop(
-            self.meter,
-            bootstrap=s.kafka_bootstrap,
-            topic=s.topic_usage_events,
-            group=s.worker_group,
-            batch_max=s.batch_max,
-            batch_within_s=s.batch_within_s,
-            shutdown_timeout_s=s.shutdown_timeout_s,
-        )
-        await self.metering.start()
+        meter = self.meter
+
+        async def join_group() -> MeteringLoop:
+            metering = MeteringLoop(
+                meter,
+                bootstrap=s.kafka_bootstrap,
+                topic=s.topic_usage_events,
+                group=s.worker_group,
+                batch_max=s.batch_max,
+                batch_within_s=s.batch_within_s,
+                shutdown_timeout_s=s.shutdown_timeout_s,
+            )
+            try:
+                await metering.start()
+            except BaseException:
+                await metering.consumer.stop()
+                raise
+            return metering
+
+        self.metering = await _until_up(join_group, "join the consumer group")
         self.ready.set()
 
     async def on_stop(self) -> None:
@@ -132,7 +153,13 @@ async def _until_up(make: Any, what: str) -> Any:
     while True:
         try:
             return await make()
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+        except (
+            OSError,
+            asyncpg.PostgresError,
+            asyncpg.InterfaceError,
+            TimeoutError,
+            KafkaError,
+        ) as exc:
             log.warning("%s failed (%r); retrying in %.1fs", what, exc, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
@@ -149,6 +176,9 @@ class _Boot(BootStrategy):
     # usage.events is read by the metering loop's own consumer: Faust's consumer, conductor
     # and table manager have nothing to read (and refuse to start with no topic).
     enable_kafka_consumer = False
+    # Nothing sends through Faust's producer (Resources has its own), and Faust's would make
+    # a worker started while the broker is down exit at once ("Unable to bootstrap").
+    enable_kafka_producer = False
 
 
 class MeterlineApp(faust.App):

@@ -207,3 +207,26 @@ async def test_three_workers_repeated_rebalances_exactly_once(
 
 
 pytestmark = pytest.mark.faults
+
+
+async def test_worker_started_while_the_broker_is_down_waits_for_it(
+    test_settings: CommonSettings, db: asyncpg.Pool
+) -> None:
+    async with db.acquire() as conn:
+        await add_test_price(conn)
+    n = 500
+    events, expected = _stream(n, 10, "bd")
+    await asyncio.to_thread(stack.stop_kafka, _say)
+    try:
+        worker = Worker(test_settings).start()
+        await asyncio.sleep(8)
+        assert worker.proc is not None and worker.proc.poll() is None, worker.log()
+    finally:
+        await asyncio.to_thread(stack.start_kafka, _say)
+    try:
+        await publish_usage(test_settings, events)
+        await _until(db, ROWS, lambda v: v == n, [worker], 120)
+        await wait_until_consumed(test_settings, worker, timeout=120)
+    finally:
+        worker.stop()
+    await _exactly_once(db, n, expected, test_settings)
