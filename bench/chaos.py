@@ -43,7 +43,6 @@ from bench.chaos_procs import (
     wait_healthy,
 )
 from bench.common import bench_database
-from processors.catalog import seed_catalog
 from processors.reconcile import ReconcileResult, reconcile
 from processors.settings import LedgerSettings
 from processors.topic_range import make_consumer, read_range, resolve_range
@@ -204,16 +203,6 @@ async def _create_topics(bootstrap: str, names: dict[str, int]) -> None:
         await admin.create_topics([NewTopic(n, p, 1) for n, p in names.items()])
     finally:
         await admin.close()
-
-
-async def _database(base_dsn: str, name: str) -> str:
-    dsn = await bench_database(base_dsn, name, fresh=True)
-    conn = await asyncpg.connect(dsn)
-    try:
-        await seed_catalog(conn)
-    finally:
-        await conn.close()
-    return dsn
 
 
 async def _fetchval(dsn: str, sql: str, timeout: float = 120) -> Any:
@@ -446,7 +435,7 @@ async def run_chaos(cfg: ChaosConfig, control: StackControl, console: Console) -
     log_dir.mkdir(parents=True, exist_ok=True)
     say = console.log
     say(f"chaos run {run_id} on the local stack (Kafka {base.kafka_bootstrap}); logs in {log_dir}")
-    dsn = await _database(base.database_url, cfg.database)
+    dsn = await bench_database(base.database_url, cfg.database, fresh=True, seed_prices=True)
     prefix = f"bench.chaos.{run_id}"
     settings = base.model_copy(
         update={

@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import asyncpg
 
+from processors.catalog import seed_catalog
 from schemas import migrate
 
 
-async def bench_database(base_dsn: str, name: str, *, fresh: bool = False) -> str:
-    """Create (or, with fresh, recreate) database `name` on base_dsn's server and migrate it."""
+async def bench_database(
+    base_dsn: str, name: str, *, fresh: bool = False, seed_prices: bool = False
+) -> str:
+    """Create (or, with fresh, recreate) database `name` on base_dsn's server and migrate it.
+
+    seed_prices: insert the shipped price catalog too.
+    """
     conn = await asyncpg.connect(base_dsn)
     try:
         if fresh:
@@ -21,6 +27,8 @@ async def bench_database(base_dsn: str, name: str, *, fresh: bool = False) -> st
     conn = await asyncpg.connect(dsn)
     try:
         await migrate.up(conn)
+        if seed_prices:
+            await seed_catalog(conn)
     finally:
         await conn.close()
     return dsn

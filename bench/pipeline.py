@@ -33,7 +33,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from bench import reference
 from bench.common import bench_database
-from processors.catalog import load_catalog, seed_catalog
+from processors.catalog import load_catalog
 from processors.ledger import LedgerPolicy, RatedEvent, debit_batch, post_entry
 from processors.metering import RawRecord, validate
 from processors.settings import WorkerSettings
@@ -69,16 +69,6 @@ class PipelineFigures:
     p99_ms: float
     baseline_events: int = 0
     baseline_per_s: float = 0.0
-
-
-async def _fresh_database(admin_dsn: str, name: str) -> str:
-    dsn = await bench_database(admin_dsn, name, fresh=True)
-    conn = await asyncpg.connect(dsn)
-    try:
-        await seed_catalog(conn)
-    finally:
-        await conn.close()
-    return dsn
 
 
 async def _prepay(dsn: str, accounts: int) -> None:
@@ -318,7 +308,9 @@ async def _drain(
     keep: bool = False,
 ) -> tuple[Drain, asyncpg.Pool | None, list[subprocess.Popen[bytes]]]:
     """Start `workers` workers on a fresh database and group; time them draining `events`."""
-    dsn = await _fresh_database(admin_dsn, f"meterline_bench_w{workers}")
+    dsn = await bench_database(
+        admin_dsn, f"meterline_bench_w{workers}", fresh=True, seed_prices=True
+    )
     await _prepay(dsn, accounts)
     pool = await asyncpg.create_pool(dsn, min_size=1, max_size=4)
     assert pool is not None
@@ -385,7 +377,9 @@ async def run(
     say(f"  published in {publish_s:.1f}s")
 
     say("reference: the lean pipeline drains the topic")
-    ref_dsn = await _fresh_database(settings.database_url, "meterline_bench_reference")
+    ref_dsn = await bench_database(
+        settings.database_url, "meterline_bench_reference", fresh=True, seed_prices=True
+    )
     async with asyncpg.create_pool(ref_dsn, min_size=1, max_size=1) as ref_pool:
         async with ref_pool.acquire() as conn:
             await reference.prepare(conn, [account_id(i) for i in range(accounts)])
@@ -432,7 +426,9 @@ async def run(
         say(f"baseline: {baseline_events:,} events, one transaction each")
         base_topic = f"bench.{run_id}.baseline"
         await _topic(settings.kafka_bootstrap, base_topic, settings.usage_events_partitions)
-        base_dsn = await _fresh_database(settings.database_url, "meterline_bench_pipeline")
+        base_dsn = await bench_database(
+            settings.database_url, "meterline_bench_pipeline", fresh=True, seed_prices=True
+        )
         await _prepay(base_dsn, accounts)
         base_rate = await _baseline(settings, base_dsn, base_topic, baseline_events, accounts, say)
     return PipelineFigures(
