@@ -156,12 +156,14 @@ def _start_workers(
         METERLINE_WORKER_GROUP=group,
         METERLINE_SEED_CATALOG="false",
     )
+    # BENCH_WORKER_LOGLEVEL=info keeps each batch's line in the workers' logs.
+    loglevel = os.environ.get("BENCH_WORKER_LOGLEVEL", "warning")
     procs = []
     for i in range(n):
         log = open(f"{log_dir}/bench-worker-{i}.log", "wb")  # noqa: SIM115
         procs.append(
             subprocess.Popen(
-                [sys.executable, "-m", "meterline", "worker", "--loglevel", "warning"],
+                [sys.executable, "-m", "meterline", "worker", "--loglevel", loglevel],
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -90,30 +90,16 @@ class MeteringLoop:
         try:
             while not self._stopping.is_set():
                 try:
-                    fetched = await self.consumer.getmany(
-                        timeout_ms=self.batch_within_ms, max_records=self.batch_max
-                    )
-                    backoff = 0.1
-                except KafkaError as exc:  # aiokafka reconnects by itself; wait and ask again
-                    log.warning("fetch failed (%r); retrying in %.1fs", exc, backoff)
+                    in_flight, backoff = await self._step(in_flight, backoff)
+                except Exception:
+                    # Never let the loop die silently (the worker would idle with partitions
+                    # assigned): log, read the uncommitted records again, go on.
+                    log.exception("metering loop step failed; resuming from the last commit")
+                    await self._settle(in_flight)
+                    in_flight = None
+                    await self._rewind_to_committed()
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, 5.0)
-                    fetched = {}
-                prepared = await self.meter.prepare(_records(fetched)) if fetched else None
-                if in_flight is not None:
-                    ok = await in_flight
-                    in_flight = None
-                    if not ok:
-                        # Never debit a later batch past one that failed: read both again.
-                        self._rewind(fetched)
-                        self._rewound.clear()
-                        await asyncio.sleep(backoff)
-                        backoff = min(backoff * 2, 5.0)
-                        continue
-                if prepared is not None:
-                    await self._in_flight.acquire()
-                    in_flight = asyncio.create_task(self._finish(fetched, prepared))
-                await self._commit()
             if in_flight is not None:
                 await in_flight
                 await self._commit()
@@ -122,6 +108,54 @@ class MeteringLoop:
                 in_flight.cancel()
                 await asyncio.gather(in_flight, return_exceptions=True)
             raise
+
+    async def _step(
+        self, in_flight: asyncio.Task[bool] | None, backoff: float
+    ) -> tuple[asyncio.Task[bool] | None, float]:
+        """One turn of the loop: fetch and prepare batch N+1, finish batch N, commit."""
+        try:
+            fetched = await self.consumer.getmany(
+                timeout_ms=self.batch_within_ms, max_records=self.batch_max
+            )
+            backoff = 0.1
+        except KafkaError as exc:  # aiokafka reconnects by itself; wait and ask again
+            log.warning("fetch failed (%r); retrying in %.1fs", exc, backoff)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 5.0)
+            fetched = {}
+        prepared = await self.meter.prepare(_records(fetched)) if fetched else None
+        if in_flight is not None:
+            ok = await in_flight
+            in_flight = None
+            if not ok:
+                # Never debit a later batch past one that failed: read both again.
+                self._rewind(fetched)
+                self._rewound.clear()
+                await asyncio.sleep(backoff)
+                return None, min(backoff * 2, 5.0)
+        if prepared is not None:
+            await self._in_flight.acquire()
+            in_flight = asyncio.create_task(self._finish(fetched, prepared))
+        await self._commit()
+        return in_flight, backoff
+
+    async def _settle(self, in_flight: asyncio.Task[bool] | None) -> None:
+        """Wait for a batch in flight to end, whatever its outcome."""
+        if in_flight is not None:
+            await asyncio.gather(in_flight, return_exceptions=True)
+
+    async def _rewind_to_committed(self) -> None:
+        """Read again from what is done (or committed) on every partition this worker owns."""
+        unknown = []
+        for tp in self.consumer.assignment():
+            position = self._done.get(tp, self._committed.get(tp))
+            if position is not None:
+                self.consumer.seek(tp, position)
+            else:
+                unknown.append(tp)
+        if unknown:
+            # Nothing done here yet: the group's committed offset (or the reset policy).
+            await self.consumer.seek_to_committed(*unknown)
 
     async def _finish(self, fetched: dict[TopicPartition, list[Any]], prepared: Prepared) -> bool:
         """Debit a prepared batch; its offsets become committable only when that succeeded."""
@@ -159,7 +193,12 @@ class MeteringLoop:
                 self.consumer.seek(tp, self._rewound[tp])
 
     def _report_lag(self, fetched: Iterable[TopicPartition]) -> None:
+        # A partition revoked while its batch was in flight has no highwater here (aiokafka
+        # asserts it is assigned): report only what this worker still owns.
+        assigned = self.consumer.assignment()
         for tp in fetched:
+            if tp not in assigned:
+                continue
             highwater = self.consumer.highwater(tp)
             if highwater is not None:
                 metrics.CONSUMER_LAG.labels(str(tp.partition)).set(

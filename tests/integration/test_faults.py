@@ -13,6 +13,7 @@ import os
 import signal
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -202,6 +203,10 @@ async def test_three_workers_repeated_rebalances_exactly_once(
         for w in workers:
             w.stop()
     await _exactly_once(db, n, expected, settings)
+    # No metering loop died or stumbled on a partition revoked under its batch.
+    for w in workers:
+        log = await asyncio.to_thread(Path(w.log_path).read_text)
+        assert "never retrieved" not in log and "step failed" not in log, log[-3000:]
     dups = await db.fetchval("SELECT count(*) FROM duplicate_events")
     _say(f"30,000 events through 3 rebalances and a SIGKILL: {dups} redeliveries counted")
 
