@@ -94,17 +94,7 @@ class Child:
 
 def child_env(settings: CommonSettings, **extra: str) -> dict[str, str]:
     """The environment that points a `meterline` subprocess at the harness's database/topics."""
-    env = dict(os.environ)
-    env.update(
-        METERLINE_KAFKA_BOOTSTRAP=settings.kafka_bootstrap,
-        METERLINE_DATABASE_URL=settings.database_url,
-        METERLINE_TOPIC_USAGE_EVENTS=settings.topic_usage_events,
-        METERLINE_TOPIC_USAGE_DLQ=settings.topic_usage_dlq,
-        METERLINE_TOPIC_CREDIT_ALERTS=settings.topic_credit_alerts,
-        METERLINE_USAGE_EVENTS_PARTITIONS=str(settings.usage_events_partitions),
-    )
-    env.update(extra)
-    return env
+    return settings.as_env(**extra)
 
 
 def create_admin_key(env: dict[str, str]) -> str:

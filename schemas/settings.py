@@ -68,6 +68,21 @@ class CommonSettings(BoundsSettings):
                 self.database_url = str(state.get("database_url") or "")
         return self
 
+    def as_env(self, **extra: str) -> dict[str, str]:
+        """os.environ plus the METERLINE_* variables that make a `meterline` subprocess use
+        these addresses and topics (extra variables last)."""
+        env = dict(os.environ)
+        env.update(
+            METERLINE_KAFKA_BOOTSTRAP=self.kafka_bootstrap,
+            METERLINE_DATABASE_URL=self.database_url,
+            METERLINE_TOPIC_USAGE_EVENTS=self.topic_usage_events,
+            METERLINE_TOPIC_USAGE_DLQ=self.topic_usage_dlq,
+            METERLINE_TOPIC_CREDIT_ALERTS=self.topic_credit_alerts,
+            METERLINE_USAGE_EVENTS_PARTITIONS=str(self.usage_events_partitions),
+        )
+        env.update(extra)
+        return env
+
     def require(self, *, kafka: bool = False, database: bool = False) -> Self:
         """These settings, or MissingAddress naming each address a service needs but lacks."""
         missing = [

@@ -147,14 +147,4 @@ async def test_settings(
 
 def env_for(settings: CommonSettings, **extra: str) -> dict[str, str]:
     """The environment that makes a `meterline` subprocess use these settings."""
-    env = dict(os.environ)
-    env.update(
-        METERLINE_KAFKA_BOOTSTRAP=settings.kafka_bootstrap,
-        METERLINE_DATABASE_URL=settings.database_url,
-        METERLINE_TOPIC_USAGE_EVENTS=settings.topic_usage_events,
-        METERLINE_TOPIC_USAGE_DLQ=settings.topic_usage_dlq,
-        METERLINE_TOPIC_CREDIT_ALERTS=settings.topic_credit_alerts,
-        METERLINE_USAGE_EVENTS_PARTITIONS=str(settings.usage_events_partitions),
-    )
-    env.update(extra)
-    return env
+    return settings.as_env(**extra)
