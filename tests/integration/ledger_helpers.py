@@ -2,11 +2,26 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from decimal import Decimal
+
 import asyncpg
 
 from processors.ledger import LedgerPolicy, post_entry
+from processors.pricing import PriceVersion
 
 POLICY = LedgerPolicy()
+# 1 micro-credit per input token: an event's input_tokens is its cost in micros.
+COST_IS_INPUT = PriceVersion(
+    id=None,
+    model="any",
+    provider=None,
+    effective_from=datetime(2020, 1, 1, tzinfo=UTC),
+    input_per_mtok=Decimal(1),
+    cached_input_per_mtok=None,
+    cache_write_per_mtok=None,
+    output_per_mtok=Decimal(0),
+)
 
 
 async def allocate(

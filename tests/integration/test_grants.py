@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 
 import asyncpg
 
@@ -22,22 +21,11 @@ from processors.ledger import (
     read_account,
     reserve,
 )
-from processors.pricing import PriceVersion
 from schemas.event import UsageEvent
-from tests.integration.ledger_helpers import grants_match_balances
+from tests.integration.ledger_helpers import COST_IS_INPUT, grants_match_balances
 
 POLICY = LedgerPolicy()
-# 1 micro-credit per input token: an event's input_tokens is its cost in micros.
-VERSION = PriceVersion(
-    id=None,
-    model="any",
-    provider=None,
-    effective_from=datetime(2020, 1, 1, tzinfo=UTC),
-    input_per_mtok=Decimal(1),
-    cached_input_per_mtok=None,
-    cache_write_per_mtok=None,
-    output_per_mtok=Decimal(0),
-)
+VERSION = COST_IS_INPUT
 
 
 async def grant(

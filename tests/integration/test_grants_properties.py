@@ -15,7 +15,6 @@ import hashlib
 import uuid
 from collections.abc import Coroutine
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from typing import Any, TypeVar
 
 import asyncpg
@@ -36,21 +35,11 @@ from processors.ledger import (
     release,
     reserve,
 )
-from processors.pricing import PriceVersion
 from schemas.event import UsageEvent
-from tests.integration.ledger_helpers import grants_match_balances
+from tests.integration.ledger_helpers import COST_IS_INPUT, grants_match_balances
 
 POLICY = LedgerPolicy()
-VERSION = PriceVersion(
-    id=None,
-    model="any",
-    provider=None,
-    effective_from=datetime(2020, 1, 1, tzinfo=UTC),
-    input_per_mtok=Decimal(1),  # an event's input_tokens is its cost in micros
-    cached_input_per_mtok=None,
-    cache_write_per_mtok=None,
-    output_per_mtok=Decimal(0),
-)
+VERSION = COST_IS_INPUT
 MODELS = ("openai/gpt-4o", "anthropic/claude-3", "mistral/large")
 T = TypeVar("T")
 
