@@ -32,8 +32,8 @@ from producers.synthetic import synthetic_events
 
 Say = Callable[[str], None]
 _LEDGER_TABLES = (
-    "credit_transactions, usage_events, user_credits, monthly_spend, usage_daily,"
-    " duplicate_events, alert_outbox"
+    "credit_transactions, usage_events, debited_events, credit_transaction_keys, user_credits,"
+    " monthly_spend, usage_daily, duplicate_events, alert_outbox"
 )
 
 

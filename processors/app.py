@@ -25,6 +25,7 @@ from processors import metrics
 from processors.consumer import MeteringLoop
 from processors.ledger import (
     count_pending_alerts,
+    ensure_partitions,
     expire_grants,
     publish_pending_alerts,
     sweep_expired_holds,
@@ -91,6 +92,7 @@ class Resources(Service):
 
             added = await _until_up(seed, "seed the price catalog")
             log.info("price catalog seeded (%d new versions)", added)
+        await _partitions(self)
         self.meter = Meter(
             self.pool,
             self.send_dlq,
@@ -210,7 +212,25 @@ def create_app(settings: WorkerSettings) -> tuple[faust.App, Resources]:
     async def expiry_timer() -> None:
         await _expire(resources)
 
+    @app.timer(interval=settings.partitions_interval_s)
+    async def partitions_timer() -> None:
+        await _partitions(resources)
+
     return app, resources
+
+
+async def _partitions(resources: Resources) -> None:
+    """Create the ledger's monthly partitions ahead (at start, then on a timer)."""
+    if resources.pool is None:
+        return
+    try:
+        async with resources.pool.acquire() as conn:
+            created = await ensure_partitions(conn)
+    except Exception as exc:  # noqa: BLE001 - idempotent; the DEFAULT partitions take rows meanwhile
+        log.warning("creating the ledger's partitions ahead failed (%r); will retry", exc)
+        return
+    if created:
+        log.info("created %d ledger partitions ahead", created)
 
 
 async def _drain_alerts(resources: Resources) -> None:

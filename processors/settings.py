@@ -53,3 +53,8 @@ class WorkerSettings(LedgerSettings):
     expiry_interval_s: float = Field(
         default=15.0, gt=0, le=60, description="how often expired grants and holds are swept"
     )
+    partitions_interval_s: float = Field(
+        default=3600.0,
+        gt=0,
+        description="how often the ledger's monthly partitions are created ahead (and at start)",
+    )

@@ -123,9 +123,19 @@ async def up(conn: asyncpg.Connection, *, target: int | None = None) -> list[Mig
                     m.name,
                 )
             applied.append(m)
+        await ensure_partitions(conn)
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_ID)
     return applied
+
+
+async def ensure_partitions(conn: asyncpg.Connection) -> int:
+    """Create the ledger's monthly partitions up to two months ahead (0009's
+    ensure_ledger_partitions, idempotent), so a database works before any worker runs; 0 when
+    the schema has no partitions yet (a target below 0009)."""
+    if not await conn.fetchval("SELECT to_regproc('ensure_ledger_partitions') IS NOT NULL"):
+        return 0
+    return int(await conn.fetchval("SELECT ensure_ledger_partitions()"))
 
 
 async def down(conn: asyncpg.Connection, *, steps: int = 1) -> list[Migration]:

@@ -58,6 +58,7 @@ from processors.ledger.models import (
     month_of,
 )
 from processors.ledger.outbox import count_pending_alerts, publish_pending_alerts
+from processors.ledger.partition_queries import ensure_partitions
 
 __all__ = [
     "Credit",
@@ -102,6 +103,7 @@ __all__ = [
     "UnknownTier",
     "debit_batch",
     "ensure_account",
+    "ensure_partitions",
     "grant_monthly_allocations",
     "month_of",
     "post_entry",

@@ -119,14 +119,22 @@ async def insert_ledger_rows(
 ) -> list[LedgerRow]:
     """Append ledger rows in one statement; returns them with ids, in input order."""
     rows = await conn.fetch(
-        "INSERT INTO credit_transactions (account_id, type, amount_micros, balance_after_micros,"
-        " reason, idempotency_key, source, event_id, model, occurred_at, request_hash, priced)"
+        "WITH led AS (INSERT INTO credit_transactions (account_id, type, amount_micros,"
+        " balance_after_micros, reason, idempotency_key, source, event_id, model, occurred_at,"
+        " request_hash, priced)"
         " SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::text[],"
         " $6::text[], $7::text[], $8::text[], $9::text[], $10::timestamptz[], $11::bytea[],"
         " $12::text[]::jsonb[])"
         " RETURNING id, account_id, type, amount_micros, balance_after_micros, reason,"
+        " idempotency_key, created_at, source, event_id, model, request_hash, priced),"
+        # A key's global uniqueness (the ledger is partitioned by created_at): a second row with
+        # the same (account, key) fails here, in the statement that writes it.
+        " keys AS (INSERT INTO credit_transaction_keys (account_id, idempotency_key,"
+        " transaction_id, created_at) SELECT account_id, idempotency_key, id, created_at"
+        " FROM led WHERE idempotency_key IS NOT NULL)"
+        " SELECT id, account_id, type, amount_micros, balance_after_micros, reason,"
         " idempotency_key, created_at, source, event_id, model, request_hash,"
-        " priced::text AS priced",
+        " priced::text AS priced FROM led",
         account_ids,
         types,
         amounts,
@@ -151,11 +159,13 @@ async def find_idempotent_row(
     conn: asyncpg.Connection | asyncpg.Pool, *, account_id: str, idempotency_key: str
 ) -> LedgerRow | None:
     """The ledger row a write with this key already made, if any."""
+    # Through the key table: (transaction_id, created_at) finds the row in one partition.
     r = await conn.fetchrow(
-        "SELECT id, account_id, type, amount_micros, balance_after_micros, reason,"
-        " idempotency_key, created_at, source, event_id, model, request_hash,"
-        " priced::text AS priced FROM credit_transactions"
-        " WHERE account_id = $1 AND idempotency_key = $2",
+        "SELECT c.id, c.account_id, c.type, c.amount_micros, c.balance_after_micros, c.reason,"
+        " c.idempotency_key, c.created_at, c.source, c.event_id, c.model, c.request_hash,"
+        " c.priced::text AS priced FROM credit_transaction_keys k"
+        " JOIN credit_transactions c ON c.id = k.transaction_id AND c.created_at = k.created_at"
+        " WHERE k.account_id = $1 AND k.idempotency_key = $2",
         account_id,
         idempotency_key,
     )
@@ -169,9 +179,10 @@ async def find_idempotent_rows(
     rows = await conn.fetch(
         "SELECT c.id, c.account_id, c.type, c.amount_micros, c.balance_after_micros, c.reason,"
         " c.idempotency_key, c.created_at, c.source, c.event_id, c.model, c.request_hash,"
-        " c.priced::text AS priced FROM credit_transactions c"
-        " JOIN unnest($1::text[], $2::text[]) AS k(account_id, idempotency_key)"
-        " ON c.account_id = k.account_id AND c.idempotency_key = k.idempotency_key",
+        " c.priced::text AS priced FROM unnest($1::text[], $2::text[]) AS w(account_id, key)"
+        " JOIN credit_transaction_keys k"
+        " ON k.account_id = w.account_id AND k.idempotency_key = w.key"
+        " JOIN credit_transactions c ON c.id = k.transaction_id AND c.created_at = k.created_at",
         list(account_ids),
         list(idempotency_keys),
     )
@@ -231,9 +242,10 @@ async def insert_usage_and_ledger(
 
     rows_json is a JSON array of events, each with its position n, cost, the terms it was
     rated with (price version pv, tier multiplier pm, byok fee percent fee), origin (kp, ko)
-    and resolved provider (rp), without duplicate (source, event_id). Events
-    already in usage_events are skipped (ON CONFLICT DO NOTHING waits for a concurrent writer
-    of the same event, so it is never debited twice). Ledger rows carry balance_after: the
+    and resolved provider (rp), without duplicate (source, event_id). Events already debited
+    are skipped: their keys are in debited_events, whose primary key is the global uniqueness
+    that partitioned usage_events cannot hold (ON CONFLICT DO NOTHING waits for a concurrent
+    writer of the same event, so it is never debited twice). Ledger rows carry balance_after: the
     locked balance minus the running sum of the account's new costs, in position order.
     """
     rows = await conn.fetch(
@@ -243,6 +255,9 @@ async def insert_usage_and_ledger(
         " cache_write_tokens bigint, output_tokens bigint, reasoning_tokens bigint,"
         " requests bigint, units jsonb, byok bool, reported_cost numeric, metadata jsonb,"
         " cost bigint, pv bigint, pm numeric, fee numeric, kp int, ko bigint, rp text)),"
+        " fresh AS (INSERT INTO debited_events (source, event_id) SELECT source, event_id"
+        " FROM ev ON CONFLICT (source, event_id) DO NOTHING RETURNING source, event_id),"
+        " new AS (SELECT ev.* FROM ev JOIN fresh USING (source, event_id)),"
         " ins AS (INSERT INTO usage_events (source, event_id, account_id, occurred_at, model,"
         " provider, input_tokens, cached_input_tokens, cache_write_tokens, output_tokens,"
         " reasoning_tokens, requests, units, byok, cost_micros, price_version_id,"
@@ -252,9 +267,7 @@ async def insert_usage_and_ledger(
         " coalesce(input_tokens, 0), coalesce(cached_input_tokens, 0),"
         " coalesce(cache_write_tokens, 0), coalesce(output_tokens, 0),"
         " coalesce(reasoning_tokens, 0), coalesce(requests, 1), nullif(units, '{}'::jsonb),"
-        " coalesce(byok, false), cost, pv, pm, fee, reported_cost, metadata, kp, ko FROM ev"
-        " ON CONFLICT (source, event_id) DO NOTHING RETURNING source, event_id),"
-        " new AS (SELECT ev.* FROM ev JOIN ins USING (source, event_id)),"
+        " coalesce(byok, false), cost, pv, pm, fee, reported_cost, metadata, kp, ko FROM new),"
         " led AS (INSERT INTO credit_transactions (account_id, type, amount_micros,"
         " balance_after_micros, source, event_id, model, occurred_at)"
         " SELECT new.account_id, 'usage', -new.cost, u.balance_micros - sum(new.cost)"

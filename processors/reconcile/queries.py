@@ -166,11 +166,12 @@ async def fetch_balance_mismatches(conn: asyncpg.Connection) -> list[asyncpg.Rec
 async def fetch_metered_keys(
     conn: asyncpg.Connection, *, sources: Sequence[str], event_ids: Sequence[str]
 ) -> set[tuple[str, str]]:
-    """Which of these events have a usage_events row (metered, whatever the ledger says)."""
+    """Which of these events were metered (debited_events has them, whatever the ledger
+    says): metering them again would find a duplicate."""
     rows = await conn.fetch(
-        "SELECT u.source, u.event_id FROM usage_events u"
+        "SELECT d.source, d.event_id FROM debited_events d"
         " JOIN unnest($1::text[], $2::text[]) AS k(source, event_id)"
-        " ON u.source = k.source AND u.event_id = k.event_id",
+        " ON d.source = k.source AND d.event_id = k.event_id",
         list(sources),
         list(event_ids),
     )

@@ -57,18 +57,42 @@ async def test_database_writes_and_reads_a_ledger_row(db: asyncpg.Pool) -> None:
 
 
 async def test_schema_refuses_a_second_usage_debit_for_the_same_event(db: asyncpg.Pool) -> None:
-    insert = (
-        "INSERT INTO credit_transactions"
-        " (account_id, type, amount_micros, balance_after_micros,"
-        " source, event_id) VALUES ('a', 'usage', -10, $1, 'proxy-1', 'evt-1')"
-    )
+    # The ledger is partitioned by month: the global (source, event_id) uniqueness is the
+    # primary key of debited_events, which every usage debit writes in its statement.
+    insert = "INSERT INTO debited_events (source, event_id) VALUES ($1, 'evt-1')"
     async with db.acquire() as conn:
-        await conn.execute("INSERT INTO user_credits (account_id) VALUES ('a')")
-        await conn.execute(insert, -10)
+        await conn.execute(insert, "proxy-1")
         with pytest.raises(asyncpg.UniqueViolationError):
-            await conn.execute(insert, -20)
+            await conn.execute(insert, "proxy-1")
         # The same event_id from another source is another event.
-        await conn.execute(insert.replace("'proxy-1'", "'proxy-2'"), -20)
+        await conn.execute(insert, "proxy-2")
+
+
+async def test_schema_refuses_a_second_row_with_an_idempotency_key(db: asyncpg.Pool) -> None:
+    """However it is written, a key is used once per account (insert_ledger_rows)."""
+    from processors.ledger import queries
+
+    async def write(account: str) -> None:
+        await queries.insert_ledger_rows(
+            conn,
+            account_ids=[account],
+            types=["allocation"],
+            amounts=[5],
+            balances_after=[5],
+            reasons=[None],
+            idempotency_keys=["k-1"],
+            sources=[None],
+            event_ids=[None],
+            models=[None],
+            occurred_ats=[None],
+        )
+
+    async with db.acquire() as conn:
+        await write("a")
+        with pytest.raises(asyncpg.UniqueViolationError):
+            await write("a")
+        await write("b")
+        assert await conn.fetchval("SELECT count(*) FROM credit_transactions") == 2
 
 
 @asynccontextmanager

@@ -156,9 +156,10 @@ async def test_unmetered_event_is_debited_through_the_meter_not_adjusted(
         await add_test_price(conn)
     events = [event("d1", "dave", input_tokens=1000), event("d2", "dave", input_tokens=500)]
     await meter_with_worker(test_settings, db, events, usage_rows=2)
-    # The event vanished from the books entirely (fact row and debit), balance given back.
+    # The event vanished from the books entirely (fact row, debit and its key), balance given back.
     await db.execute("DELETE FROM credit_transactions WHERE event_id = 'd2'")
     await db.execute("DELETE FROM usage_events WHERE event_id = 'd2'")
+    await db.execute("DELETE FROM debited_events WHERE event_id = 'd2'")
     await db.execute("UPDATE user_credits SET balance_micros = -2000 WHERE account_id = 'dave'")
 
     start, end = window()

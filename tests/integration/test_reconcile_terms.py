@@ -83,10 +83,11 @@ async def test_event_never_metered_is_expected_at_the_terms_a_debit_applies_now(
         test_settings, db, [event("u1", "ent", input_tokens=10_000)], usage_rows=1
     )
     assert await balances(db) == {"ent": -20_000}
-    # The event vanished from the books (fact row and debit, balance given back), then the
+    # The event vanished from the books (fact row, debit and key, balance given back), then the
     # account moved to enterprise (0.9): metering it now would charge 18000.
     await db.execute("DELETE FROM credit_transactions WHERE event_id = 'u1'")
     await db.execute("DELETE FROM usage_events WHERE event_id = 'u1'")
+    await db.execute("DELETE FROM debited_events WHERE event_id = 'u1'")
     await db.execute("UPDATE user_credits SET balance_micros = 0 WHERE account_id = 'ent'")
     async with db.acquire() as conn:
         await set_account_tier(conn, account_id="ent", tier="enterprise", policy=POLICY)
