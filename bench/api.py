@@ -7,9 +7,9 @@ the same way in the same run; the two alternate, each phase `repeat` times, and 
 their ratio are printed. Then both at a fixed rate of half the reference's closed-loop rate
 (p99 there). Then reserve + release pairs from httpx clients (each reserve needs its own
 idempotency key, which wrk's prepared requests cannot give) at 1,000 pairs/s (or --rate). Then
-pages of GET /api/v1/credits/transactions on one
-account whose ledger holds `ledger_rows` rows (10,000,000 by default, seeded with generate_series
-into the bench's own database, kept between runs).
+pages of GET /api/v1/credits/transactions on a month-partitioned ledger of `ledger_rows` rows
+(10,000,000 by default, seeded with generate_series: bench/ledger_pages.py) in the bench's own
+database, dropped at the end unless keep_database (`only_pages` skips the hot routes).
 
 The load comes from `wrk` (C, epoll, a Lua script for the bearer keys and the POST body) when it
 is installed: a Python load generator on the same cores takes CPU from the server it measures
@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import random
 import secrets
 import shutil
 import socket
@@ -38,12 +37,11 @@ from typing import Literal
 import asyncpg
 import httpx
 
-from api.routes.transactions import encode_cursor
-from bench.common import bench_database
+from bench.common import bench_database, drop_database
+from bench.ledger_pages import BIG, LedgerShape, read_pages, seed_ledger
 from processors.api_keys import create_api_key
 from schemas.settings import CommonSettings
 
-BIG = "bench-big"
 REFERENCE_ACCOUNT = "bench-acct-1"
 Say = Callable[[str], None]
 
@@ -63,6 +61,20 @@ class ApiBenchConfig:
     threads: int = 2  # wrk threads (the connections are spread over them)
     rate: float = 0  # requests/s of the fixed-rate phases (wrk only); 0: half the reference's
     repeat: int = 3  # runs of each load phase; the figures are the medians
+    ledger_months: int = 24
+    ledger_accounts: int = 10_000
+    only_pages: bool = False  # skip the hot routes: seed the ledger, read its pages
+    keep_database: bool = False  # else dropped at the end (a 10M-row ledger is ~3 GB)
+
+    @property
+    def ledger(self) -> LedgerShape:
+        return LedgerShape(
+            self.ledger_rows,
+            self.ledger_months,
+            self.ledger_accounts,
+            self.page_requests,
+            self.page_size,
+        )
 
 
 @dataclass
@@ -127,32 +139,8 @@ async def _seed(dsn: str, cfg: ApiBenchConfig, say: Say) -> tuple[list[str], str
                     " ON CONFLICT DO NOTHING",
                     cfg.accounts,
                 )
-        big = await conn.fetchval(
-            "SELECT balance_micros FROM user_credits WHERE account_id = $1", BIG
-        )
-        if big != cfg.ledger_rows:
-            say(f"seeding a ledger of {cfg.ledger_rows:,} rows for {BIG} (generate_series)")
-            t0 = time.perf_counter()
-            async with conn.transaction():
-                await conn.execute("DELETE FROM credit_transactions WHERE account_id = $1", BIG)
-                await conn.execute(
-                    "INSERT INTO user_credits (account_id, balance_micros, tier)"
-                    " VALUES ($1, $2, 'bench') ON CONFLICT (account_id) DO UPDATE"
-                    " SET balance_micros = EXCLUDED.balance_micros",
-                    BIG,
-                    cfg.ledger_rows,
-                )
-                await conn.execute(
-                    "INSERT INTO credit_transactions (account_id, type, amount_micros,"
-                    " balance_after_micros, reason, created_at)"
-                    " SELECT $1, CASE WHEN g % 10 = 0 THEN 'adjustment' ELSE 'allocation' END,"
-                    " 1, g, 'bench row', now() - make_interval(secs => ($2 - g) / 100.0)"
-                    " FROM generate_series(1, $2::bigint) g",
-                    BIG,
-                    cfg.ledger_rows,
-                )
-            await conn.execute("ANALYZE credit_transactions")
-            say(f"  seeded in {time.perf_counter() - t0:.0f} s")
+        if cfg.ledger_rows:
+            await seed_ledger(conn, cfg.ledger, say)
         accounts = [f"bench-acct-{i}" for i in range(1, cfg.accounts + 1)]
         keys = []
         for account in accounts[: cfg.clients]:
@@ -540,43 +528,13 @@ async def _reservations(
     return out
 
 
-async def _pages(base: str, key: str, cfg: ApiBenchConfig) -> list[PhaseResult]:
-    results = []
-    rng = random.Random(7)
-    async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {key}"}) as c:
-        max_id = cfg.ledger_rows
-        first = await c.get("/api/v1/credits/transactions", params={"limit": cfg.page_size})
-        if first.status_code != 200:
-            raise RuntimeError(f"transactions page answered {first.status_code}: {first.text}")
-        ids = [row["id"] for row in first.json()["items"]]
-        max_id = max(ids) if ids else max_id
-        shapes: list[tuple[str, Callable[[], dict[str, object]]]] = [
-            ("page: newest", lambda: {"limit": cfg.page_size}),
-            (
-                "page: random cursor",
-                lambda: {"limit": cfg.page_size, "cursor": encode_cursor(rng.randint(1, max_id))},
-            ),
-            (
-                "page: type=adjustment",
-                lambda: {
-                    "limit": cfg.page_size,
-                    "type": "adjustment",
-                    "cursor": encode_cursor(rng.randint(1, max_id)),
-                },
-            ),
-        ]
-        for name, params in shapes:
-            lat: list[float] = []
-            errors = 0
-            start = time.perf_counter()
-            for _ in range(cfg.page_requests):
-                t0 = time.perf_counter()
-                r = await c.get("/api/v1/credits/transactions", params=params())  # type: ignore[arg-type]
-                lat.append((time.perf_counter() - t0) * 1000)
-                errors += r.status_code != 200
-            seconds = time.perf_counter() - start
-            results.append(PhaseResult.from_latencies(name, len(lat), errors, seconds, lat))
-    return results
+async def _pages(
+    base: str, big_key: str, keys: list[str], cfg: ApiBenchConfig
+) -> list[PhaseResult]:
+    return [
+        PhaseResult.from_latencies(f.name, len(f.latencies_ms), f.errors, f.seconds, f.latencies_ms)
+        for f in await read_pages(base, big_key, keys, cfg.ledger)
+    ]
 
 
 @dataclass(frozen=True)
@@ -722,7 +680,7 @@ async def run_api_bench(cfg: ApiBenchConfig, say: Say) -> ApiBenchReport:
     ref_proc = _start_reference(dsn, cfg, int(ref_base.rsplit(":", 1)[1]), token)
     phases: list[PhaseResult] = []
     routes = HOT_ROUTES + ([RESERVE_ROUTE] if wrk is not None else [])
-    comparisons = [Comparison(r.name) for r in routes]
+    comparisons = [] if cfg.only_pages else [Comparison(r.name) for r in routes]
     run_id = secrets.token_hex(4)
     # _seed made one key per account, in order: keys[j] is bench-acct-(j + 1)'s.
     accounts = [f"bench-acct-{j + 1}|{k}" for j, k in enumerate(keys)]
@@ -764,12 +722,12 @@ async def run_api_bench(cfg: ApiBenchConfig, say: Say) -> ApiBenchReport:
             f"each phase {cfg.repeat}x (the two alternate, so both see the same box)"
         )
         ref_keys = [token] * len(keys)
-        for n in range(1, cfg.repeat + 1):
+        for n in range(1, 0 if cfg.only_pages else cfg.repeat + 1):
             for route, cmp in zip(routes, comparisons, strict=True):
                 ref = await phase(f"ref {route.name} #{n}", ref_base, ref_keys, route)
                 cmp.reference.append(ref)
                 cmp.meterline.append(await phase(f"{route.name} #{n}", base, keys, route))
-        if wrk is not None:
+        if wrk is not None and not cfg.only_pages:
             for cmp in comparisons:
                 cmp.rate = cfg.rate or cmp.reference_rps / 2
             for n in range(1, cfg.repeat + 1):
@@ -782,10 +740,12 @@ async def run_api_bench(cfg: ApiBenchConfig, say: Say) -> ApiBenchReport:
                         await phase(f"ref {route.name} {at}", ref_base, ref_keys, route, cmp.rate)
                     )
         # The issue's target: 1,000 reserve + release pairs/s over the connections.
-        for r in await _reservations(base, keys, cfg, cfg.rate or RESERVATION_RATE):
+        reservations = not cfg.only_pages
+        rate = cfg.rate or RESERVATION_RATE
+        for r in await _reservations(base, keys, cfg, rate) if reservations else []:
             phases.append(r)
             say(r.line())
-        for r in await _pages(base, big_key, cfg):
+        for r in await _pages(base, big_key, keys, cfg) if cfg.ledger_rows else []:
             phases.append(r)
             say(r.line())
     finally:
@@ -796,6 +756,9 @@ async def run_api_bench(cfg: ApiBenchConfig, say: Say) -> ApiBenchReport:
                 p.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 p.kill()
+        if not cfg.keep_database:
+            await drop_database(settings.database_url, cfg.database)
+            say(f"dropped the bench database {cfg.database} (--keep-database keeps it)")
     tool = f"wrk -c{cfg.clients} -t{cfg.threads}" if wrk else f"httpx x{cfg.clients}"
     return ApiBenchReport(comparisons, phases, cfg.repeat, tool)
 

@@ -32,3 +32,12 @@ async def bench_database(
     finally:
         await conn.close()
     return dsn
+
+
+async def drop_database(base_dsn: str, name: str) -> None:
+    """Drop database `name` on base_dsn's server (its connections are closed first)."""
+    conn = await asyncpg.connect(base_dsn)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()

@@ -12,20 +12,19 @@ _COLUMNS = (
     " model, source, event_id, created_at FROM credit_transactions"
 )
 # Two statements rather than "$2 IS NULL OR type = $2": each keeps a plan that walks its own
-# index, (account_id, id DESC) or (account_id, type, id DESC), from the cursor down.
-_PAGE = (
-    _COLUMNS + " WHERE account_id = $1"
-    " AND ($2::bigint IS NULL OR id < $2)"
-    " AND ($3::timestamptz IS NULL OR created_at >= $3)"
-    " AND ($4::timestamptz IS NULL OR created_at < $4)"
-    " ORDER BY id DESC LIMIT $5"
+# index, (account_id, id DESC) or (account_id, type, id DESC), from the cursor down. Absent
+# bounds are open ends (coalesce), not "$n IS NULL OR ...": the prepared statement's generic
+# plan (Postgres picks it after five runs) keeps `id < cursor` in the index condition and prunes
+# the month partitions outside [from, to); with "IS NULL OR" it filtered an account's whole
+# history down to the cursor (measured: 11 ms p50 against 0.7 ms for a deep page).
+_BOUNDS = (
+    " AND id < coalesce($2::bigint, 9223372036854775807)"
+    " AND created_at >= coalesce($3::timestamptz, '-infinity')"
+    " AND created_at < coalesce($4::timestamptz, 'infinity')"
 )
+_PAGE = _COLUMNS + " WHERE account_id = $1" + _BOUNDS + " ORDER BY id DESC LIMIT $5"
 _PAGE_OF_TYPE = (
-    _COLUMNS + " WHERE account_id = $1 AND type = $6"
-    " AND ($2::bigint IS NULL OR id < $2)"
-    " AND ($3::timestamptz IS NULL OR created_at >= $3)"
-    " AND ($4::timestamptz IS NULL OR created_at < $4)"
-    " ORDER BY id DESC LIMIT $5"
+    _COLUMNS + " WHERE account_id = $1 AND type = $6" + _BOUNDS + " ORDER BY id DESC LIMIT $5"
 )
 # The export reads the same rows with the same index; newest first, like the pages.
 _EXPORT = (

@@ -99,9 +99,18 @@ def api(
         "0: half the minimal FastAPI reference's closed-loop rate",
     ),
     repeat: int = typer.Option(3, min=1, help="Runs of each load phase (medians printed)"),
+    ledger_months: int = typer.Option(24, min=1, help="Months the seeded ledger spans"),
+    ledger_accounts: int = typer.Option(10_000, min=1, help="Accounts of the seeded ledger"),
+    only_pages: bool = typer.Option(
+        False, "--only-pages", help="Only seed the ledger and read its pages (no hot routes)"
+    ),
+    keep_database: bool = typer.Option(
+        False, "--keep-database", help="Keep the bench database (and its ledger) for next time"
+    ),
 ) -> None:
     """GET balance / POST authorize under load beside a minimal FastAPI reference, then
-    transactions pages on a large ledger."""
+    transactions pages on a large month-partitioned ledger (0 --ledger-rows: none); the bench
+    database is dropped at the end unless --keep-database."""
     import asyncio
     import sys
     from pathlib import Path
@@ -126,6 +135,10 @@ def api(
         threads=threads,
         rate=rate,
         repeat=repeat,
+        ledger_months=ledger_months,
+        ledger_accounts=ledger_accounts,
+        only_pages=only_pages,
+        keep_database=keep_database,
     )
     report = asyncio.run(run_api_bench(cfg, lambda m: console.print(m, highlight=False)))
     out.print(summary(report), highlight=False)
