@@ -134,6 +134,9 @@ class PermanentFailure(Exception):
         self.cause = cause
 
 
+# Validation hands the event loop back this often (records) while it prepares a batch.
+_YIELD_EVERY = 200
+
 # DLQ records larger than this keep only a prefix of the original bytes (header says so).
 _DLQ_VALUE_FALLBACK_BYTES = 512 * 1024
 
@@ -317,12 +320,16 @@ class Meter:
         await self._retrying(self.refresh_catalog, "load catalog", partitions)
         valid: list[tuple[RawRecord, UsageEvent]] = []
         dead: list[DeadLetter] = []
-        for rec in records:
+        for n, rec in enumerate(records, 1):
             parsed = validate(rec, max_bytes=self.max_event_bytes)
             if isinstance(parsed, DeadLetter):
                 dead.append(parsed)
             else:
                 valid.append((rec, parsed))
+            if n % _YIELD_EVERY == 0:
+                # Let the batch in flight go on between its statements: its Python steps run
+                # here, and Postgres is kept busy while this batch is validated.
+                await asyncio.sleep(0)
         pairs, not_rated = await self._rate(valid)
         dead.extend(not_rated)
         return Prepared(len(records), partitions, pairs, dead, time.perf_counter() - started)

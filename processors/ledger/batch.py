@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from typing import Any
 
 import asyncpg
 import orjson
@@ -28,28 +30,49 @@ class RatedEvent:
     offset: int | None = None
 
 
-def _row_json(n: int, rated: RatedEvent, cost_micros: int, terms: Terms) -> str:
-    """The event as JSON plus what the batch adds (position, cost, version, terms, origin).
+def _row(n: int, rated: RatedEvent, cost_micros: int, terms: Terms) -> dict[str, Any]:
+    """The event's columns plus what the batch adds (position, cost, version, terms, origin).
 
-    Rows travel to Postgres as one JSON document (jsonb_to_recordset) rather than as 20
-    parameter arrays: encoding arrays element by element cost more client CPU than the rest
-    of the batch together.
+    Rows travel to Postgres as one JSON document (json_rows), built from the validated event's
+    attributes: no per-event JSON encoding (model_dump_json was about a tenth of the batch's
+    client CPU). Keys are the column names of insert_usage_and_ledger's recordset.
     """
-    doc = rated.event.model_dump_json(exclude_none=True)
-    # orjson: the same JSON as json.dumps for these ints and strings, about 10x faster.
-    extra = orjson.dumps(
-        {
-            "n": n,
-            "cost": cost_micros,
-            "pv": rated.version.id,
-            "pm": str(terms.multiplier),
-            "fee": str(terms.byok_fee_pct),
-            "kp": rated.partition,
-            "ko": rated.offset,
-            "rp": rated.provider,
-        }
-    ).decode()
-    return doc[:-1] + "," + extra[1:]
+    ev = rated.event
+    return {
+        "n": n,
+        "source": ev.source,
+        "event_id": ev.event_id,
+        "account_id": ev.account_id,
+        "occurred_at": ev.occurred_at,
+        "model": ev.model,
+        "provider": ev.provider,
+        "input_tokens": ev.input_tokens,
+        "cached_input_tokens": ev.cached_input_tokens,
+        "cache_write_tokens": ev.cache_write_tokens,
+        "output_tokens": ev.output_tokens,
+        "reasoning_tokens": ev.reasoning_tokens,
+        "requests": ev.requests,
+        # Units as the event writes them on the wire (numbers, integers when whole).
+        "units": ev.model_dump(mode="json", include={"units"})["units"] if ev.units else None,
+        "byok": ev.byok,
+        "reported_cost": None if ev.reported_cost is None else format(ev.reported_cost, "f"),
+        "metadata": ev.metadata,
+        "cost": cost_micros,
+        "pv": rated.version.id,
+        "pm": str(terms.multiplier),
+        "fee": str(terms.byok_fee_pct),
+        "kp": rated.partition,
+        "ko": rated.offset,
+        "rp": rated.provider,
+    }
+
+
+def _rows_document(rows: list[dict[str, Any]]) -> str:
+    """The rows as one JSON array; metadata integers past 64 bits take the stdlib encoder."""
+    try:
+        return orjson.dumps(rows).decode()
+    except TypeError:
+        return json.dumps(rows, default=lambda o: o.isoformat(), separators=(",", ":"))
 
 
 async def debit_batch(
@@ -87,7 +110,7 @@ async def debit_batch(
         states = await queries.lock_accounts(conn, account_ids=accounts, month=current_month)
 
         priced: list[tuple[RatedEvent, int]] = []
-        docs: list[str] = []
+        docs: list[dict[str, Any]] = []
         for position, rated in candidates:
             terms = policy.terms(states[rated.event.account_id].price_multiplier)
             try:
@@ -95,14 +118,14 @@ async def debit_batch(
             except Unpriced as exc:
                 result.unpriced.append((position, str(exc)))
                 continue
-            docs.append(_row_json(len(priced), rated, cost.cost_micros, terms))
+            docs.append(_row(len(priced), rated, cost.cost_micros, terms))
             priced.append((rated, cost.cost_micros))
 
         new_positions: dict[int, int] = {}
         if docs:
             new_positions = await queries.insert_usage_and_ledger(
                 conn,
-                rows_json="[" + ",".join(docs) + "]",
+                rows_json=_rows_document(docs),
                 keys=[(r.event.source, r.event.event_id) for r, _ in priced],
             )
 

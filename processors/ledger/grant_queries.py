@@ -9,6 +9,7 @@ from typing import Any
 
 import asyncpg
 
+from processors.ledger.json_rows import json_rows
 from processors.ledger.models import Burn, Grant, Hold
 
 # Reads begin with these (a grant's or a hold's columns) and add their WHERE.
@@ -204,11 +205,9 @@ async def save_remaining(
 ) -> None:
     """Set the remaining amounts of grants a transaction burned."""
     await conn.execute(
-        "UPDATE credit_grants g SET remaining_micros = v.remaining"
-        " FROM unnest($1::bigint[], $2::bigint[]) AS v(grant_id, remaining)"
-        " WHERE g.grant_id = v.grant_id",
-        grant_ids,
-        remaining,
+        "UPDATE credit_grants g SET remaining_micros = v.r"
+        " FROM json_to_recordset($1::json) AS v(g bigint, r bigint) WHERE g.grant_id = v.g",
+        json_rows(("g", "r"), zip(grant_ids, remaining, strict=True)),
     )
 
 
@@ -218,12 +217,12 @@ async def insert_burns(conn: asyncpg.Connection, *, burns: Sequence[Burn]) -> No
         return
     await conn.execute(
         "INSERT INTO grant_burns (transaction_id, grant_id, account_id, kind, amount_micros)"
-        " SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::bigint[])",
-        [b.transaction_id for b in burns],
-        [b.grant_id for b in burns],
-        [b.account_id for b in burns],
-        [b.kind for b in burns],
-        [b.amount_micros for b in burns],
+        " SELECT * FROM json_to_recordset($1::json) AS v(t bigint, g bigint, a text, k text,"
+        " m bigint)",
+        json_rows(
+            ("t", "g", "a", "k", "m"),
+            ((b.transaction_id, b.grant_id, b.account_id, b.kind, b.amount_micros) for b in burns),
+        ),
     )
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import asyncpg
 
+from processors.ledger.json_rows import json_rows
 from processors.ledger.models import AccountState, Alert, LedgerRow
 
 
@@ -197,18 +198,24 @@ async def find_idempotent_rows(
 async def save_account_states(conn: asyncpg.Connection, *, states: Sequence[AccountState]) -> None:
     """Write balances and flags of locked accounts back in one statement."""
     await conn.execute(
-        "UPDATE user_credits u SET balance_micros = v.balance, blocked = v.blocked,"
-        " blocked_reason = v.reason, low_balance_alerted = v.low, overdraft_micros = v.overdraft,"
-        " updated_at = now()"
-        " FROM unnest($1::text[], $2::bigint[], $3::bool[], $4::text[], $5::bool[], $6::bigint[])"
-        " AS v(account_id, balance, blocked, reason, low, overdraft)"
-        " WHERE u.account_id = v.account_id",
-        [s.account_id for s in states],
-        [s.balance_micros for s in states],
-        [s.blocked for s in states],
-        [s.should_block() for s in states],
-        [s.low_balance_alerted for s in states],
-        [s.overdraft_micros for s in states],
+        "UPDATE user_credits u SET balance_micros = v.b, blocked = v.k, blocked_reason = v.r,"
+        " low_balance_alerted = v.l, overdraft_micros = v.o, updated_at = now()"
+        " FROM json_to_recordset($1::json) AS v(a text, b bigint, k bool, r text, l bool, o bigint)"
+        " WHERE u.account_id = v.a",
+        json_rows(
+            ("a", "b", "k", "r", "l", "o"),
+            (
+                (
+                    s.account_id,
+                    s.balance_micros,
+                    s.blocked,
+                    s.should_block(),
+                    s.low_balance_alerted,
+                    s.overdraft_micros,
+                )
+                for s in states
+            ),
+        ),
     )
 
 
@@ -223,14 +230,13 @@ async def add_monthly_spend(
     """Add spend per (account, month) and raise the alerted threshold where it grew."""
     await conn.execute(
         "INSERT INTO monthly_spend (account_id, month, spend_micros, alerted_pct)"
-        " SELECT * FROM unnest($1::text[], $2::date[], $3::bigint[], $4::smallint[])"
+        " SELECT * FROM json_to_recordset($1::json) AS v(a text, m date, s bigint, p smallint)"
         " ON CONFLICT (account_id, month) DO UPDATE SET"
         " spend_micros = monthly_spend.spend_micros + excluded.spend_micros,"
         " alerted_pct = greatest(monthly_spend.alerted_pct, excluded.alerted_pct)",
-        account_ids,
-        months,
-        spends,
-        alerted_pcts,
+        json_rows(
+            ("a", "m", "s", "p"), zip(account_ids, months, spends, alerted_pcts, strict=True)
+        ),
     )
 
 
@@ -249,7 +255,7 @@ async def insert_usage_and_ledger(
     locked balance minus the running sum of the account's new costs, in position order.
     """
     rows = await conn.fetch(
-        "WITH ev AS (SELECT * FROM jsonb_to_recordset($1::jsonb) AS x("
+        "WITH ev AS (SELECT * FROM json_to_recordset($1::json) AS x("
         "n int, source text, event_id text, account_id text, occurred_at timestamptz,"
         " model text, provider text, input_tokens bigint, cached_input_tokens bigint,"
         " cache_write_tokens bigint, output_tokens bigint, reasoning_tokens bigint,"
@@ -304,14 +310,12 @@ async def record_duplicates(
 
 async def add_daily_usage(conn: asyncpg.Connection, *, rows: Sequence[tuple[Any, ...]]) -> None:
     """Add to the daily rollup: (account, day, model, provider, events, 7 counters, cost) rows."""
-    cols = list(zip(*rows, strict=True))
     await conn.execute(
         "INSERT INTO usage_daily (account_id, day, model, provider, events, input_tokens,"
         " cached_input_tokens, cache_write_tokens, output_tokens, reasoning_tokens, requests,"
         " cost_micros)"
-        " SELECT * FROM unnest($1::text[], $2::date[], $3::text[], $4::text[], $5::bigint[],"
-        " $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[],"
-        " $12::bigint[])"
+        " SELECT * FROM json_to_recordset($1::json) AS v(a text, d date, m text, p text,"
+        " n bigint, i bigint, ci bigint, cw bigint, o bigint, r bigint, q bigint, c bigint)"
         " ON CONFLICT (account_id, day, model, provider) DO UPDATE SET"
         " events = usage_daily.events + excluded.events,"
         " input_tokens = usage_daily.input_tokens + excluded.input_tokens,"
@@ -321,7 +325,7 @@ async def add_daily_usage(conn: asyncpg.Connection, *, rows: Sequence[tuple[Any,
         " reasoning_tokens = usage_daily.reasoning_tokens + excluded.reasoning_tokens,"
         " requests = usage_daily.requests + excluded.requests,"
         " cost_micros = usage_daily.cost_micros + excluded.cost_micros",
-        *cols,
+        json_rows(("a", "d", "m", "p", "n", "i", "ci", "cw", "o", "r", "q", "c"), rows),
     )
 
 

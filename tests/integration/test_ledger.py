@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import random
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 
 import asyncpg
@@ -266,3 +267,42 @@ async def test_worker_batches_and_api_writes_at_once_never_deadlock_or_lose(
         total = await conn.fetchval("SELECT sum(balance_micros) FROM user_credits")
         assert total == 12 * 1_000 - 12 * 40 * 2_000
         await ledger_matches_balances(conn)
+
+
+async def test_usage_row_keeps_what_the_event_said(db: asyncpg.Pool) -> None:
+    """The usage row stores the event's values as sent: an offset time as the same instant,
+    units as numbers, reported_cost as an exact decimal, metadata whole (an integer past 64
+    bits included: the batch's JSON document falls back to the stdlib encoder for it)."""
+    when = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=timezone(timedelta(hours=5, minutes=30)))
+    plain = UsageEvent(
+        event_id="keep-1",
+        account_id="keep",
+        occurred_at=when,
+        model="test/model",
+        input_tokens=1_000,
+        reported_cost=Decimal("0.0000001"),
+        metadata={"route": "a\tb\nc", "nested": {"list": [1, 2.5, None, True, "é"]}},
+    )
+    huge = plain.model_copy(
+        update={"event_id": "keep-2", "metadata": {"big": 10**30, "neg": -(10**25)}}
+    )
+    async with db.acquire() as conn:
+        result = await debit_batch(
+            conn,
+            [RatedEvent(plain, VERSION, "test"), RatedEvent(huge, VERSION, "test")],
+            policy=POLICY,
+        )
+        assert result.debited == 2
+        rows = {
+            r["event_id"]: r
+            for r in await conn.fetch(
+                "SELECT event_id, occurred_at, reported_cost, metadata::text AS metadata,"
+                " units, cost_micros FROM usage_events WHERE account_id = 'keep'"
+            )
+        }
+    assert rows["keep-1"]["occurred_at"] == when
+    assert rows["keep-1"]["reported_cost"] == Decimal("0.0000001")
+    assert json.loads(rows["keep-1"]["metadata"]) == plain.metadata
+    assert rows["keep-1"]["units"] is None
+    assert rows["keep-1"]["cost_micros"] == 2_000  # 1,000 input tokens at 2 per M
+    assert json.loads(rows["keep-2"]["metadata"]) == {"big": 10**30, "neg": -(10**25)}

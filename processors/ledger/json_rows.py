@@ -1,0 +1,24 @@
+"""Many rows as one JSON parameter: how the ledger's batch statements take their rows.
+
+A statement that takes N rows as K parameter arrays makes asyncpg encode N×K elements, each
+through an `isinstance(…, Iterable)` test of its own (collections.abc, a Python-level call);
+for a 2,000-event batch that was about 30 calls per event. One JSON document per statement,
+written by orjson and read by `json_to_recordset`, costs a third of the client CPU, and
+Postgres reads `json` (text, parsed once) faster than both `jsonb` and parameter arrays.
+Measured for 40,000 daily-rollup rows (12 columns): arrays 3.5 µs client + 4.5 µs server per
+row, `jsonb_to_recordset` 1.2 + 6.3, `json_to_recordset` 1.2 + 4.0.
+
+Keys are short aliases the statement names in its `AS x(alias type, …)` list.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import orjson
+
+
+def json_rows(keys: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """A JSON array of objects, one per row, each value under the key at its position."""
+    return orjson.dumps([dict(zip(keys, row, strict=True)) for row in rows]).decode()
