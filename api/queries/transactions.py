@@ -30,8 +30,8 @@ _PAGE_OF_TYPE = (
 _EXPORT = (
     _COLUMNS + " WHERE account_id = $1"
     " AND ($2::text IS NULL OR type = $2)"
-    " AND ($3::timestamptz IS NULL OR created_at >= $3)"
-    " AND ($4::timestamptz IS NULL OR created_at < $4)"
+    " AND created_at >= coalesce($3::timestamptz, '-infinity')"
+    " AND created_at < coalesce($4::timestamptz, 'infinity')"
     " ORDER BY id DESC"
 )
 

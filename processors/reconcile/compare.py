@@ -213,6 +213,7 @@ async def _expect(
         terms_conn,
         sources=[ev.source for _, ev in events],
         event_ids=[ev.event_id for _, ev in events],
+        occurred_ats=[ev.occurred_at for _, ev in events],
     )
     catalog = prices.catalog
     for rec, ev in events:

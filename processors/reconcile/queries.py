@@ -59,17 +59,44 @@ async def fetch_account_multipliers(conn: asyncpg.Connection) -> dict[str, Decim
     return {r["account_id"]: r["price_multiplier"] for r in rows}
 
 
+# The terms of debited events by key. usage_events is partitioned by occurred_at: with the
+# event's occurred_at each key is one index probe in one partition (run-time pruning inside a
+# nested loop); by (source, event_id) alone, a probe in every partition. Nested loops only: the
+# planner does not count pruning and picks a hash join over the whole table (measured, 2,000
+# keys over 200,000 rows in 25 months: 86 ms hashed, 13 ms nested).
+_TERMS_AT = (
+    "SELECT u.source, u.event_id, u.price_multiplier, u.byok_fee_pct"
+    " FROM unnest($1::text[], $2::text[], $3::timestamptz[]) AS k(source, event_id, occurred_at)"
+    " JOIN usage_events u ON u.source = k.source AND u.event_id = k.event_id"
+    " AND u.occurred_at = k.occurred_at"
+)
+_TERMS_ANY = (
+    "SELECT u.source, u.event_id, u.price_multiplier, u.byok_fee_pct"
+    " FROM unnest($1::text[], $2::text[]) AS k(source, event_id)"
+    " JOIN usage_events u ON u.source = k.source AND u.event_id = k.event_id"
+)
+
+
 async def fetch_rating_terms(
-    conn: asyncpg.Connection, *, sources: Sequence[str], event_ids: Sequence[str]
+    conn: asyncpg.Connection,
+    *,
+    sources: Sequence[str],
+    event_ids: Sequence[str],
+    occurred_ats: Sequence[datetime],
 ) -> dict[tuple[str, str], Terms]:
-    """The terms each of these events was charged with, from its usage row (metered ones)."""
-    rows = await conn.fetch(
-        "SELECT u.source, u.event_id, u.price_multiplier, u.byok_fee_pct FROM usage_events u"
-        " JOIN unnest($1::text[], $2::text[]) AS k(source, event_id)"
-        " ON u.source = k.source AND u.event_id = k.event_id",
-        list(sources),
-        list(event_ids),
-    )
+    """The terms each of these events was charged with, from its usage row (metered ones).
+
+    Looked up by the event's occurred_at first; keys not found that way (never metered, or a
+    republication whose occurred_at differs from the debited one) by (source, event_id).
+    """
+    async with conn.transaction():
+        await conn.execute("SET LOCAL enable_hashjoin = off")
+        await conn.execute("SET LOCAL enable_mergejoin = off")
+        rows = list(await conn.fetch(_TERMS_AT, list(sources), list(event_ids), list(occurred_ats)))
+        found = {(r["source"], r["event_id"]) for r in rows}
+        rest = [k for k in dict.fromkeys(zip(sources, event_ids, strict=True)) if k not in found]
+        if rest:
+            rows += await conn.fetch(_TERMS_ANY, [s for s, _ in rest], [e for _, e in rest])
     # Few distinct terms exist: share one Terms per pair instead of one per event.
     shared: dict[tuple[Decimal, Decimal], Terms] = {}
     out: dict[tuple[str, str], Terms] = {}

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import asyncpg
@@ -396,3 +397,24 @@ async def test_partitions_are_created_ahead_idempotently_and_default_rows_never_
             dup = await debit_batch(conn, [usage("old-1", "acme", 5, when=old)], policy=POLICY)
             assert (dup.debited, dup.duplicates) == (0, 1)
             await ledger_matches_balances(conn)
+
+
+async def test_rating_terms_are_found_by_event_whatever_occurred_at_a_record_carries(
+    db: asyncpg.Pool,
+) -> None:
+    """Reconcile looks terms up in the event's month partition first, then by key alone: a
+    republication with another occurred_at still finds the debited row's terms."""
+    async with db.acquire() as conn:
+        await debit_batch(
+            conn,
+            [usage("t-now", "acme", 5), usage("t-old", "acme", 7, when=FAR_PAST)],
+            policy=POLICY,
+        )
+        terms = await reconcile_queries.fetch_rating_terms(
+            conn,
+            sources=["default"] * 3,
+            event_ids=["t-now", "t-old", "never"],
+            occurred_ats=[NOW, NOW, NOW],  # t-old republished with another occurred_at
+        )
+    assert sorted(terms) == [("default", "t-now"), ("default", "t-old")]
+    assert set(terms.values()) == {POLICY.terms(Decimal(1))}

@@ -170,7 +170,7 @@ async def test_worker_api_and_reconcile_agree_on_any_event(
         await set_tier_multiplier(conn, tier, case.later_multiplier)
         # Reconcile's expectation: the terms stored on the usage row, the catalog's version.
         stored_terms = await reconcile_queries.fetch_rating_terms(
-            conn, sources=[event.source], event_ids=[run]
+            conn, sources=[event.source], event_ids=[run], occurred_ats=[event.occurred_at]
         )
         catalog = await load_catalog(conn)
     terms = stored_terms.get((event.source, run)) or policy.terms(case.later_multiplier)
