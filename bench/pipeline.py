@@ -45,12 +45,67 @@ from schemas.settings import CommonSettings
 Say = Callable[[str], None]
 
 
+@dataclass(frozen=True)
+class CpuPerEvent:
+    """CPU seconds spent per event while draining: the pipeline's own process(es), Postgres.
+
+    CPU time, unlike a rate, barely moves when other jobs share the box: it is the figure to
+    compare across runs on a busy machine.
+    """
+
+    client_us: float
+    postgres_us: float
+
+    def __str__(self) -> str:
+        return f"CPU per event: {self.client_us:.0f} µs client + {self.postgres_us:.0f} µs Postgres"
+
+
+def _proc_cpu(pid: int, *, children: bool = False) -> float:
+    """utime + stime of a process (with children: of its reaped children too), in seconds."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    ticks = int(fields[11]) + int(fields[12])
+    if children:
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _ppid(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+async def _postmaster(dsn: str) -> int:
+    """The pid of the postmaster serving dsn (the parent of a backend of ours)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        return _ppid(int(await conn.fetchval("SELECT pg_backend_pid()")))
+    finally:
+        await conn.close()
+
+
+def _postgres_cpu(postmaster: int) -> float:
+    """CPU seconds of one Postgres server's processes, backends that exited included (the
+    postmaster adds their CPU to its children's time when it reaps them)."""
+    total = _proc_cpu(postmaster, children=True)
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if _ppid(int(entry.name)) == postmaster:
+                    total += _proc_cpu(int(entry.name))
+            except (OSError, ValueError, IndexError):
+                continue
+    return total
+
+
 @dataclass
 class Drain:
     workers: int
     events: int
     seconds: float
     rss_mib: dict[int, float] = field(default_factory=dict)  # events debited → worker 0's RSS
+    cpu: CpuPerEvent | None = None
 
     @property
     def per_s(self) -> float:
@@ -62,6 +117,7 @@ class PipelineFigures:
     events: int
     publish_s: float
     reference_per_s: float
+    reference_cpu: CpuPerEvent | None
     drains: list[Drain]
     latency_rate: float
     latency_events: int
@@ -173,18 +229,29 @@ def _start_workers(
     return procs
 
 
-async def _count(pool: asyncpg.Pool) -> int:
-    return int(await pool.fetchval("SELECT count(*) FROM usage_events"))
+async def _count(pool: asyncpg.Pool, base: int) -> int:
+    """Events debited so far: the highest ledger id beyond base (the prepaid accounts' rows).
+
+    The worker writes one ledger row per new event and nothing else here, and ids are taken in
+    order, so this is the count without `count(*)`: polled every 50 ms, a count of a growing
+    usage table took a core's worth of Postgres CPU from the worker it measures.
+    """
+    return int(await pool.fetchval("SELECT coalesce(max(id), 0) FROM credit_transactions")) - base
 
 
 async def _wait_count(
-    pool: asyncpg.Pool, target: int, timeout: float, say: Say, procs: list[subprocess.Popen[bytes]]
+    pool: asyncpg.Pool,
+    base: int,
+    target: int,
+    timeout: float,
+    say: Say,
+    procs: list[subprocess.Popen[bytes]],
 ) -> float:
     """Poll until target usage rows are visible; returns the monotonic time it was seen."""
     deadline = time.monotonic() + timeout
     last_report = 0.0
     while True:
-        n = await _count(pool)
+        n = await _count(pool, base)
         now = time.monotonic()
         if n >= target:
             return now
@@ -316,14 +383,17 @@ async def _drain(
     await _prepay(dsn, accounts)
     pool = await asyncpg.create_pool(dsn, min_size=1, max_size=4)
     assert pool is not None
+    base = await _count(pool, 0)
     procs = _start_workers(settings, dsn, topic, f"bench-{run_id}-w{workers}", workers, log_dir)
     drain = Drain(workers, 0, 0.0)
     try:
-        first = await _wait_count(pool, 1, 180, say, procs)
-        at_first = await _count(pool)
+        first = await _wait_count(pool, base, 1, 180, say, procs)
+        at_first = await _count(pool, base)
+        postmaster = await _postmaster(dsn)
+        cpu_at_first = sum(_proc_cpu(p.pid) for p in procs), _postgres_cpu(postmaster)
         marks = [m for m in (200_000, 2_000_000) if m < events]
         while True:
-            n = await _count(pool)
+            n = await _count(pool, base)
             while marks and n >= marks[0]:
                 drain.rss_mib[marks.pop(0)] = _rss_mib(procs[0].pid)
             if n >= events:
@@ -333,6 +403,10 @@ async def _drain(
             await asyncio.sleep(0.05)
         drain.seconds = time.monotonic() - first
         drain.events = events - at_first
+        drain.cpu = CpuPerEvent(
+            (sum(_proc_cpu(p.pid) for p in procs) - cpu_at_first[0]) / drain.events * 1e6,
+            (_postgres_cpu(postmaster) - cpu_at_first[1]) / drain.events * 1e6,
+        )
         drain.rss_mib[events] = _rss_mib(procs[0].pid)
     except BaseException:
         _stop(procs)
@@ -389,10 +463,16 @@ async def run(
     batch_max = int(
         os.environ.get("METERLINE_BATCH_MAX") or WorkerSettings.model_fields["batch_max"].default
     )
+    postmaster = await _postmaster(ref_dsn)
+    cpu_before = time.process_time(), _postgres_cpu(postmaster)
     ref_rate = await reference.drain(
         ref_dsn, settings.kafka_bootstrap, topic, events, catalog, batch_max=batch_max
     )
-    say(f"  reference: {ref_rate:,.0f} events/s")
+    ref_cpu = CpuPerEvent(
+        (time.process_time() - cpu_before[0]) / events * 1e6,
+        (_postgres_cpu(postmaster) - cpu_before[1]) / events * 1e6,
+    )
+    say(f"  reference: {ref_rate:,.0f} events/s; {ref_cpu}")
 
     drains: list[Drain] = []
     lat: list[float] = []
@@ -412,7 +492,10 @@ async def run(
             keep=keep,
         )
         drains.append(drain)
-        say(f"  {k} worker(s): {drain.per_s:,.0f} events/s ({drain.per_s / ref_rate:.2f}x)")
+        say(
+            f"  {k} worker(s): {drain.per_s:,.0f} events/s ({drain.per_s / ref_rate:.2f}x);"
+            f" {drain.cpu}"
+        )
         if pool is not None:
             try:
                 rate = max(drain.per_s / 2, 1.0)
@@ -437,6 +520,7 @@ async def run(
         events=events,
         publish_s=publish_s,
         reference_per_s=ref_rate,
+        reference_cpu=ref_cpu,
         drains=drains,
         latency_rate=drains[0].per_s / 2 if drains else 0.0,
         latency_events=len(lat),

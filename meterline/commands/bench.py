@@ -54,6 +54,8 @@ def pipeline(
     )
     out.print(f"published   {f.events:,} events in {f.publish_s:.1f}s")
     out.print(f"reference   {f.reference_per_s:,.0f} events/s (lean aiokafka + asyncpg pipeline)")
+    if f.reference_cpu is not None:
+        out.print(f"            {f.reference_cpu}")
     for d in f.drains:
         out.print(
             f"worker x{d.workers}   {d.per_s:,.0f} events/s = {d.per_s / f.reference_per_s:.2f}x "
@@ -61,6 +63,13 @@ def pipeline(
         )
         rss = ", ".join(f"{n:,} events: {mib:.0f} MiB" for n, mib in sorted(d.rss_mib.items()))
         out.print(f"            worker RSS after {rss}")
+        if d.cpu is not None:
+            ratio = ""
+            if f.reference_cpu is not None:
+                ours = d.cpu.client_us + d.cpu.postgres_us
+                ref = f.reference_cpu.client_us + f.reference_cpu.postgres_us
+                ratio = f" ({ours / ref:.1f}x the reference's)"
+            out.print(f"            {d.cpu}{ratio}")
     if len(f.drains) > 1 and f.drains[0].per_s:
         out.print(
             f"scaling     x{f.drains[-1].workers} / x{f.drains[0].workers} = "
