@@ -15,6 +15,12 @@ The load comes from `wrk` (C, epoll, a Lua script for the bearer keys and the PO
 is installed: a Python load generator on the same cores takes CPU from the server it measures
 and adds its own event-loop latency to every figure. Without wrk the bench says so and falls
 back to httpx clients in this process; those figures bound the server from below only.
+
+Each phase prints the 1-minute load average and the kernel's CPU pressure (`cpu-wait`: the
+share of the last 10 s in which a runnable task waited for a CPU) at its end: on a shared box
+the tail latency follows them more than it follows the code. --server-cpus and --load-cpus pin
+both servers and wrk with taskset (alike for meterline and the reference; Postgres is not
+pinned). --routes and --no-extras narrow a run to some hot routes.
 """
 
 from __future__ import annotations
@@ -76,6 +82,23 @@ class ApiBenchConfig:
             self.page_size,
         )
 
+    routes: tuple[str, ...] = ()  # hot routes to measure (HotRoute.key); () = all
+    extras: bool = True  # the httpx reservation pairs and the transactions pages after them
+    # CPUs for the servers and for wrk (taskset -c lists, both apps alike); "" = unpinned
+    server_cpus: str = ""
+    load_cpus: str = ""
+
+
+def cpu_pressure() -> float | None:
+    """/proc/pressure/cpu's `some avg10`: % of the last 10 s in which a runnable task waited
+    for a CPU (other tenants of the box included); None where the kernel does not say."""
+    try:
+        with open("/proc/pressure/cpu") as f:
+            some = f.readline().split()
+    except OSError:
+        return None
+    return float(some[1].removeprefix("avg10=")) if len(some) > 1 else None
+
 
 @dataclass
 class PhaseResult:
@@ -87,6 +110,9 @@ class PhaseResult:
     p99_ms: float
     max_ms: float
     tool: str = "httpx"
+    load1: float = field(default_factory=lambda: os.getloadavg()[0])  # at the phase's end
+    # The share of the last 10 s in which some runnable task waited for a CPU (Linux PSI).
+    cpu_pressure: float | None = field(default_factory=lambda: cpu_pressure())
 
     @property
     def rps(self) -> float:
@@ -107,7 +133,9 @@ class PhaseResult:
         return (
             f"{self.name:<28} {self.requests:>8} req  {self.rps:>8.0f} req/s  "
             f"p50 {self.p50_ms:6.2f} ms  p99 {self.p99_ms:6.2f} ms  "
-            f"max {self.max_ms:7.2f} ms  errors {self.errors}  ({self.tool})"
+            f"max {self.max_ms:7.2f} ms  errors {self.errors}  load {self.load1:.1f}"
+            f"{'' if self.cpu_pressure is None else f' cpu-wait {self.cpu_pressure:.0f}%'}"
+            f"  ({self.tool})"
         )
 
 
@@ -152,6 +180,16 @@ async def _seed(dsn: str, cfg: ApiBenchConfig, say: Say) -> tuple[list[str], str
         await conn.close()
 
 
+def _pinned(cpus: str, cmd: list[str]) -> list[str]:
+    """cmd under `taskset -c cpus` (Linux), or as it is when cpus is empty."""
+    if not cpus:
+        return cmd
+    taskset = shutil.which("taskset")
+    if taskset is None:
+        raise RuntimeError("--server-cpus/--load-cpus need taskset (util-linux)")
+    return [taskset, "-c", cpus, *cmd]
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -173,54 +211,27 @@ def _start_api(
         METERLINE_PG_POOL_MIN="10",
         METERLINE_PG_POOL_MAX="20",
     )
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "meterline",
-            "api",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            str(cfg.workers),
-            "--no-access-log",
-            *UVICORN_OPTIONS,
-        ],
-        env=env,
-    )
+    cmd = [sys.executable, "-m", "meterline", "api", "--host", "127.0.0.1", "--port", str(port)]
+    cmd += ["--workers", str(cfg.workers), "--no-access-log", *UVICORN_OPTIONS]
+    return subprocess.Popen(_pinned(cfg.server_cpus, cmd), env=env)
 
 
 def _start_reference(
     dsn: str, cfg: ApiBenchConfig, port: int, token: str
 ) -> subprocess.Popen[bytes]:
-    """The minimal FastAPI app of bench.reference_api, served as meterline is (same options)."""
+    """The minimal FastAPI app of bench.reference_api, served as meterline is (same options,
+    same CPUs)."""
     env = dict(os.environ)
     env.update(
         METERLINE_REFERENCE_DSN=dsn,
         METERLINE_REFERENCE_ACCOUNT=REFERENCE_ACCOUNT,
         METERLINE_REFERENCE_TOKEN=token,
     )
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "bench.reference_api:create_app",
-            "--factory",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            str(cfg.workers),
-            "--no-access-log",
-            *UVICORN_OPTIONS,
-        ],
-        env=env,
-        cwd=Path(__file__).resolve().parents[1],
-    )
+    cmd = [sys.executable, "-m", "uvicorn", "bench.reference_api:create_app", "--factory"]
+    cmd += ["--host", "127.0.0.1", "--port", str(port), "--workers", str(cfg.workers)]
+    cmd += ["--no-access-log", *UVICORN_OPTIONS]
+    cwd = Path(__file__).resolve().parents[1]
+    return subprocess.Popen(_pinned(cfg.server_cpus, cmd), env=env, cwd=cwd)
 
 
 async def _wait_ready(base: str, proc: subprocess.Popen[bytes], timeout_s: float = 30) -> None:
@@ -413,6 +424,7 @@ def _run_wrk(
         f"{interval_ms:.6f}",
         *keys,
     ]
+    cmd = _pinned(cfg.load_cpus, cmd)
     run = subprocess.run(cmd, capture_output=True, text=True, check=False)
     for line in run.stdout.splitlines():
         if line.startswith("MLBENCH "):
@@ -541,6 +553,7 @@ async def _pages(
 class HotRoute:
     """A route measured beside the reference: closed loop, then at half the reference's rate."""
 
+    key: str  # its name on the command line (--routes)
     name: str
     method: str
     path: str
@@ -549,16 +562,25 @@ class HotRoute:
 
 
 HOT_ROUTES = [
-    HotRoute("GET /credits/balance", "GET", "/api/v1/credits/balance"),
+    HotRoute("balance", "GET /credits/balance", "GET", "/api/v1/credits/balance"),
     HotRoute(
-        "POST /credits/authorize", "POST", "/api/v1/credits/authorize", '{"estimated_cost": "0.01"}'
+        "authorize",
+        "POST /credits/authorize",
+        "POST",
+        "/api/v1/credits/authorize",
+        '{"estimated_cost": "0.01"}',
     ),
 ]
 # Half reserves, half releases of the holds they made (wrk only: each reserve needs its own
 # idempotency key and each release the id reserve answered).
 RESERVE_ROUTE = HotRoute(
-    "POST /reservations + release", "POST", "/api/v1/credits/reservations", wrk_script=WRK_RESERVE
+    "reserve",
+    "POST /reservations + release",
+    "POST",
+    "/api/v1/credits/reservations",
+    wrk_script=WRK_RESERVE,
 )
+ROUTE_KEYS = tuple(r.key for r in [*HOT_ROUTES, RESERVE_ROUTE])
 RESERVATION_RATE = 1000.0  # issue 10: reserve + release pairs/s (p99 < 10 ms the goal)
 GOAL_RATIO = 0.8  # issue 13: meterline >= 0.8 x the reference, closed loop
 GOAL_P99_MS = 10.0  # ... and p99 < 10 ms at half the reference's closed-loop rate
@@ -586,6 +608,21 @@ async def _probe(base: str, key: str, routes: list[HotRoute]) -> None:
             )
             if r.status_code != 200:
                 raise RuntimeError(f"{base} {route.name} answered {r.status_code}: {r.text}")
+
+
+def pinning(cfg: ApiBenchConfig) -> str:
+    """How the servers and wrk share the CPUs, in words."""
+    if not cfg.server_cpus and not cfg.load_cpus:
+        return "servers and wrk unpinned"
+    return (
+        f"both servers on CPU(s) {cfg.server_cpus or 'any'}, wrk on CPU(s) "
+        f"{cfg.load_cpus or 'any'} (taskset; Postgres unpinned)"
+    )
+
+
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages."""
+    return " ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
 def _median(results: list[PhaseResult], key: Callable[[PhaseResult], float]) -> PhaseResult:
@@ -634,22 +671,34 @@ class Comparison:
             f"{errs(self.meterline, self.reference)}",
         ]
         if self.meterline_paced:
-            ml = _median(self.meterline_paced, lambda r: r.p99_ms)
+            p50 = _median(self.meterline_paced, lambda r: r.p50_ms).p50_ms
+            p99 = _median(self.meterline_paced, lambda r: r.p99_ms).p99_ms
+            served = _median(self.meterline_paced, lambda r: r.rps).rps
             line = (
-                f"  at {self.rate:.0f}/s    meterline p99 {ml.p99_ms:6.2f} ms (p50 {ml.p50_ms:.2f},"
-                f" {ml.rps:.0f} req/s served)"
+                f"  at {self.rate:.0f}/s    meterline p50 {p50:6.2f} ms  p99 {p99:6.2f} ms"
+                f" ({served:.0f} req/s served)"
             )
             if self.reference_paced:
-                ref = _median(self.reference_paced, lambda r: r.p99_ms)
-                line += f"   reference p99 {ref.p99_ms:6.2f} ms"
-            met = ml.p99_ms < GOAL_P99_MS
-            out.append(line + f"  (goal < {GOAL_P99_MS:.0f} ms){'  MET' if met else '  NOT MET'}")
+                ref50 = _median(self.reference_paced, lambda r: r.p50_ms).p50_ms
+                ref99 = _median(self.reference_paced, lambda r: r.p99_ms).p99_ms
+                line += f"   reference p50 {ref50:6.2f} ms  p99 {ref99:6.2f} ms"
+            met = p99 < GOAL_P99_MS
+            out.append(
+                line + f"  (goal p99 < {GOAL_P99_MS:.0f} ms){'  MET' if met else '  NOT MET'}"
+            )
             out.append(
                 f"               runs: meterline p99 "
                 f"{runs(self.meterline_paced, lambda r: r.p99_ms, '.2f')}; reference p99 "
                 f"{runs(self.reference_paced, lambda r: r.p99_ms, '.2f')}"
                 f"{errs(self.meterline_paced, self.reference_paced)}"
             )
+        phases = self.meterline + self.reference + self.meterline_paced + self.reference_paced
+        loads = [r.load1 for r in phases]
+        waits = [r.cpu_pressure for r in phases if r.cpu_pressure is not None]
+        out.append(
+            f"               1-min load average over its phases {min(loads):.1f}-{max(loads):.1f}"
+            + (f", cpu-wait {min(waits):.0f}-{max(waits):.0f} %" if waits else "")
+        )
         return out
 
 
@@ -679,7 +728,11 @@ async def run_api_bench(cfg: ApiBenchConfig, say: Say) -> ApiBenchReport:
     proc = _start_api(dsn, settings, cfg, int(base.rsplit(":", 1)[1]))
     ref_proc = _start_reference(dsn, cfg, int(ref_base.rsplit(":", 1)[1]), token)
     phases: list[PhaseResult] = []
-    routes = HOT_ROUTES + ([RESERVE_ROUTE] if wrk is not None else [])
+    routes = [
+        r
+        for r in HOT_ROUTES + ([RESERVE_ROUTE] if wrk is not None else [])
+        if not cfg.routes or r.key in cfg.routes
+    ]
     comparisons = [] if cfg.only_pages else [Comparison(r.name) for r in routes]
     run_id = secrets.token_hex(4)
     # _seed made one key per account, in order: keys[j] is bench-acct-(j + 1)'s.
@@ -719,7 +772,8 @@ async def run_api_bench(cfg: ApiBenchConfig, say: Say) -> ApiBenchReport:
             f"meterline on {base}, the minimal FastAPI reference on {ref_base} ({cfg.workers} "
             f"worker(s) each, uvloop + httptools); {cfg.clients} "
             f"{'wrk connections' if wrk else 'httpx clients'}, {cfg.duration_s:.0f} s per phase, "
-            f"each phase {cfg.repeat}x (the two alternate, so both see the same box)"
+            f"each phase {cfg.repeat}x (the two alternate, so both see the same box); "
+            f"{pinning(cfg)}; load average {load_average()}"
         )
         ref_keys = [token] * len(keys)
         for n in range(1, 0 if cfg.only_pages else cfg.repeat + 1):
@@ -740,12 +794,13 @@ async def run_api_bench(cfg: ApiBenchConfig, say: Say) -> ApiBenchReport:
                         await phase(f"ref {route.name} {at}", ref_base, ref_keys, route, cmp.rate)
                     )
         # The issue's target: 1,000 reserve + release pairs/s over the connections.
-        reservations = not cfg.only_pages
+        reservations = cfg.extras and not cfg.only_pages
         rate = cfg.rate or RESERVATION_RATE
         for r in await _reservations(base, keys, cfg, rate) if reservations else []:
             phases.append(r)
             say(r.line())
-        for r in await _pages(base, big_key, keys, cfg) if cfg.ledger_rows else []:
+        pages = (cfg.extras or cfg.only_pages) and cfg.ledger_rows
+        for r in await _pages(base, big_key, keys, cfg) if pages else []:
             phases.append(r)
             say(r.line())
     finally:
@@ -760,6 +815,7 @@ async def run_api_bench(cfg: ApiBenchConfig, say: Say) -> ApiBenchReport:
             await drop_database(settings.database_url, cfg.database)
             say(f"dropped the bench database {cfg.database} (--keep-database keeps it)")
     tool = f"wrk -c{cfg.clients} -t{cfg.threads}" if wrk else f"httpx x{cfg.clients}"
+    tool += f"; {pinning(cfg)}"
     return ApiBenchReport(comparisons, phases, cfg.repeat, tool)
 
 

@@ -116,6 +116,16 @@ def api(
     keep_database: bool = typer.Option(
         False, "--keep-database", help="Keep the bench database (and its ledger) for next time"
     ),
+    routes: str = typer.Option(
+        "", help="Comma-separated hot routes to measure: balance, authorize, reserve (default all)"
+    ),
+    extras: bool = typer.Option(
+        True, help="After the hot routes: reserve + release pairs (httpx) and transactions pages"
+    ),
+    server_cpus: str = typer.Option(
+        "", help="taskset -c list for both servers (meterline and the reference), e.g. 0"
+    ),
+    load_cpus: str = typer.Option("", help="taskset -c list for wrk, e.g. 1"),
 ) -> None:
     """GET balance / POST authorize under load beside a minimal FastAPI reference, then
     transactions pages on a large month-partitioned ledger (0 --ledger-rows: none); the bench
@@ -128,10 +138,13 @@ def api(
 
     # bench/ sits beside the packages but is not one of pyproject's installed packages.
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-    from bench.api import ApiBenchConfig, run_api_bench, summary
+    from bench.api import ROUTE_KEYS, ApiBenchConfig, run_api_bench, summary
 
     if load not in ("auto", "wrk", "httpx"):
         raise typer.BadParameter("--load must be auto, wrk or httpx", param_hint="--load")
+    chosen = tuple(r.strip() for r in routes.split(",") if r.strip())
+    if any(r not in ROUTE_KEYS for r in chosen):
+        raise typer.BadParameter(f"each one of {', '.join(ROUTE_KEYS)}", param_hint="--routes")
     cfg = ApiBenchConfig(
         duration_s=duration,
         clients=clients,
@@ -148,6 +161,10 @@ def api(
         ledger_accounts=ledger_accounts,
         only_pages=only_pages,
         keep_database=keep_database,
+        routes=chosen,
+        extras=extras,
+        server_cpus=server_cpus,
+        load_cpus=load_cpus,
     )
     report = asyncio.run(run_api_bench(cfg, lambda m: console.print(m, highlight=False)))
     out.print(summary(report), highlight=False)
