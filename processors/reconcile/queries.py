@@ -119,9 +119,11 @@ async def fetch_tier_multiplier(conn: asyncpg.Connection, *, tier: str) -> Decim
 
 async def fetch_reconcile_adjustments(conn: asyncpg.Connection) -> list[asyncpg.Record]:
     """Every adjustment an earlier reconcile posted: account, key, amount."""
+    # Through the key table (keyed rows only) rather than a scan of the whole ledger.
     rows: list[asyncpg.Record] = await conn.fetch(
-        "SELECT account_id, idempotency_key, amount_micros FROM credit_transactions"
-        " WHERE type = 'adjustment' AND idempotency_key LIKE 'reconcile:%'"
+        "SELECT k.account_id, k.idempotency_key, c.amount_micros FROM credit_transaction_keys k"
+        " JOIN credit_transactions c ON c.id = k.transaction_id AND c.created_at = k.created_at"
+        " WHERE k.idempotency_key LIKE 'reconcile:%' AND c.type = 'adjustment'"
     )
     return rows
 
