@@ -167,7 +167,7 @@ async def _seed(dsn: str, cfg: ApiBenchConfig, say: Say) -> tuple[list[str], str
                     " ON CONFLICT DO NOTHING",
                     cfg.accounts,
                 )
-        if cfg.ledger_rows:
+        if cfg.ledger_rows and (cfg.extras or cfg.only_pages):  # the pages read it
             await seed_ledger(conn, cfg.ledger, say)
         accounts = [f"bench-acct-{i}" for i in range(1, cfg.accounts + 1)]
         keys = []
