@@ -50,7 +50,7 @@ async def apply_fixes(
 ) -> FixResult:
     """Correct the findings by appending to the ledger, each correction at most once.
 
-    - missing, event metered (usage_events has it, the debit row is gone): an adjustment of
+    - missing, event metered (debited_events has it, the debit row is gone): an adjustment of
       -expected, key reconcile:missing:<source>:<event_id>;
     - missing, never metered: the record is re-read and fed to Meter.process, the worker's own
       path, so it is debited as usage exactly once (a later replay finds a duplicate; an

@@ -30,7 +30,7 @@ class Finding:
     expected_micros: int = 0  # balance: the ledger sum
     charged_micros: int = 0  # usage debit + earlier reconcile adjustments; balance: the column
     adjustments: int = 0  # earlier reconcile adjustments on this event
-    metered: bool = True  # missing: whether usage_events holds the event
+    metered: bool = True  # missing: whether the event was debited (its key in debited_events)
     partition: int | None = None
     offset: int | None = None
 
