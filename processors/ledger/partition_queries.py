@@ -12,7 +12,7 @@ async def ensure_partitions(
     *,
     at: datetime | None = None,
     months_ahead: int | None = None,
-    lock_timeout_ms: int = 5000,
+    lock_timeout_ms: int = 2000,
 ) -> int:
     """Create the partitions of credit_transactions and usage_events from at's UTC month (now
     by default) to months_ahead after it (None: the SQL function's default, 2); returns how
