@@ -3,6 +3,7 @@ their own tables) and the partitions created ahead, against the real Postgres.""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -418,3 +419,30 @@ async def test_rating_terms_are_found_by_event_whatever_occurred_at_a_record_car
         )
     assert sorted(terms) == [("default", "t-now"), ("default", "t-old")]
     assert set(terms.values()) == {POLICY.terms(Decimal(1))}
+
+
+async def test_a_concurrent_writer_of_the_same_event_waits_on_its_key_then_sees_a_duplicate(
+    db: asyncpg.Pool,
+) -> None:
+    """Invariant 3 without the account lock to serialise them: the same (source, event_id)
+    published for two accounts, debited by two batches at once. The second waits on
+    debited_events' key until the first commits, then counts a duplicate."""
+    async with db.acquire() as first, db.acquire() as second:
+        tx = first.transaction()
+        await tx.start()
+        try:
+            one = await debit_batch(first, [usage("same", "acct-1", 10)], policy=POLICY)
+            assert one.debited == 1
+            other = asyncio.create_task(
+                debit_batch(second, [usage("same", "acct-2", 20)], policy=POLICY)
+            )
+            await asyncio.sleep(0.5)
+            assert not other.done()  # waiting on the uncommitted key
+        finally:
+            await tx.commit()
+        two = await asyncio.wait_for(other, 10)
+    assert (two.debited, two.duplicates) == (0, 1)
+    rows = await db.fetch("SELECT account_id, amount_micros FROM credit_transactions")
+    assert [tuple(r) for r in rows] == [("acct-1", -10)]
+    assert await db.fetchval("SELECT count(*) FROM usage_events") == 1
+    await ledger_matches_balances(db)
