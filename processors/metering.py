@@ -211,8 +211,10 @@ class Meter:
             )
             for rec, ev in missing
         )
-        # Keep each partition's order for balance_after.
-        rated.sort(key=lambda pair: (pair[0].partition, pair[0].offset))
+        if pending is not events:
+            # Events rated on the second look were appended last: put each partition's records
+            # back in order for balance_after (records come from Kafka in partition order).
+            rated.sort(key=lambda pair: (pair[0].partition, pair[0].offset))
         return rated, dead
 
     async def _retrying(

@@ -35,36 +35,51 @@ def _row(n: int, rated: RatedEvent, cost_micros: int, terms: Terms) -> dict[str,
 
     Rows travel to Postgres as one JSON document (json_rows), built from the validated event's
     attributes: no per-event JSON encoding (model_dump_json was about a tenth of the batch's
-    client CPU). Keys are the column names of insert_usage_and_ledger's recordset.
+    client CPU). Keys are the short column names of insert_usage_and_ledger's recordset, and a
+    value equal to its column's default is left out (the statement fills it in): the document
+    is about half the size, for orjson, the socket and Postgres' parser alike.
     """
     ev = rated.event
-    return {
+    row: dict[str, Any] = {
         "n": n,
-        "source": ev.source,
-        "event_id": ev.event_id,
-        "account_id": ev.account_id,
-        "occurred_at": ev.occurred_at,
-        "model": ev.model,
-        "provider": ev.provider,
-        "input_tokens": ev.input_tokens,
-        "cached_input_tokens": ev.cached_input_tokens,
-        "cache_write_tokens": ev.cache_write_tokens,
-        "output_tokens": ev.output_tokens,
-        "reasoning_tokens": ev.reasoning_tokens,
-        "requests": ev.requests,
-        # Units as the event writes them on the wire (numbers, integers when whole).
-        "units": ev.model_dump(mode="json", include={"units"})["units"] if ev.units else None,
-        "byok": ev.byok,
-        "reported_cost": None if ev.reported_cost is None else format(ev.reported_cost, "f"),
-        "metadata": ev.metadata,
-        "cost": cost_micros,
+        "s": ev.source,
+        "e": ev.event_id,
+        "a": ev.account_id,
+        "t": ev.occurred_at,
+        "m": ev.model,
+        "c": cost_micros,
         "pv": rated.version.id,
         "pm": str(terms.multiplier),
         "fee": str(terms.byok_fee_pct),
         "kp": rated.partition,
         "ko": rated.offset,
-        "rp": rated.provider,
     }
+    if rated.provider is not None:
+        row["rp"] = rated.provider
+    if ev.provider is not None:
+        row["p"] = ev.provider
+    if ev.input_tokens:
+        row["i"] = ev.input_tokens
+    if ev.cached_input_tokens:
+        row["ci"] = ev.cached_input_tokens
+    if ev.cache_write_tokens:
+        row["cw"] = ev.cache_write_tokens
+    if ev.output_tokens:
+        row["o"] = ev.output_tokens
+    if ev.reasoning_tokens:
+        row["r"] = ev.reasoning_tokens
+    if ev.requests != 1:
+        row["q"] = ev.requests
+    if ev.units:
+        # Units as the event writes them on the wire (numbers, integers when whole).
+        row["u"] = ev.model_dump(mode="json", include={"units"})["units"]
+    if ev.byok:
+        row["b"] = True
+    if ev.reported_cost is not None:
+        row["rc"] = format(ev.reported_cost, "f")
+    if ev.metadata is not None:
+        row["md"] = ev.metadata
+    return row
 
 
 def _rows_document(rows: list[dict[str, Any]]) -> str:

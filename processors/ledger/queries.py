@@ -246,21 +246,22 @@ async def insert_usage_and_ledger(
     """Record usage events and their ledger rows in one statement; returns {position: row id}
     of the events that were new (keys[n] is the (source, event_id) of position n).
 
-    rows_json is a JSON array of events, each with its position n, cost, the terms it was
-    rated with (price version pv, tier multiplier pm, byok fee percent fee), origin (kp, ko)
-    and resolved provider (rp), without duplicate (source, event_id). Events already debited
+    rows_json is a JSON array of events under short keys (batch._row; a value equal to its
+    column's default may be absent), each with its position n, cost c, the terms it was rated
+    with (price version pv, tier multiplier pm, byok fee percent fee), origin (kp, ko) and
+    resolved provider (rp), without duplicate (source, event_id). Events already debited
     are skipped: their keys are in debited_events, whose primary key is the global uniqueness
     that partitioned usage_events cannot hold (ON CONFLICT DO NOTHING waits for a concurrent
     writer of the same event, so it is never debited twice). Ledger rows carry balance_after: the
     locked balance minus the running sum of the account's new costs, in position order.
     """
     rows = await conn.fetch(
-        "WITH ev AS (SELECT * FROM json_to_recordset($1::json) AS x("
-        "n int, source text, event_id text, account_id text, occurred_at timestamptz,"
-        " model text, provider text, input_tokens bigint, cached_input_tokens bigint,"
-        " cache_write_tokens bigint, output_tokens bigint, reasoning_tokens bigint,"
-        " requests bigint, units jsonb, byok bool, reported_cost numeric, metadata jsonb,"
-        " cost bigint, pv bigint, pm numeric, fee numeric, kp int, ko bigint, rp text)),"
+        "WITH ev AS (SELECT n, s AS source, e AS event_id, a AS account_id, t AS occurred_at,"
+        " m AS model, p AS provider, i, ci, cw, o, r, q, u, b, rc, md, c AS cost, pv, pm, fee,"
+        " kp, ko, rp FROM json_to_recordset($1::json) AS x(n int, s text, e text, a text,"
+        " t timestamptz, m text, p text, i bigint, ci bigint, cw bigint, o bigint, r bigint,"
+        " q bigint, u jsonb, b bool, rc numeric, md jsonb, c bigint, pv bigint, pm numeric,"
+        " fee numeric, kp int, ko bigint, rp text)),"
         " fresh AS (INSERT INTO debited_events (source, event_id) SELECT source, event_id"
         " FROM ev ON CONFLICT (source, event_id) DO NOTHING RETURNING source, event_id),"
         " new AS (SELECT ev.* FROM ev JOIN fresh USING (source, event_id)),"
@@ -270,10 +271,9 @@ async def insert_usage_and_ledger(
         " price_multiplier, byok_fee_pct, reported_cost, metadata, kafka_partition,"
         " kafka_offset)"
         " SELECT source, event_id, account_id, occurred_at, model, coalesce(rp, provider),"
-        " coalesce(input_tokens, 0), coalesce(cached_input_tokens, 0),"
-        " coalesce(cache_write_tokens, 0), coalesce(output_tokens, 0),"
-        " coalesce(reasoning_tokens, 0), coalesce(requests, 1), nullif(units, '{}'::jsonb),"
-        " coalesce(byok, false), cost, pv, pm, fee, reported_cost, metadata, kp, ko FROM new),"
+        " coalesce(i, 0), coalesce(ci, 0), coalesce(cw, 0), coalesce(o, 0), coalesce(r, 0),"
+        " coalesce(q, 1), nullif(u, '{}'::jsonb), coalesce(b, false), cost, pv, pm, fee, rc,"
+        " md, kp, ko FROM new),"
         " led AS (INSERT INTO credit_transactions (account_id, type, amount_micros,"
         " balance_after_micros, source, event_id, model, occurred_at)"
         " SELECT new.account_id, 'usage', -new.cost, u.balance_micros - sum(new.cost)"
