@@ -151,12 +151,17 @@ async def authenticate(request: Request) -> Principal:
     key = key.strip()
     cache: KeyCache = request.app.state.key_cache  # set by create_app (TTL 0: keeps nothing)
     digest = hash_key(key)
+    epoch = cache.epoch
     principal = cache.get(digest)
     if principal is None:
         principal = await authenticate_key(pool, key, default_tier=settings.default_tier)
         if principal is None:
             raise _unauthorized("the API key is invalid or revoked")
-        cache.put(digest, principal)
+        cache.put(digest, principal, epoch=epoch)
+    else:
+        cache.refresh_due(
+            digest, lambda: authenticate_key(pool, key, default_tier=settings.default_tier)
+        )
     await _rate_limit(request, principal, settings)
     return principal
 

@@ -4,43 +4,90 @@ Only keys that authenticated are kept, by the SHA-256 of the whole key (a wrong 
 matches an entry). An entry lives `ttl_s` seconds: a key revoked, or an account moved to
 another tier, through another process (another API replica or worker, the CLI, SQL) takes
 effect within that time; through this process's admin routes, at once.
+
+A key in use is re-checked before its entry runs out: the first use past `REFRESH_AT` of the
+TTL starts the lookup in the background and is answered from the entry, which the lookup then
+renews (or drops, when the key was revoked meanwhile). A busy key so never waits for its own
+re-check; an entry is still never trusted past its TTL, and a key used less than once in the
+last quarter of it is checked in line, as before.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from processors.api_keys import Principal
 
+log = logging.getLogger("meterline.api")
+
 _Match = Callable[[Principal], bool]
+REFRESH_AT = 0.75  # share of the TTL after which a use re-checks the key in the background
 
 
 class KeyCache:
-    """key hash → (expiry, Principal), bounded; a TTL of 0 keeps nothing."""
+    """key hash → (refresh at, expiry, Principal), bounded; a TTL of 0 keeps nothing."""
 
     def __init__(self, ttl_s: float, max_entries: int = 10_000) -> None:
         self.ttl_s = ttl_s
         self.max_entries = max_entries
-        self._entries: dict[bytes, tuple[float, Principal]] = {}
+        self._entries: dict[bytes, tuple[float, float, Principal]] = {}
+        self._refreshing: set[bytes] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        # Bumped by every forget and clear: a lookup that began before one does not put back
+        # what it read (it may predate the revocation or re-tiering the forget was for).
+        self.epoch = 0
 
     def get(self, key_hash: bytes) -> Principal | None:
         """The principal of a key verified less than `ttl_s` ago, or None."""
         entry = self._entries.get(key_hash)
         if entry is None:
             return None
-        if entry[0] <= time.monotonic():
+        if entry[1] <= time.monotonic():
             self._entries.pop(key_hash, None)
             return None
-        return entry[1]
+        return entry[2]
 
-    def put(self, key_hash: bytes, principal: Principal) -> None:
-        """Remember a verified key until the TTL runs out."""
-        if self.ttl_s <= 0:
+    def put(self, key_hash: bytes, principal: Principal, *, epoch: int | None = None) -> None:
+        """Remember a verified key until the TTL runs out; `epoch` is `self.epoch` as it was
+        before the lookup (ignored if a forget or clear came in between)."""
+        if self.ttl_s <= 0 or (epoch is not None and epoch != self.epoch):
             return
         if len(self._entries) >= self.max_entries:
             self._evict()
-        self._entries[key_hash] = (time.monotonic() + self.ttl_s, principal)
+        now = time.monotonic()
+        self._entries[key_hash] = (now + self.ttl_s * REFRESH_AT, now + self.ttl_s, principal)
+
+    def refresh_due(
+        self, key_hash: bytes, lookup: Callable[[], Awaitable[Principal | None]]
+    ) -> None:
+        """Re-check a cached key in the background with `lookup` once its entry is past
+        REFRESH_AT of the TTL (one lookup at a time per key): renewed if the key is still
+        good, dropped if it is not; after a failed lookup the entry runs out at its TTL."""
+        entry = self._entries.get(key_hash)
+        if entry is None or key_hash in self._refreshing or entry[0] > time.monotonic():
+            return
+        self._refreshing.add(key_hash)
+        task = asyncio.get_running_loop().create_task(self._refresh(key_hash, lookup, self.epoch))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _refresh(
+        self, key_hash: bytes, lookup: Callable[[], Awaitable[Principal | None]], epoch: int
+    ) -> None:
+        try:
+            principal = await lookup()
+        except Exception as exc:  # noqa: BLE001 - a background re-check; the TTL still bounds
+            log.warning("re-checking a cached API key failed (%s: %s)", type(exc).__name__, exc)
+            return
+        finally:
+            self._refreshing.discard(key_hash)
+        if principal is None:
+            self._entries.pop(key_hash, None)
+        else:
+            self.put(key_hash, principal, epoch=epoch)
 
     def forget_key(self, key_id: str) -> None:
         """Drop a key (revoked here), so its next request is checked against the database."""
@@ -52,16 +99,18 @@ class KeyCache:
 
     def clear(self) -> None:
         """Drop everything."""
+        self.epoch += 1
         self._entries.clear()
 
     def _drop(self, match: _Match) -> None:
-        for digest in [d for d, (_, p) in self._entries.items() if match(p)]:
+        self.epoch += 1
+        for digest in [d for d, (_, _, p) in self._entries.items() if match(p)]:
             self._entries.pop(digest, None)
 
     def _evict(self) -> None:
         # Expired entries first; if the cache is full of live ones, the oldest half goes.
         now = time.monotonic()
-        for digest in [d for d, (exp, _) in self._entries.items() if exp <= now]:
+        for digest in [d for d, (_, exp, _) in self._entries.items() if exp <= now]:
             del self._entries[digest]
         if len(self._entries) >= self.max_entries:
             for digest in list(self._entries)[: self.max_entries // 2]:

@@ -1,8 +1,10 @@
-"""Verified keys are cached in process: revocation and re-tiering still take effect in time."""
+"""Verified keys are cached in process: revocation and re-tiering still take effect in time;
+a key in use is re-checked in the background before its entry runs out."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -16,13 +18,24 @@ from tests.integration.api.conftest import assert_problem, auth
 BALANCE = "/api/v1/credits/balance"
 
 
-@pytest.fixture
-async def short_ttl_client(api_settings: ApiSettings) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(api_settings.model_copy(update={"api_key_cache_seconds": 0.5}))
+async def _client(settings: ApiSettings, ttl_s: float) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(settings.model_copy(update={"api_key_cache_seconds": ttl_s}))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
         async with httpx.AsyncClient(transport=transport, base_url="http://meterline.test") as c:
             yield c
+
+
+@pytest.fixture
+async def short_ttl_client(api_settings: ApiSettings) -> AsyncIterator[httpx.AsyncClient]:
+    async for c in _client(api_settings, 0.5):
+        yield c
+
+
+@pytest.fixture
+async def four_s_ttl_client(api_settings: ApiSettings) -> AsyncIterator[httpx.AsyncClient]:
+    async for c in _client(api_settings, 4):
+        yield c
 
 
 async def test_a_key_revoked_elsewhere_is_refused_within_the_ttl(
@@ -35,6 +48,27 @@ async def test_a_key_revoked_elsewhere_is_refused_within_the_ttl(
     await db.execute("UPDATE api_keys SET revoked_at = now() WHERE key_id = $1", key_id)
     await asyncio.sleep(0.6)
     assert_problem(await short_ttl_client.get(BALANCE, headers=auth(key)), 401)
+
+
+async def test_a_key_in_use_revoked_elsewhere_is_refused_once_rechecked_before_the_ttl(
+    four_s_ttl_client: httpx.AsyncClient, user_key_for: object, db: asyncpg.Pool
+) -> None:
+    client = four_s_ttl_client
+    key = await user_key_for("busy")  # type: ignore[operator]
+    verified = time.monotonic()
+    assert (await client.get(BALANCE, headers=auth(key))).status_code == 200
+    key_id = key.split("_")[1]
+    await db.execute("UPDATE api_keys SET revoked_at = now() WHERE key_id = $1", key_id)
+    await asyncio.sleep(3.1)  # past 3/4 of the TTL
+    # Answered from the cache (still within the TTL), and the key re-checked in the background.
+    assert (await client.get(BALANCE, headers=auth(key))).status_code == 200
+    for _ in range(40):  # the re-check's answer, well before the TTL
+        r = await client.get(BALANCE, headers=auth(key))
+        if r.status_code != 200:
+            break
+        await asyncio.sleep(0.02)
+    assert_problem(r, 401)
+    assert time.monotonic() - verified < 4, "refused only at the TTL: no background re-check"
 
 
 async def test_a_wrong_secret_never_matches_a_cached_key(

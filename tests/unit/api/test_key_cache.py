@@ -1,6 +1,8 @@
-"""The in-process cache of verified API keys: TTL, forgetting, bounds."""
+"""The in-process cache of verified API keys: TTL, background re-checks, forgetting, bounds."""
 
 from __future__ import annotations
+
+import asyncio
 
 import pytest
 
@@ -54,3 +56,99 @@ def test_the_cache_stays_bounded(clock: list[float]) -> None:
         clock[0] += 0.01
     assert len(cache._entries) <= 10
     assert cache.get(b"h99") is ALICE  # the newest survive
+
+
+async def _settle() -> None:
+    for _ in range(3):
+        await asyncio.sleep(0)
+
+
+async def test_a_key_in_use_is_rechecked_in_the_background_before_it_runs_out(
+    clock: list[float],
+) -> None:
+    cache = KeyCache(ttl_s=4)
+    cache.put(b"h-alice", ALICE)
+    lookups: list[str] = []
+
+    async def still_good() -> Principal:
+        lookups.append("alice")
+        return ALICE
+
+    clock[0] += 2.9  # before 3/4 of the TTL: no re-check
+    cache.refresh_due(b"h-alice", still_good)
+    await _settle()
+    assert lookups == []
+    clock[0] += 0.2
+    cache.refresh_due(b"h-alice", still_good)
+    cache.refresh_due(b"h-alice", still_good)  # one re-check at a time
+    await _settle()
+    assert lookups == ["alice"]
+    clock[0] += 3.9  # 7 s after the first check, 3.9 s after the re-check: still trusted
+    assert cache.get(b"h-alice") is ALICE
+    clock[0] += 0.1
+    assert cache.get(b"h-alice") is None
+
+
+async def test_a_recheck_that_finds_the_key_revoked_drops_it_before_the_ttl(
+    clock: list[float],
+) -> None:
+    cache = KeyCache(ttl_s=4)
+    cache.put(b"h-alice", ALICE)
+
+    async def revoked() -> None:
+        return None
+
+    clock[0] += 3.5
+    cache.refresh_due(b"h-alice", revoked)
+    await _settle()
+    assert cache.get(b"h-alice") is None
+
+
+async def test_a_failed_recheck_leaves_the_entry_to_its_ttl_and_may_be_retried(
+    clock: list[float],
+) -> None:
+    cache = KeyCache(ttl_s=4)
+    cache.put(b"h-alice", ALICE)
+    calls = 0
+
+    async def database_away() -> Principal:
+        nonlocal calls
+        calls += 1
+        raise OSError("connection refused")
+
+    clock[0] += 3.5
+    cache.refresh_due(b"h-alice", database_away)
+    await _settle()
+    assert cache.get(b"h-alice") is ALICE
+    cache.refresh_due(b"h-alice", database_away)
+    await _settle()
+    assert calls == 2
+    clock[0] += 0.5
+    assert cache.get(b"h-alice") is None
+
+
+async def test_a_lookup_begun_before_a_forget_does_not_put_the_key_back(
+    clock: list[float],
+) -> None:
+    cache = KeyCache(ttl_s=4)
+    cache.put(b"h-alice", ALICE)
+    gate = asyncio.Event()
+
+    async def slow_lookup() -> Principal:
+        await gate.wait()
+        return ALICE  # read before the revocation below
+
+    clock[0] += 3.5
+    cache.refresh_due(b"h-alice", slow_lookup)
+    await _settle()
+    cache.forget_key(ALICE.key_id)  # revoked through this API meanwhile
+    gate.set()
+    await _settle()
+    assert cache.get(b"h-alice") is None
+    # The same for a lookup in line (a request that found no entry).
+    epoch = cache.epoch
+    cache.forget_account("alice")
+    cache.put(b"h-alice", ALICE, epoch=epoch)
+    assert cache.get(b"h-alice") is None
+    cache.put(b"h-alice", ALICE, epoch=cache.epoch)
+    assert cache.get(b"h-alice") is ALICE
