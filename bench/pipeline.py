@@ -378,7 +378,7 @@ async def _drain(
 ) -> tuple[Drain, asyncpg.Pool | None, list[subprocess.Popen[bytes]]]:
     """Start `workers` workers on a fresh database and group; time them draining `events`."""
     dsn = await bench_database(
-        admin_dsn, f"meterline_bench_w{workers}", fresh=True, seed_prices=True
+        admin_dsn, f"meterline_bench_{run_id}_w{workers}", fresh=True, seed_prices=True
     )
     await _prepay(dsn, accounts)
     pool = await asyncpg.create_pool(dsn, min_size=1, max_size=4)
@@ -439,9 +439,60 @@ async def run(
     say: Say,
     log_dir: str = "/tmp",
 ) -> PipelineFigures:
-    """Publish once, drain with the reference and with the workers, then measure latency."""
+    """Publish once, drain with the reference and with the workers, then measure latency.
+
+    The run's databases and topics carry its id (two benches on one stack do not clash) and
+    are dropped at the end.
+    """
     settings = CommonSettings().require(kafka=True, database=True)
     run_id = uuid.uuid4().hex[:8]
+    try:
+        return await _measure(
+            settings,
+            run_id,
+            events=events,
+            accounts=accounts,
+            workers=workers,
+            latency_seconds=latency_seconds,
+            baseline_events=baseline_events,
+            say=say,
+            log_dir=log_dir,
+        )
+    finally:
+        await _clean_up(settings, run_id)
+
+
+async def _clean_up(settings: CommonSettings, run_id: str) -> None:
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        for name in await conn.fetch(
+            "SELECT datname FROM pg_database WHERE datname LIKE $1", f"meterline_bench_{run_id}_%"
+        ):
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name["datname"]}" WITH (FORCE)')
+    finally:
+        await conn.close()
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        mine = [t for t in await admin.list_topics() if t.startswith(f"bench.{run_id}.")]
+        if mine:
+            await admin.delete_topics(mine)
+    finally:
+        await admin.close()
+
+
+async def _measure(
+    settings: CommonSettings,
+    run_id: str,
+    *,
+    events: int,
+    accounts: int,
+    workers: list[int],
+    latency_seconds: float,
+    baseline_events: int,
+    say: Say,
+    log_dir: str,
+) -> PipelineFigures:
     say(f"bench run {run_id}: {events:,} events over {accounts:,} accounts")
     topic = f"bench.{run_id}.usage.events"
     await _topic(settings.kafka_bootstrap, topic, settings.usage_events_partitions)
@@ -454,7 +505,7 @@ async def run(
 
     say("reference: the lean pipeline drains the topic")
     ref_dsn = await bench_database(
-        settings.database_url, "meterline_bench_reference", fresh=True, seed_prices=True
+        settings.database_url, f"meterline_bench_{run_id}_reference", fresh=True, seed_prices=True
     )
     async with asyncpg.create_pool(ref_dsn, min_size=1, max_size=1) as ref_pool:
         async with ref_pool.acquire() as conn:
@@ -512,7 +563,10 @@ async def run(
         base_topic = f"bench.{run_id}.baseline"
         await _topic(settings.kafka_bootstrap, base_topic, settings.usage_events_partitions)
         base_dsn = await bench_database(
-            settings.database_url, "meterline_bench_pipeline", fresh=True, seed_prices=True
+            settings.database_url,
+            f"meterline_bench_{run_id}_baseline",
+            fresh=True,
+            seed_prices=True,
         )
         await _prepay(base_dsn, accounts)
         base_rate = await _baseline(settings, base_dsn, base_topic, baseline_events, accounts, say)

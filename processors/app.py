@@ -62,7 +62,10 @@ class Resources(Service):
         if created:
             log.info("created topics %s", ", ".join(created))
         self.pool = await _until_up(
-            lambda: asyncpg.create_pool(s.database_url, min_size=1, max_size=s.pg_pool_max),
+            # Each lane holds a connection while its batch is in flight; timers need theirs too.
+            lambda: asyncpg.create_pool(
+                s.database_url, min_size=1, max_size=max(s.pg_pool_max, s.worker_lanes + 2)
+            ),
             "connect to PostgreSQL",
         )
 
@@ -112,6 +115,7 @@ class Resources(Service):
                 batch_max=s.batch_max,
                 batch_within_s=s.batch_within_s,
                 shutdown_timeout_s=s.shutdown_timeout_s,
+                lanes=s.worker_lanes,
             )
             try:
                 await metering.start()

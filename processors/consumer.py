@@ -47,8 +47,10 @@ class MeteringLoop:
         batch_within_s: float,
         shutdown_timeout_s: float,
         rebalance_wait_s: float = 20.0,
+        lanes: int = 2,
     ) -> None:
         self.meter = meter
+        self.lanes = lanes
         self.topic = topic
         self.batch_max = batch_max
         self.batch_within_ms = max(1, int(batch_within_s * 1000))
@@ -64,7 +66,8 @@ class MeteringLoop:
             fetch_max_bytes=64 * 1024 * 1024,
             max_partition_fetch_bytes=8 * 1024 * 1024,
         )
-        self._in_flight = asyncio.Lock()
+        # One lock per lane, held while the lane's batch is in flight (rebalance waits on them).
+        self._in_flight = [asyncio.Lock() for _ in range(lanes)]
         self._stopping = asyncio.Event()
         self._done: dict[TopicPartition, int] = {}  # next offset to read, per partition
         self._committed: dict[TopicPartition, int] = {}
@@ -79,40 +82,43 @@ class MeteringLoop:
         self._task = asyncio.create_task(self.run(), name="metering-loop")
 
     async def run(self) -> None:
-        """Until stopped: read a batch, meter it, commit its offsets.
+        """Until stopped: read records, meter them per lane, commit their offsets.
 
-        Batches overlap by one step: batch N+1 is fetched, validated and rated (Python CPU)
-        while batch N's transaction runs in Postgres. Debits, dead letters and commits still
-        happen strictly in batch order.
+        A lane is the partitions p with p % lanes == k. Each lane has at most one batch in
+        flight and finishes its batches in order, so each partition's records are debited in
+        order (balance_after) and a partition never changes lane. Lanes run side by side on
+        their own connections: events are keyed by account, so two lanes' batches touch
+        different accounts and never wait on each other's row locks, and one lane's Python
+        (validation, rating, building rows) runs while the other's statements run in
+        Postgres. Within a lane, batch N+1 is fetched, validated and rated while batch N's
+        transaction runs.
         """
         backoff = 0.1
-        in_flight: asyncio.Task[bool] | None = None
+        in_flight: dict[int, asyncio.Task[bool]] = {}
         try:
             while not self._stopping.is_set():
                 try:
-                    in_flight, backoff = await self._step(in_flight, backoff)
+                    backoff = await self._step(in_flight, backoff)
                 except Exception:
                     # Never let the loop die silently (the worker would idle with partitions
                     # assigned): log, read the uncommitted records again, go on.
                     log.exception("metering loop step failed; resuming from the last commit")
                     await self._settle(in_flight)
-                    in_flight = None
                     await self._rewind_to_committed()
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, 5.0)
-            if in_flight is not None:
-                await in_flight
-                await self._commit()
+            await asyncio.gather(*in_flight.values())
+            in_flight.clear()
+            await self._commit()
         except asyncio.CancelledError:
-            if in_flight is not None:
-                in_flight.cancel()
-                await asyncio.gather(in_flight, return_exceptions=True)
+            for task in in_flight.values():
+                task.cancel()
+            await asyncio.gather(*in_flight.values(), return_exceptions=True)
             raise
 
-    async def _step(
-        self, in_flight: asyncio.Task[bool] | None, backoff: float
-    ) -> tuple[asyncio.Task[bool] | None, float]:
-        """One turn of the loop: fetch and prepare batch N+1, finish batch N, commit."""
+    async def _step(self, in_flight: dict[int, asyncio.Task[bool]], backoff: float) -> float:
+        """One turn of the loop: fetch, and per lane prepare the new batch, finish the
+        lane's previous one, start the new one; commit what is done."""
         try:
             fetched = await self.consumer.getmany(
                 timeout_ms=self.batch_within_ms, max_records=self.batch_max
@@ -123,26 +129,31 @@ class MeteringLoop:
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 5.0)
             fetched = {}
-        prepared = await self.meter.prepare(_records(fetched)) if fetched else None
-        if in_flight is not None:
-            ok = await in_flight
-            in_flight = None
-            if not ok:
+        by_lane: dict[int, dict[TopicPartition, list[Any]]] = {}
+        for tp, msgs in fetched.items():
+            by_lane.setdefault(tp.partition % self.lanes, {})[tp] = msgs
+        failed = False
+        for lane, part in sorted(by_lane.items()):
+            prepared = await self.meter.prepare(_records(part))
+            previous = in_flight.pop(lane, None)
+            if previous is not None and not await previous:
                 # Never debit a later batch past one that failed: read both again.
-                self._rewind(fetched)
-                self._rewound.clear()
-                await asyncio.sleep(backoff)
-                return None, min(backoff * 2, 5.0)
-        if prepared is not None:
-            await self._in_flight.acquire()
-            in_flight = asyncio.create_task(self._finish(fetched, prepared))
+                self._rewind(part)
+                failed = True
+                continue
+            await self._in_flight[lane].acquire()
+            in_flight[lane] = asyncio.create_task(self._finish(part, prepared, lane))
+        if failed:
+            self._rewound.clear()
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 5.0)
         await self._commit()
-        return in_flight, backoff
+        return backoff
 
-    async def _settle(self, in_flight: asyncio.Task[bool] | None) -> None:
-        """Wait for a batch in flight to end, whatever its outcome."""
-        if in_flight is not None:
-            await asyncio.gather(in_flight, return_exceptions=True)
+    async def _settle(self, in_flight: dict[int, asyncio.Task[bool]]) -> None:
+        """Wait for the batches in flight to end, whatever their outcome."""
+        await asyncio.gather(*in_flight.values(), return_exceptions=True)
+        in_flight.clear()
 
     async def _rewind_to_committed(self) -> None:
         """Read again from what is done (or committed) on every partition this worker owns."""
@@ -157,7 +168,9 @@ class MeteringLoop:
             # Nothing done here yet: the group's committed offset (or the reset policy).
             await self.consumer.seek_to_committed(*unknown)
 
-    async def _finish(self, fetched: dict[TopicPartition, list[Any]], prepared: Prepared) -> bool:
+    async def _finish(
+        self, fetched: dict[TopicPartition, list[Any]], prepared: Prepared, lane: int
+    ) -> bool:
         """Debit a prepared batch; its offsets become committable only when that succeeded."""
         try:
             outcome = await self.meter.finish(prepared)
@@ -168,7 +181,7 @@ class MeteringLoop:
             self._rewind(fetched)
             return False
         finally:
-            self._in_flight.release()
+            self._in_flight[lane].release()
         # Only now is every record of the batch a ledger row, a duplicate or a DLQ record.
         for tp, msgs in fetched.items():
             self._done[tp] = msgs[-1].offset + 1
@@ -238,19 +251,26 @@ class MeteringLoop:
                 pass  # never reported
 
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
-        """Before partitions move: let the batch in flight finish (bounded), commit, forget."""
+        """Before partitions move: let the batches in flight finish (bounded), commit, forget."""
+        deadline = time.monotonic() + self.rebalance_wait_s
+        held: list[asyncio.Lock] = []
         try:
-            await asyncio.wait_for(self._in_flight.acquire(), self.rebalance_wait_s)
+            for lock in self._in_flight:
+                await asyncio.wait_for(lock.acquire(), max(deadline - time.monotonic(), 0.01))
+                held.append(lock)
         except TimeoutError:
             # A batch held by a dependency outage: give the partitions up uncommitted; the
             # next owner redoes them (duplicates), this batch's later commit is refused.
             log.warning("rebalance: batch still in flight after %.0fs", self.rebalance_wait_s)
+            for lock in held:
+                lock.release()
             self._forget(revoked)
             return
         try:
             await self._commit(revoked)
         finally:
-            self._in_flight.release()
+            for lock in held:
+                lock.release()
         self._forget(revoked)
 
     async def stop(self) -> None:

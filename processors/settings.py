@@ -38,6 +38,13 @@ class WorkerSettings(LedgerSettings):
     max_event_bytes: int = Field(default=topics.MAX_EVENT_BYTES, ge=1024)
     catalog_refresh_s: float = Field(default=30.0, gt=0)
     seed_catalog: bool = True
+    worker_lanes: int = Field(
+        default=2,
+        ge=1,
+        le=16,
+        description="Batches a worker keeps in flight side by side, each on its own partitions "
+        "(p % lanes) and connection: one lane's Python runs while another's statements run.",
+    )
     pg_pool_max: int = Field(default=4, ge=1)
     retry_max_backoff_s: float = Field(default=5.0, gt=0)
     shutdown_timeout_s: float = Field(
