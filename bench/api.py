@@ -2,7 +2,7 @@
 
 Phases: GET /api/v1/credits/balance and POST /api/v1/credits/authorize, closed loop with a fixed
 number of connections for a bounded time, beside the same routes of a minimal FastAPI app
-(bench/reference_api.py: one pool, a constant token, the same SQL, a pydantic response) served
+(bench/reference_api.py: one pool, constant tokens, the same SQL, a pydantic response) served
 the same way in the same run; the two alternate, each phase `repeat` times, and the medians and
 their ratio are printed. Then both at a fixed rate of half the reference's closed-loop rate
 (p99 there). Then reserve + release pairs from httpx clients (each reserve needs its own
@@ -45,10 +45,10 @@ import httpx
 
 from bench.common import bench_database, drop_database
 from bench.ledger_pages import BIG, LedgerShape, read_pages, seed_ledger
+from bench.reference_api import reference_token
 from processors.api_keys import create_api_key
 from schemas.settings import CommonSettings
 
-REFERENCE_ACCOUNT = "bench-acct-1"
 Say = Callable[[str], None]
 
 
@@ -217,14 +217,14 @@ def _start_api(
 
 
 def _start_reference(
-    dsn: str, cfg: ApiBenchConfig, port: int, token: str
+    dsn: str, cfg: ApiBenchConfig, port: int, token: str, accounts: list[str]
 ) -> subprocess.Popen[bytes]:
     """The minimal FastAPI app of bench.reference_api, served as meterline is (same options,
     same CPUs)."""
     env = dict(os.environ)
     env.update(
         METERLINE_REFERENCE_DSN=dsn,
-        METERLINE_REFERENCE_ACCOUNT=REFERENCE_ACCOUNT,
+        METERLINE_REFERENCE_ACCOUNTS=",".join(accounts),
         METERLINE_REFERENCE_TOKEN=token,
     )
     cmd = [sys.executable, "-m", "uvicorn", "bench.reference_api:create_app", "--factory"]
@@ -726,7 +726,10 @@ async def run_api_bench(cfg: ApiBenchConfig, say: Say) -> ApiBenchReport:
     base = f"http://127.0.0.1:{cfg.port or _free_port()}"
     ref_base = f"http://127.0.0.1:{_free_port()}"
     proc = _start_api(dsn, settings, cfg, int(base.rsplit(":", 1)[1]))
-    ref_proc = _start_reference(dsn, cfg, int(ref_base.rsplit(":", 1)[1]), token)
+    # The reference serves the same accounts as meterline's keys, one constant token each.
+    ref_accounts = [f"bench-acct-{j + 1}" for j in range(len(keys))]
+    ref_keys = [reference_token(token, a) for a in ref_accounts]
+    ref_proc = _start_reference(dsn, cfg, int(ref_base.rsplit(":", 1)[1]), token, ref_accounts)
     phases: list[PhaseResult] = []
     routes = [
         r
@@ -737,13 +740,14 @@ async def run_api_bench(cfg: ApiBenchConfig, say: Say) -> ApiBenchReport:
     run_id = secrets.token_hex(4)
     # _seed made one key per account, in order: keys[j] is bench-acct-(j + 1)'s.
     accounts = [f"bench-acct-{j + 1}|{k}" for j, k in enumerate(keys)]
+    ref_pairs = [f"{a}|{k}" for a, k in zip(ref_accounts, ref_keys, strict=True)]
 
     async def phase(
         name: str, url: str, ks: list[str], route: HotRoute, rate: float = 0
     ) -> PhaseResult:
         if wrk is not None:
             if route.wrk_script:
-                pairs = accounts if url == base else [f"{REFERENCE_ACCOUNT}|{token}"]
+                pairs = accounts if url == base else ref_pairs
                 r = await _wrk_phase(
                     wrk, name, url, pairs, cfg, "POST", route.path, run_id, rate, route.wrk_script
                 )
@@ -766,7 +770,7 @@ async def run_api_bench(cfg: ApiBenchConfig, say: Say) -> ApiBenchReport:
     try:
         await _wait_ready(base, proc)
         await _wait_ready(ref_base, ref_proc)
-        for url, key in ((base, keys[0]), (ref_base, token)):
+        for url, key in ((base, keys[0]), (ref_base, ref_keys[0])):
             await _probe(url, key, routes)
         say(
             f"meterline on {base}, the minimal FastAPI reference on {ref_base} ({cfg.workers} "
@@ -775,7 +779,6 @@ async def run_api_bench(cfg: ApiBenchConfig, say: Say) -> ApiBenchReport:
             f"each phase {cfg.repeat}x (the two alternate, so both see the same box); "
             f"{pinning(cfg)}; load average {load_average()}"
         )
-        ref_keys = [token] * len(keys)
         for n in range(1, 0 if cfg.only_pages else cfg.repeat + 1):
             for route, cmp in zip(routes, comparisons, strict=True):
                 ref = await phase(f"ref {route.name} #{n}", ref_base, ref_keys, route)

@@ -1,14 +1,18 @@
 """The minimal FastAPI reference of `meterline bench api` (issue 13): not product code.
 
 What the leanest FastAPI app does for meterline's hot reads: one asyncpg pool, a bearer token
-compared to a constant, the same SQL on the same tables as meterline's account read, and a
-pydantic response model of the same shape. No key table, no rate limit, no metrics, no error
-hierarchy: the gap between meterline and this app is meterline's own per-request work.
+looked up in a constant dict (one token per account, as meterline's keys name theirs), the
+same SQL on the same tables as meterline's account read, and a pydantic response model of the
+same shape. Reservations lock the token's account, so the reference's holds spread over as
+many accounts as meterline's in the bench (one account for all made them queue on one lock).
+No key table, no rate limit, no metrics, no error hierarchy: the gap between meterline and
+this app is meterline's own per-request work.
 
 Balance and authorize answer the same fields as meterline's (available and held included).
 Served by uvicorn with the options `meterline api` uses (uvloop, httptools, one worker):
-    METERLINE_REFERENCE_DSN=postgresql://... METERLINE_REFERENCE_ACCOUNT=bench-acct-1 \
+    METERLINE_REFERENCE_DSN=postgresql://... METERLINE_REFERENCE_ACCOUNTS=bench-acct-1,... \
     METERLINE_REFERENCE_TOKEN=... uvicorn bench.reference_api:create_app --factory
+Account a's bearer token is reference_token(METERLINE_REFERENCE_TOKEN, a).
 """
 
 from __future__ import annotations
@@ -123,28 +127,36 @@ def _money(micros: int | None) -> str | None:
     return f"{sign}{whole}.{frac:06d}"
 
 
-async def check_token(request: Request) -> None:
-    """401 unless the bearer token is the constant one."""
-    if request.headers.get("authorization") != request.app.state.bearer:
+def reference_token(token: str, account: str) -> str:
+    """The bearer token of `account` in a reference app whose METERLINE_REFERENCE_TOKEN is
+    `token`."""
+    return f"{token}.{account}"
+
+
+async def check_token(request: Request) -> str:
+    """The account of the bearer token; 401 unless it is one of the constant ones."""
+    account: str | None = request.app.state.bearers.get(request.headers.get("authorization"))
+    if account is None:
         raise HTTPException(401, "unauthorized")
+    return account
 
 
-Authed = Annotated[None, Depends(check_token)]
+Authed = Annotated[str, Depends(check_token)]
 
 
-async def read(request: Request) -> asyncpg.Record:
+async def read(request: Request, account: str) -> asyncpg.Record:
     """The account's row with this month's spend."""
     month = datetime.now(UTC).date().replace(day=1)
-    row = await request.app.state.pool.fetchrow(BALANCE_SQL, request.app.state.account, month)
+    row = await request.app.state.pool.fetchrow(BALANCE_SQL, account, month)
     if row is None:
         raise HTTPException(404, "no such account")
     return row
 
 
 def create_app() -> FastAPI:
-    """The reference app; its database, account and token from METERLINE_REFERENCE_*."""
+    """The reference app; its database, accounts and token from METERLINE_REFERENCE_*."""
     dsn = os.environ["METERLINE_REFERENCE_DSN"]
-    account = os.environ["METERLINE_REFERENCE_ACCOUNT"]
+    accounts = os.environ["METERLINE_REFERENCE_ACCOUNTS"].split(",")
     token = os.environ["METERLINE_REFERENCE_TOKEN"]
 
     @asynccontextmanager
@@ -154,16 +166,15 @@ def create_app() -> FastAPI:
         await app.state.pool.close()
 
     app = FastAPI(lifespan=lifespan)
-    app.state.bearer = f"Bearer {token}"
-    app.state.account = account
+    app.state.bearers = {f"Bearer {reference_token(token, a)}": a for a in accounts}
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
     @app.get("/api/v1/credits/balance")
-    async def balance(request: Request, _: Authed) -> BalanceOut:
-        r = await read(request)
+    async def balance(request: Request, account: Authed) -> BalanceOut:
+        r = await read(request, account)
         cap = r["monthly_cap_micros"]
         return BalanceOut(
             account_id=r["account_id"],
@@ -179,8 +190,8 @@ def create_app() -> FastAPI:
         )
 
     @app.post("/api/v1/credits/authorize")
-    async def authorize(body: AuthorizeIn, request: Request, _: Authed) -> AuthorizeOut:
-        r = await read(request)
+    async def authorize(body: AuthorizeIn, request: Request, account: Authed) -> AuthorizeOut:
+        r = await read(request, account)
         estimate = int(body.estimated_cost * 1_000_000)
         cap = r["monthly_cap_micros"]
         left = None if cap is None else max(0, cap - r["spend"])
@@ -202,8 +213,7 @@ def create_app() -> FastAPI:
         )
 
     @app.post("/api/v1/credits/reservations", status_code=201)
-    async def reserve(body: ReserveIn, request: Request, _: Authed) -> ReservationOut:
-        account = request.app.state.account
+    async def reserve(body: ReserveIn, request: Request, account: Authed) -> ReservationOut:
         amount = int(body.amount * 1_000_000)
         async with request.app.state.pool.acquire() as conn, conn.transaction():
             available = await conn.fetchval(LOCK_SQL, account)
@@ -221,10 +231,8 @@ def create_app() -> FastAPI:
         return _hold(row, available - amount)
 
     @app.post("/api/v1/credits/reservations/{reservation_id}/release")
-    async def release(reservation_id: str, request: Request, _: Authed) -> ReservationOut:
-        row = await request.app.state.pool.fetchrow(
-            RELEASE_SQL, reservation_id, request.app.state.account
-        )
+    async def release(reservation_id: str, request: Request, account: Authed) -> ReservationOut:
+        row = await request.app.state.pool.fetchrow(RELEASE_SQL, reservation_id, account)
         if row is None:
             raise HTTPException(404, "no such active hold")
         return _hold(row, None)
