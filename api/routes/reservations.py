@@ -140,11 +140,11 @@ async def release_one(
 ) -> ReservationOut:
     """Mark the hold `released`: its amount is available again at once. A hold no longer
     active (released, settled or expired) is answered in its current state, unchanged."""
-    async with pool.acquire() as conn:
+    async with pool.acquire() as conn:  # one connection for both statements
         hold, _ = await release(
             conn, reservation_id=reservation_id, account_id=_scope(principal, account_id)
         )
-    state = await read_account_or_new(
-        pool, account_id=hold.account_id, default_tier=settings.default_tier
-    )
+        state = await read_account_or_new(
+            conn, account_id=hold.account_id, default_tier=settings.default_tier
+        )
     return hold_out(hold, available_micros=state.available_micros)

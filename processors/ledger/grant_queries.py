@@ -41,6 +41,7 @@ _INSERT_HOLD = (
     "INSERT INTO credit_holds (reservation_id, account_id, amount_micros, expires_at,"
     " idempotency_key, request_hash, metadata, available_after_micros)"
     " VALUES ($1, $2, $3, now() + make_interval(secs => $4), $5, $6, $7::text::jsonb, $8)"
+    " ON CONFLICT (account_id, idempotency_key) DO NOTHING"
     " RETURNING reservation_id, account_id, amount_micros, status, expires_at, idempotency_key,"
     " request_hash, metadata::text AS metadata, available_after_micros, created_at, closed_at,"
     " settled_transaction_id, settled_source, settled_event_id"
@@ -49,6 +50,7 @@ _HOLD_BY_ID = _HOLD_SELECT + " WHERE reservation_id = $1"
 _RELEASE_HOLD = (
     "UPDATE credit_holds SET status = 'released', closed_at = now()"
     " WHERE reservation_id = $1 AND status = 'active' AND expires_at > now()"
+    " AND account_id = coalesce($2, account_id)"
     " RETURNING reservation_id, account_id, amount_micros, status, expires_at, idempotency_key,"
     " request_hash, metadata::text AS metadata, available_after_micros, created_at, closed_at,"
     " settled_transaction_id, settled_source, settled_event_id"
@@ -289,8 +291,9 @@ async def insert_hold(
     request_hash: bytes,
     metadata: dict[str, Any] | None,
     available_after_micros: int,
-) -> Hold:
-    """Write an active hold expiring ttl_seconds from now."""
+) -> Hold | None:
+    """Write an active hold expiring ttl_seconds from now; None when the account has a hold
+    with this idempotency key already (nothing written)."""
     r = await conn.fetchrow(
         _INSERT_HOLD,
         reservation_id,
@@ -302,8 +305,7 @@ async def insert_hold(
         None if metadata is None else json.dumps(metadata),
         available_after_micros,
     )
-    assert r is not None
-    return hold_of(r)
+    return None if r is None else hold_of(r)
 
 
 async def get_hold(conn: asyncpg.Connection | asyncpg.Pool, *, reservation_id: str) -> Hold | None:
@@ -312,12 +314,12 @@ async def get_hold(conn: asyncpg.Connection | asyncpg.Pool, *, reservation_id: s
     return None if r is None else hold_of(r)
 
 
-async def release_hold(conn: asyncpg.Connection, *, reservation_id: str) -> Hold | None:
-    """Mark an active, unexpired hold released; None when it was not (any more) active."""
-    r = await conn.fetchrow(
-        _RELEASE_HOLD,
-        reservation_id,
-    )
+async def release_hold(
+    conn: asyncpg.Connection, *, reservation_id: str, account_id: str | None
+) -> Hold | None:
+    """Mark an active, unexpired hold released (account_id given: only that account's);
+    None when there was no such active hold."""
+    r = await conn.fetchrow(_RELEASE_HOLD, reservation_id, account_id)
     return None if r is None else hold_of(r)
 
 

@@ -19,6 +19,7 @@ import asyncpg
 from processors.ledger import grant_queries as gq
 from processors.ledger import queries
 from processors.ledger.models import (
+    AccountState,
     CapExceeded,
     Hold,
     IdempotencyConflict,
@@ -64,6 +65,24 @@ async def reserve(
     month = month_of(now or datetime.now(UTC))
     async with conn.transaction():
         states = await queries.lock_accounts(conn, account_ids=[account_id], month=month)
+        refusal = _refusal(states.get(account_id), account_id, amount_micros)
+        if refusal is None:
+            assert account_id in states
+            hold = await gq.insert_hold(
+                conn,
+                reservation_id=new_reservation_id(),
+                account_id=account_id,
+                amount_micros=amount_micros,
+                ttl_seconds=ttl_seconds,
+                idempotency_key=idempotency_key,
+                request_hash=request_hash,
+                metadata=metadata,
+                available_after_micros=states[account_id].available_micros - amount_micros,
+            )
+            if hold is not None:
+                return Reservation(hold, replayed=False)
+        # The key was used before (the insert met it), or this one would be refused: a replay
+        # answers the original whatever the account's state now.
         original = await gq.find_hold_by_key(
             conn, account_id=account_id, idempotency_key=idempotency_key
         )
@@ -71,31 +90,27 @@ async def reserve(
             if original.request_hash != request_hash:
                 raise IdempotencyConflict(idempotency_key, original)
             return Reservation(original, replayed=True)
-        state = states.get(account_id)
-        if state is None:
-            # No account, no credit: refused like an empty one (nothing is created).
-            raise InsufficientCredit(account_id, 0, amount_micros)
-        if state.available_micros < amount_micros:
-            raise InsufficientCredit(
-                account_id, state.balance_micros, amount_micros, held_micros=state.held_micros
-            )
-        cap = state.monthly_cap_micros
-        if cap is not None and state.monthly_spend_micros + state.held_micros + amount_micros > cap:
-            raise CapExceeded(
-                account_id, state.monthly_spend_micros, cap, amount_micros, state.held_micros
-            )
-        hold = await gq.insert_hold(
-            conn,
-            reservation_id=new_reservation_id(),
-            account_id=account_id,
-            amount_micros=amount_micros,
-            ttl_seconds=ttl_seconds,
-            idempotency_key=idempotency_key,
-            request_hash=request_hash,
-            metadata=metadata,
-            available_after_micros=state.available_micros - amount_micros,
+        assert refusal is not None  # the insert met no other hold with the key
+        raise refusal
+
+
+def _refusal(
+    state: AccountState | None, account_id: str, amount_micros: int
+) -> InsufficientCredit | CapExceeded | None:
+    """Why a hold of amount_micros may not be made on this account state, or None."""
+    if state is None:
+        # No account, no credit: refused like an empty one (nothing is created).
+        return InsufficientCredit(account_id, 0, amount_micros)
+    if state.available_micros < amount_micros:
+        return InsufficientCredit(
+            account_id, state.balance_micros, amount_micros, held_micros=state.held_micros
         )
-    return Reservation(hold, replayed=False)
+    cap = state.monthly_cap_micros
+    if cap is not None and state.monthly_spend_micros + state.held_micros + amount_micros > cap:
+        return CapExceeded(
+            account_id, state.monthly_spend_micros, cap, amount_micros, state.held_micros
+        )
+    return None
 
 
 async def get_reservation(
@@ -112,14 +127,13 @@ async def release(
     conn: asyncpg.Connection, *, reservation_id: str, account_id: str | None
 ) -> tuple[Hold, bool]:
     """Free an active hold; (the hold now, True) — or its current state and False when it was
-    no longer active (released, settled or expired before)."""
-    current = await get_reservation(conn, reservation_id=reservation_id, account_id=account_id)
-    if current.status != "active":
-        return current, False
-    released = await gq.release_hold(conn, reservation_id=reservation_id)
-    if released is None:  # settled or expired between the two statements
-        return await get_reservation(conn, reservation_id=reservation_id, account_id=None), False
-    return released, True
+    no longer active (released, settled or expired before). UnknownReservation when there is
+    no such hold (or, account_id given, it is another account's)."""
+    released = await gq.release_hold(conn, reservation_id=reservation_id, account_id=account_id)
+    if released is not None:
+        return released, True
+    # Unknown, another account's, or no longer active: which one, and its state now.
+    return await get_reservation(conn, reservation_id=reservation_id, account_id=account_id), False
 
 
 async def list_active(

@@ -78,6 +78,7 @@ async def test_another_accounts_hold_is_not_found(
         await client.get(f"{RES}/{rid}", headers=auth(bob)),
         await client.post(f"{RES}/{rid}/release", headers=auth(bob)),
         await client.get(f"{RES}/rsv_unknown", headers=auth(alice)),
+        await client.post(f"{RES}/rsv_unknown/release", headers=auth(alice)),
     ):
         assert_problem(r, 404, "unknown_reservation")
     assert (await _balance(client, alice))["held"] == "1.000000"
@@ -100,6 +101,20 @@ async def test_idempotent_reserve(
     assert problem["original_reservation_id"] == first.json()["reservation_id"]
     assert await db.fetchval("SELECT count(*) FROM credit_holds") == 1
     assert (await _balance(client, key))["held"] == "3.000000"
+    # Once the account could no longer afford it, the key still answers its original (or 409).
+    drain = {"amount": "7", "idempotency_key": "drain"}
+    assert (await client.post(RES, json=drain, headers=auth(key))).status_code == 201
+    again = await client.post(RES, json=body, headers=auth(key))
+    assert again.status_code == 201, again.text
+    assert again.json()["reservation_id"] == first.json()["reservation_id"]
+    assert again.json()["replayed"] is True
+    other = await client.post(RES, json={**body, "amount": "4"}, headers=auth(key))
+    assert_problem(other, 409, "idempotency_conflict")
+    fresh = await client.post(
+        RES, json={"amount": "1", "idempotency_key": "new"}, headers=auth(key)
+    )
+    assert_problem(fresh, 402, "insufficient_credit")
+    assert await db.fetchval("SELECT count(*) FROM credit_holds") == 2
 
 
 async def test_refusals_name_available_and_cap(
