@@ -209,7 +209,7 @@ async def save_remaining(
     await conn.execute(
         "UPDATE credit_grants g SET remaining_micros = v.r"
         " FROM json_to_recordset($1::json) AS v(g bigint, r bigint) WHERE g.grant_id = v.g",
-        json_rows(("g", "r"), zip(grant_ids, remaining, strict=True)),
+        json_rows([{"g": g, "r": r} for g, r in zip(grant_ids, remaining, strict=True)]),
     )
 
 
@@ -222,8 +222,16 @@ async def insert_burns(conn: asyncpg.Connection, *, burns: Sequence[Burn]) -> No
         " SELECT * FROM json_to_recordset($1::json) AS v(t bigint, g bigint, a text, k text,"
         " m bigint)",
         json_rows(
-            ("t", "g", "a", "k", "m"),
-            ((b.transaction_id, b.grant_id, b.account_id, b.kind, b.amount_micros) for b in burns),
+            [
+                {
+                    "t": b.transaction_id,
+                    "g": b.grant_id,
+                    "a": b.account_id,
+                    "k": b.kind,
+                    "m": b.amount_micros,
+                }
+                for b in burns
+            ]
         ),
     )
 

@@ -203,18 +203,17 @@ async def save_account_states(conn: asyncpg.Connection, *, states: Sequence[Acco
         " FROM json_to_recordset($1::json) AS v(a text, b bigint, k bool, r text, l bool, o bigint)"
         " WHERE u.account_id = v.a",
         json_rows(
-            ("a", "b", "k", "r", "l", "o"),
-            (
-                (
-                    s.account_id,
-                    s.balance_micros,
-                    s.blocked,
-                    s.should_block(),
-                    s.low_balance_alerted,
-                    s.overdraft_micros,
-                )
+            [
+                {
+                    "a": s.account_id,
+                    "b": s.balance_micros,
+                    "k": s.blocked,
+                    "r": s.should_block(),
+                    "l": s.low_balance_alerted,
+                    "o": s.overdraft_micros,
+                }
                 for s in states
-            ),
+            ]
         ),
     )
 
@@ -235,7 +234,10 @@ async def add_monthly_spend(
         " spend_micros = monthly_spend.spend_micros + excluded.spend_micros,"
         " alerted_pct = greatest(monthly_spend.alerted_pct, excluded.alerted_pct)",
         json_rows(
-            ("a", "m", "s", "p"), zip(account_ids, months, spends, alerted_pcts, strict=True)
+            [
+                {"a": a, "m": m, "s": sp, "p": p}
+                for a, m, sp, p in zip(account_ids, months, spends, alerted_pcts, strict=True)
+            ]
         ),
     )
 
@@ -325,7 +327,25 @@ async def add_daily_usage(conn: asyncpg.Connection, *, rows: Sequence[tuple[Any,
         " reasoning_tokens = usage_daily.reasoning_tokens + excluded.reasoning_tokens,"
         " requests = usage_daily.requests + excluded.requests,"
         " cost_micros = usage_daily.cost_micros + excluded.cost_micros",
-        json_rows(("a", "d", "m", "p", "n", "i", "ci", "cw", "o", "r", "q", "c"), rows),
+        json_rows(
+            [
+                {
+                    "a": r[0],
+                    "d": r[1],
+                    "m": r[2],
+                    "p": r[3],
+                    "n": r[4],
+                    "i": r[5],
+                    "ci": r[6],
+                    "cw": r[7],
+                    "o": r[8],
+                    "r": r[9],
+                    "q": r[10],
+                    "c": r[11],
+                }
+                for r in rows
+            ]
+        ),
     )
 
 
