@@ -625,6 +625,15 @@ def load_average() -> str:
     return " ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
+def _p99_runs(results: list[PhaseResult]) -> str:
+    """Each run's p99 beside the box's CPU pressure then: a p99 measured while other tasks
+    waited for a CPU much of the time is the box's more than the server's."""
+    return ", ".join(
+        f"{r.p99_ms:.2f}" + ("" if r.cpu_pressure is None else f" ({r.cpu_pressure:.0f} %)")
+        for r in results
+    )
+
+
 def _median(results: list[PhaseResult], key: Callable[[PhaseResult], float]) -> PhaseResult:
     """The run in the middle by `key` (the lower middle of an even count)."""
     return sorted(results, key=key)[(len(results) - 1) // 2]
@@ -687,9 +696,9 @@ class Comparison:
                 line + f"  (goal p99 < {GOAL_P99_MS:.0f} ms){'  MET' if met else '  NOT MET'}"
             )
             out.append(
-                f"               runs: meterline p99 "
-                f"{runs(self.meterline_paced, lambda r: r.p99_ms, '.2f')}; reference p99 "
-                f"{runs(self.reference_paced, lambda r: r.p99_ms, '.2f')}"
+                f"               runs (p99 ms, cpu-wait at its end): meterline "
+                f"{_p99_runs(self.meterline_paced)}; reference "
+                f"{_p99_runs(self.reference_paced)}"
                 f"{errs(self.meterline_paced, self.reference_paced)}"
             )
         phases = self.meterline + self.reference + self.meterline_paced + self.reference_paced
