@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import asyncpg
 from aiokafka.errors import MessageSizeTooLargeError
@@ -30,9 +31,9 @@ from schemas.event import UsageEvent
 log = logging.getLogger("meterline.metering")
 
 
-@dataclass(frozen=True, slots=True)
-class RawRecord:
-    """A record as read from Kafka."""
+class RawRecord(NamedTuple):
+    """A record as read from Kafka (a named tuple: one is built per record, and a frozen
+    dataclass's __init__ cost three times as much)."""
 
     topic: str
     partition: int

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated, Any
 
@@ -171,8 +171,6 @@ class UsageEvent(BaseModel):
     @property
     def occurred_utc(self) -> datetime:
         """occurred_at in UTC."""
-        from datetime import UTC
-
         return self.occurred_at.astimezone(UTC)
 
     def to_kafka(self) -> tuple[bytes, bytes]:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import Any
+from decimal import Decimal
+from typing import Any, NamedTuple
 
 import asyncpg
 import orjson
@@ -19,9 +19,9 @@ from processors.pricing import PriceVersion, Terms, Unpriced, price_event
 from schemas.event import UsageEvent
 
 
-@dataclass(frozen=True, slots=True)
-class RatedEvent:
-    """A valid event, the price version in force at its occurred_at, and where it came from."""
+class RatedEvent(NamedTuple):
+    """A valid event, the price version in force at its occurred_at, and where it came from
+    (a named tuple: one is built per event)."""
 
     event: UsageEvent
     version: PriceVersion
@@ -125,9 +125,13 @@ async def debit_batch(
         states = await queries.lock_accounts(conn, account_ids=accounts, month=current_month)
 
         priced: list[tuple[RatedEvent, int]] = []
+        terms_at: dict[Decimal, Terms] = {}  # by tier multiplier: one Terms per batch each
         docs: list[dict[str, Any]] = []
         for position, rated in candidates:
-            terms = policy.terms(states[rated.event.account_id].price_multiplier)
+            multiplier = states[rated.event.account_id].price_multiplier
+            terms = terms_at.get(multiplier)
+            if terms is None:
+                terms = terms_at[multiplier] = policy.terms(multiplier)
             try:
                 cost = price_event(rated.event, rated.version, terms)
             except Unpriced as exc:
