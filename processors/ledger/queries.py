@@ -37,11 +37,15 @@ async def lock_accounts(
     writer that held the lock before us.
     """
     ids = sorted(set(account_ids))
-    await conn.execute(
-        "SELECT 1 FROM user_credits WHERE account_id = ANY($1::text[])"
-        " ORDER BY account_id FOR UPDATE",
-        ids,
-    )
+    if len(ids) == 1:
+        # One account (every API write): `= $1`, as read_accounts does, for the same reason.
+        await conn.execute("SELECT 1 FROM user_credits WHERE account_id = $1 FOR UPDATE", ids[0])
+    else:
+        await conn.execute(
+            "SELECT 1 FROM user_credits WHERE account_id = ANY($1::text[])"
+            " ORDER BY account_id FOR UPDATE",
+            ids,
+        )
     return await read_accounts(conn, account_ids=ids, month=month)
 
 
