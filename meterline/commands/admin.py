@@ -6,7 +6,7 @@ import asyncio
 import uuid
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import typer
 
@@ -14,8 +14,9 @@ from meterline.commands._common import addresses, console, fail, out
 
 if TYPE_CHECKING:
     import asyncpg
+    from pydantic import BaseModel
 
-    from processors.ledger import MonthlyGrant
+    from processors.ledger import EntryResult, GrantTerms, MonthlyGrant
     from processors.settings import LedgerSettings
 
 admin_app = typer.Typer(help="Admin helpers: API keys, allocations.", no_args_is_help=True)
@@ -77,22 +78,56 @@ def allocate(
     ),
 ) -> None:
     """Add credit to an account through the ledger."""
-    from schemas.money import MoneyError, format_micros, to_micros
+    from schemas.api_admin import AllocateIn
+    from schemas.money import format_micros, to_micros
+
+    body = _validated(
+        AllocateIn,
+        account_id=account,
+        amount=amount,
+        reason=reason,
+        idempotency_key=idempotency_key or f"cli:{uuid.uuid4()}",
+    )
+    micros = to_micros(body.amount)
+    r = _post_credit(body.account_id, micros, body.reason, body.idempotency_key)
+    what = "already allocated (replay)" if r.replayed else "allocated"
+    out.print(
+        f"{what} {format_micros(micros)} to {account}: transaction {r.row.id}, "
+        f"balance {format_micros(r.row.balance_after_micros)}, "
+        f"idempotency key {body.idempotency_key}"
+    )
+
+
+M = TypeVar("M", bound="BaseModel")
+
+
+def _validated(model: type[M], **values: object) -> M:
+    """The flags' values through the API's own model of the same write, so the CLI refuses
+    what the API refuses (bounds, control characters, amounts, times), naming the flag."""
+    from pydantic import ValidationError
 
     try:
-        micros = to_micros(amount)
-    except MoneyError as exc:
-        fail(f"--amount: {exc}")
-    if micros <= 0:
-        fail("--amount must be greater than 0")
-    key = idempotency_key or f"cli:{uuid.uuid4()}"
+        return model.model_validate(values)
+    except ValidationError as exc:
+        fail(
+            "; ".join(
+                f"--{str(e['loc'][0]).replace('_', '-').replace('account-id', 'account')}: "
+                f"{e['msg']}"
+                for e in exc.errors(include_url=False)
+            )
+        )
 
-    async def run() -> tuple[int, int, bool]:
-        from processors.ledger import post_entry
 
+def _post_credit(
+    account: str, micros: int, reason: str, key: str, terms: GrantTerms | None = None
+) -> EntryResult:
+    """An allocation through the ledger (with the grant's terms when given), in one run."""
+    from processors.ledger import IdempotencyConflict, post_entry
+
+    async def run() -> EntryResult:
         settings, conn = await _connect()
         try:
-            r = await post_entry(
+            return await post_entry(
                 conn,
                 account_id=account,
                 type="allocation",
@@ -100,34 +135,15 @@ def allocate(
                 reason=reason,
                 idempotency_key=key,
                 policy=settings.ledger_policy(),
+                grant=terms,
             )
-            return r.row.id, r.row.balance_after_micros, r.replayed
         finally:
             await conn.close()
 
-    from processors.ledger import IdempotencyConflict
-
     try:
-        row_id, balance, replayed = asyncio.run(run())
+        return asyncio.run(run())
     except IdempotencyConflict as exc:
         fail(str(exc))
-    what = "already allocated (replay)" if replayed else "allocated"
-    out.print(
-        f"{what} {format_micros(micros)} to {account}: transaction {row_id}, "
-        f"balance {format_micros(balance)}, idempotency key {key}"
-    )
-
-
-def _when(text: str | None, flag: str) -> datetime | None:
-    if text is None:
-        return None
-    try:
-        at = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        fail(f"{flag}: {text!r} is not an RFC 3339 time such as 2026-12-31T23:59:59Z")
-    if at.tzinfo is None:
-        fail(f"{flag}: {text!r} needs an offset (Z or +hh:mm)")
-    return at
 
 
 @admin_app.command("grant")
@@ -151,56 +167,42 @@ def grant(
     ),
 ) -> None:
     """Grant credit with every attribute (category, priority, expiry, applicability)."""
-    from processors.ledger import GRANT_CATEGORIES, GrantTerms
-    from schemas.money import MoneyError, format_micros, to_micros
+    from processors.ledger import GrantTerms
+    from schemas.api_grants import GrantIn
+    from schemas.money import format_micros, to_micros
 
-    try:
-        micros = to_micros(amount)
-    except MoneyError as exc:
-        fail(f"--amount: {exc}")
-    if micros <= 0:
-        fail("--amount must be greater than 0")
-    if category not in GRANT_CATEGORIES:
-        fail(f"--category must be one of {', '.join(GRANT_CATEGORIES)}, got {category!r}")
-    if not 0 <= priority <= 100:
-        fail(f"--priority must be between 0 and 100, got {priority}")
-    start, end = _when(effective_at, "--effective-at"), _when(expires_at, "--expires-at")
-    if end is not None and end <= (start or datetime.now(UTC)):
-        fail("--expires-at must be later than --effective-at (default: now)")
-    terms = GrantTerms(category, priority, start, end, tuple(applies_to) if applies_to else None)
-    key = idempotency_key or f"cli:{uuid.uuid4()}"
-
-    async def run() -> tuple[int, int, int, bool]:
-        from processors.ledger import post_entry
-
-        settings, conn = await _connect()
-        try:
-            r = await post_entry(
-                conn,
-                account_id=account,
-                type="allocation",
-                amount_micros=micros,
-                reason=reason,
-                idempotency_key=key,
-                policy=settings.ledger_policy(),
-                grant=terms,
-            )
-            assert r.grant is not None
-            return r.grant.grant_id, r.row.id, r.row.balance_after_micros, r.replayed
-        finally:
-            await conn.close()
-
-    from processors.ledger import IdempotencyConflict
-
-    try:
-        grant_id, row_id, balance, replayed = asyncio.run(run())
-    except IdempotencyConflict as exc:
-        fail(str(exc))
-    what = "already granted (replay)" if replayed else "granted"
+    body = _validated(
+        GrantIn,
+        account_id=account,
+        amount=amount,
+        category=category,
+        priority=priority,
+        effective_at=effective_at,
+        expires_at=expires_at,
+        applies_to=applies_to or None,
+        reason=reason,
+        idempotency_key=idempotency_key or f"cli:{uuid.uuid4()}",
+    )
+    end = body.expires_at
+    if end is not None and end <= datetime.now(UTC):
+        fail("--expires-at must be in the future")
+    terms = GrantTerms(
+        body.category,
+        body.priority,
+        body.effective_at,
+        end,
+        None if body.applies_to is None else tuple(body.applies_to),
+    )
+    micros = to_micros(body.amount)
+    r = _post_credit(body.account_id, micros, body.reason, body.idempotency_key, terms)
+    assert r.grant is not None
+    what = "already granted (replay)" if r.replayed else "granted"
     out.print(
-        f"{what} {format_micros(micros)} to {account} as {category} grant {grant_id} "
-        f"(priority {priority}, expires {end.isoformat() if end else 'never'}): "
-        f"transaction {row_id}, balance {format_micros(balance)}, idempotency key {key}"
+        f"{what} {format_micros(micros)} to {account} as {body.category} grant "
+        f"{r.grant.grant_id} (priority {body.priority}, "
+        f"expires {end.isoformat() if end else 'never'}): transaction {r.row.id}, "
+        f"balance {format_micros(r.row.balance_after_micros)}, "
+        f"idempotency key {body.idempotency_key}"
     )
 
 

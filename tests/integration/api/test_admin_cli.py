@@ -75,3 +75,32 @@ async def test_grant_monthly_is_once_per_month(api_settings: ApiSettings, db: as
     this_month = _run(api_settings, "grant-monthly")
     assert f"{now.year:04d}-{now.month:02d}: granted 3" in this_month.stdout
     assert _run(api_settings, "grant-monthly", "--month", "March").returncode != 0
+
+
+async def test_allocate_and_grant_refuse_what_the_api_refuses(
+    api_settings: ApiSettings, db: asyncpg.Pool
+) -> None:
+    """The CLI validates its flags with the API's own models: each refusal names the flag and
+    the rule, exits non-zero without a traceback, and writes nothing."""
+    base = ["--account", "cli-hostile", "--amount", "1", "--reason", "cli"]
+    cases = [
+        (["allocate", *base[:1], "a\x01b", *base[2:]], "--account", "U+0001"),
+        (["allocate", *base[:3], "99999999999999999999", *base[4:]], "--amount", "12 digits"),
+        (["allocate", *base[:5], "line\x07"], "--reason", "U+0007"),
+        (
+            ["grant", *base, "--expires-at", "9999-12-31T23:00:00-05:00"],
+            "--expires-at",
+            "representable range",
+        ),
+        (["grant", *base, "--effective-at", "0001-01-01T01:00:00+05:00"], "--effective-at", ""),
+        (["grant", *base, "--expires-at", "2001-01-01T00:00:00Z"], "--expires-at", "future"),
+        # argv cannot carry NUL itself; another C0 control stands for it.
+        (["grant", *base, "--applies-to", "open\x1fai/"], "--applies-to", "U+001F"),
+    ]
+    for args, flag, rule in cases:
+        r = _run(api_settings, *args)
+        assert r.returncode != 0, (args, r.stdout)
+        assert flag in r.stderr and rule in r.stderr, (args, r.stderr)
+        assert "Traceback" not in r.stderr, r.stderr
+    assert await db.fetchval("SELECT count(*) FROM credit_transactions") == 0
+    assert await db.fetchval("SELECT count(*) FROM user_credits") == 0
