@@ -23,7 +23,8 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -429,40 +430,17 @@ def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
             p.kill()
 
 
-async def run(
-    *,
-    events: int,
-    accounts: int,
-    workers: list[int],
-    latency_seconds: float,
-    baseline_events: int,
-    say: Say,
-    log_dir: str = "/tmp",
-) -> PipelineFigures:
-    """Publish once, drain with the reference and with the workers, then measure latency.
-
-    The run's databases and topics carry its id (two benches on one stack do not clash) and
-    are dropped at the end.
-    """
-    settings = CommonSettings().require(kafka=True, database=True)
-    run_id = uuid.uuid4().hex[:8]
+@asynccontextmanager
+async def _dropped_at_end(settings: CommonSettings, run_id: str) -> AsyncIterator[None]:
+    """The run's databases and topics carry its id (two benches on one stack do not clash)
+    and are dropped when it ends, however it ends."""
     try:
-        return await _measure(
-            settings,
-            run_id,
-            events=events,
-            accounts=accounts,
-            workers=workers,
-            latency_seconds=latency_seconds,
-            baseline_events=baseline_events,
-            say=say,
-            log_dir=log_dir,
-        )
+        yield
     finally:
-        await _clean_up(settings, run_id)
+        await _drop(settings, run_id)
 
 
-async def _clean_up(settings: CommonSettings, run_id: str) -> None:
+async def _drop(settings: CommonSettings, run_id: str) -> None:
     conn = await asyncpg.connect(settings.database_url)
     try:
         for name in await conn.fetch(
@@ -481,9 +459,7 @@ async def _clean_up(settings: CommonSettings, run_id: str) -> None:
         await admin.close()
 
 
-async def _measure(
-    settings: CommonSettings,
-    run_id: str,
+async def run(
     *,
     events: int,
     accounts: int,
@@ -491,98 +467,108 @@ async def _measure(
     latency_seconds: float,
     baseline_events: int,
     say: Say,
-    log_dir: str,
+    log_dir: str = "/tmp",
 ) -> PipelineFigures:
-    say(f"bench run {run_id}: {events:,} events over {accounts:,} accounts")
-    topic = f"bench.{run_id}.usage.events"
-    await _topic(settings.kafka_bootstrap, topic, settings.usage_events_partitions)
-    say("generating events")
-    records = _payloads(events, accounts, seed=int(run_id, 16))
-    say(f"publishing {events:,} events")
-    publish_s = await _publish(settings.kafka_bootstrap, topic, records)
-    del records
-    say(f"  published in {publish_s:.1f}s")
+    """Publish once, drain with the reference and with the workers, then measure latency."""
+    settings = CommonSettings().require(kafka=True, database=True)
+    run_id = uuid.uuid4().hex[:8]
+    async with _dropped_at_end(settings, run_id):
+        say(f"bench run {run_id}: {events:,} events over {accounts:,} accounts")
+        topic = f"bench.{run_id}.usage.events"
+        await _topic(settings.kafka_bootstrap, topic, settings.usage_events_partitions)
+        say("generating events")
+        records = _payloads(events, accounts, seed=int(run_id, 16))
+        say(f"publishing {events:,} events")
+        publish_s = await _publish(settings.kafka_bootstrap, topic, records)
+        del records
+        say(f"  published in {publish_s:.1f}s")
 
-    say("reference: the lean pipeline drains the topic")
-    ref_dsn = await bench_database(
-        settings.database_url, f"meterline_bench_{run_id}_reference", fresh=True, seed_prices=True
-    )
-    async with asyncpg.create_pool(ref_dsn, min_size=1, max_size=1) as ref_pool:
-        async with ref_pool.acquire() as conn:
-            await reference.prepare(conn, [account_id(i) for i in range(accounts)])
-            catalog = await load_catalog(conn)
-    batch_max = int(
-        os.environ.get("METERLINE_BATCH_MAX") or WorkerSettings.model_fields["batch_max"].default
-    )
-    postmaster = await _postmaster(ref_dsn)
-    cpu_before = time.process_time(), _postgres_cpu(postmaster)
-    ref_rate = await reference.drain(
-        ref_dsn, settings.kafka_bootstrap, topic, events, catalog, batch_max=batch_max
-    )
-    # The reference's backend has just exited: its CPU reaches the postmaster's children's time
-    # only once the postmaster has reaped it (read at once, a 2,000,000-event run showed 0 µs).
-    await asyncio.sleep(1.0)
-    ref_cpu = CpuPerEvent(
-        (time.process_time() - cpu_before[0]) / events * 1e6,
-        (_postgres_cpu(postmaster) - cpu_before[1]) / events * 1e6,
-    )
-    say(f"  reference: {ref_rate:,.0f} events/s; {ref_cpu}")
-
-    drains: list[Drain] = []
-    lat: list[float] = []
-    for k in workers:
-        say(f"{k} worker(s) drain the topic")
-        keep = k == workers[0]
-        drain, pool, procs = await _drain(
-            settings,
+        say("reference: the lean pipeline drains the topic")
+        ref_dsn = await bench_database(
             settings.database_url,
-            topic,
-            events=events,
-            accounts=accounts,
-            workers=k,
-            run_id=run_id,
-            say=say,
-            log_dir=log_dir,
-            keep=keep,
-        )
-        drains.append(drain)
-        say(
-            f"  {k} worker(s): {drain.per_s:,.0f} events/s ({drain.per_s / ref_rate:.2f}x);"
-            f" {drain.cpu}"
-        )
-        if pool is not None:
-            try:
-                rate = max(drain.per_s / 2, 1.0)
-                say(f"latency: {rate:,.0f} events/s (half the drain rate) for {latency_seconds}s")
-                lat = await _latency(
-                    pool, settings.kafka_bootstrap, topic, rate, latency_seconds, accounts
-                )
-            finally:
-                _stop(procs)
-                await pool.close()
-    base_rate = 0.0
-    if baseline_events:
-        say(f"baseline: {baseline_events:,} events, one transaction each")
-        base_topic = f"bench.{run_id}.baseline"
-        await _topic(settings.kafka_bootstrap, base_topic, settings.usage_events_partitions)
-        base_dsn = await bench_database(
-            settings.database_url,
-            f"meterline_bench_{run_id}_baseline",
+            f"meterline_bench_{run_id}_reference",
             fresh=True,
             seed_prices=True,
         )
-        await _prepay(base_dsn, accounts)
-        base_rate = await _baseline(settings, base_dsn, base_topic, baseline_events, accounts, say)
-    return PipelineFigures(
-        events=events,
-        publish_s=publish_s,
-        reference_per_s=ref_rate,
-        reference_cpu=ref_cpu,
-        drains=drains,
-        latency_rate=drains[0].per_s / 2 if drains else 0.0,
-        latency_events=len(lat),
-        p50_ms=statistics.median(lat) if lat else 0.0,
-        p99_ms=lat[min(len(lat) - 1, int(len(lat) * 0.99))] if lat else 0.0,
-        baseline_events=baseline_events,
-        baseline_per_s=base_rate,
-    )
+        async with asyncpg.create_pool(ref_dsn, min_size=1, max_size=1) as ref_pool:
+            async with ref_pool.acquire() as conn:
+                await reference.prepare(conn, [account_id(i) for i in range(accounts)])
+                catalog = await load_catalog(conn)
+        batch_max = int(
+            os.environ.get("METERLINE_BATCH_MAX")
+            or WorkerSettings.model_fields["batch_max"].default
+        )
+        postmaster = await _postmaster(ref_dsn)
+        cpu_before = time.process_time(), _postgres_cpu(postmaster)
+        ref_rate = await reference.drain(
+            ref_dsn, settings.kafka_bootstrap, topic, events, catalog, batch_max=batch_max
+        )
+        # The reference's backend has just exited: its CPU reaches the postmaster's children's time
+        # only once the postmaster has reaped it (read at once, a 2,000,000-event run showed 0 µs).
+        await asyncio.sleep(1.0)
+        ref_cpu = CpuPerEvent(
+            (time.process_time() - cpu_before[0]) / events * 1e6,
+            (_postgres_cpu(postmaster) - cpu_before[1]) / events * 1e6,
+        )
+        say(f"  reference: {ref_rate:,.0f} events/s; {ref_cpu}")
+
+        drains: list[Drain] = []
+        lat: list[float] = []
+        for k in workers:
+            say(f"{k} worker(s) drain the topic")
+            keep = k == workers[0]
+            drain, pool, procs = await _drain(
+                settings,
+                settings.database_url,
+                topic,
+                events=events,
+                accounts=accounts,
+                workers=k,
+                run_id=run_id,
+                say=say,
+                log_dir=log_dir,
+                keep=keep,
+            )
+            drains.append(drain)
+            say(
+                f"  {k} worker(s): {drain.per_s:,.0f} events/s ({drain.per_s / ref_rate:.2f}x);"
+                f" {drain.cpu}"
+            )
+            if pool is not None:
+                try:
+                    rate = max(drain.per_s / 2, 1.0)
+                    say(f"latency: {rate:,.0f} events/s (half the drain rate), {latency_seconds}s")
+                    lat = await _latency(
+                        pool, settings.kafka_bootstrap, topic, rate, latency_seconds, accounts
+                    )
+                finally:
+                    _stop(procs)
+                    await pool.close()
+        base_rate = 0.0
+        if baseline_events:
+            say(f"baseline: {baseline_events:,} events, one transaction each")
+            base_topic = f"bench.{run_id}.baseline"
+            await _topic(settings.kafka_bootstrap, base_topic, settings.usage_events_partitions)
+            base_dsn = await bench_database(
+                settings.database_url,
+                f"meterline_bench_{run_id}_baseline",
+                fresh=True,
+                seed_prices=True,
+            )
+            await _prepay(base_dsn, accounts)
+            base_rate = await _baseline(
+                settings, base_dsn, base_topic, baseline_events, accounts, say
+            )
+        return PipelineFigures(
+            events=events,
+            publish_s=publish_s,
+            reference_per_s=ref_rate,
+            reference_cpu=ref_cpu,
+            drains=drains,
+            latency_rate=drains[0].per_s / 2 if drains else 0.0,
+            latency_events=len(lat),
+            p50_ms=statistics.median(lat) if lat else 0.0,
+            p99_ms=lat[min(len(lat) - 1, int(len(lat) * 0.99))] if lat else 0.0,
+            baseline_events=baseline_events,
+            baseline_per_s=base_rate,
+        )

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any, NamedTuple
 
 import asyncpg
-import orjson
 
 from processors.ledger import grant_queries, queries
 from processors.ledger.grants import GrantBook
+from processors.ledger.json_rows import json_rows
 from processors.ledger.models import BatchResult, LedgerPolicy, month_of
 from processors.ledger.state import evaluate
 from processors.pricing import PriceVersion, Terms, Unpriced, price_event
@@ -82,14 +81,6 @@ def _row(n: int, rated: RatedEvent, cost_micros: int, terms: Terms) -> dict[str,
     return row
 
 
-def _rows_document(rows: list[dict[str, Any]]) -> str:
-    """The rows as one JSON array; metadata integers past 64 bits take the stdlib encoder."""
-    try:
-        return orjson.dumps(rows).decode()
-    except TypeError:
-        return json.dumps(rows, default=lambda o: o.isoformat(), separators=(",", ":"))
-
-
 async def debit_batch(
     conn: asyncpg.Connection,
     events: list[RatedEvent],
@@ -144,7 +135,7 @@ async def debit_batch(
         if docs:
             new_positions = await queries.insert_usage_and_ledger(
                 conn,
-                rows_json=_rows_document(docs),
+                rows_json=json_rows(docs),
                 keys=[(r.event.source, r.event.event_id) for r, _ in priced],
             )
 
