@@ -1,3 +1,3 @@
-from meterline.cli import app
+from meterline.cli import main
 
-app(prog_name="meterline")
+main()

@@ -17,6 +17,7 @@ from meterline.commands import (
     reconcile,
     worker,
 )
+from meterline.commands._common import console
 
 app = typer.Typer(
     name="meterline",
@@ -37,3 +38,14 @@ reconcile.register(app)
 bench.register(app)
 admin.register(app)
 byok.register(app)
+
+
+def main() -> None:
+    """The `meterline` command: a setting with a value its rule refuses is named, exit 2."""
+    from schemas.settings import InvalidSetting
+
+    try:
+        app(prog_name="meterline")
+    except InvalidSetting as exc:
+        console.print(f"[bold red]error:[/] {exc}")
+        raise SystemExit(2) from None

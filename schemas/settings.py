@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any, Self, TypeVar, cast
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas import topics
@@ -120,6 +120,20 @@ class MissingAddress(DomainError):
         self.missing = missing
 
 
+class InvalidSetting(ValueError):
+    """A METERLINE_* variable whose value breaks its rule; the message names each one."""
+
+    def __init__(self, exc: ValidationError) -> None:
+        super().__init__(
+            "; ".join(
+                f"METERLINE_{str(e['loc'][0]).upper()}: {e['msg']} (got {e['input']!r})"
+                if e["loc"]
+                else e["msg"]
+                for e in exc.errors(include_url=False)
+            )
+        )
+
+
 S = TypeVar("S", bound=BaseSettings)
 _LOADED: dict[type[BaseSettings], BaseSettings] = {}
 
@@ -129,5 +143,8 @@ def get_settings(cls: type[S]) -> S:
     environment once per process, on first use (after tests have set the environment)."""
     loaded = _LOADED.get(cls)
     if loaded is None:
-        loaded = _LOADED[cls] = cls()
+        try:
+            loaded = _LOADED[cls] = cls()
+        except ValidationError as exc:
+            raise InvalidSetting(exc) from None
     return cast(S, loaded)
