@@ -192,6 +192,11 @@ class MeterlineApp(faust.App):
 
     BootStrategy = _Boot
 
+    def _create_directories(self) -> None:
+        """Create nothing: the app keeps no tables (store memory://), so Faust's data directory
+        (`{name}-data/v1/tables`, made in the working directory at first start) would be an
+        empty directory left behind wherever the worker was started."""
+
 
 def create_app(settings: WorkerSettings) -> tuple[faust.App, Resources]:
     """The Faust app and its resources, configured from settings."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from itertools import zip_longest
 
 import asyncpg
@@ -87,6 +88,7 @@ async def test_every_event_published_three_times_is_debited_once(
     assert await db.fetchval("SELECT count(*) FROM credit_transactions") == 300
     assert await db.fetchval("SELECT -sum(balance_micros) FROM user_credits") == expected_total
     await ledger_matches_balances(db)
+    assert os.listdir(worker.cwd) == []  # no Faust data directory left where it was started
 
 
 async def test_bad_records_go_to_the_dlq_with_their_reason_and_good_ones_are_debited(

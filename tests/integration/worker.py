@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from datetime import UTC, datetime
@@ -63,12 +64,14 @@ class Worker:
         )
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = f"/tmp/meterline-test-{self.group}.log"
+        self.cwd = tempfile.mkdtemp(prefix=f"meterline-{self.group}-")  # what it leaves behind
 
     def start(self) -> Worker:
         log = open(self.log_path, "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "meterline", "worker"],
             env=self.env,
+            cwd=self.cwd,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
