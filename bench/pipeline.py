@@ -128,6 +128,82 @@ class PipelineFigures:
     baseline_per_s: float = 0.0
 
 
+def report(f: PipelineFigures) -> list[str]:
+    """One run's figures as the lines `meterline bench pipeline` prints."""
+    lines = [
+        f"published   {f.events:,} events in {f.publish_s:.1f}s",
+        f"reference   {f.reference_per_s:,.0f} events/s (lean aiokafka + asyncpg pipeline)",
+    ]
+    if f.reference_cpu is not None:
+        lines.append(f"            {f.reference_cpu}")
+    for d in f.drains:
+        lines.append(
+            f"worker x{d.workers}   {d.per_s:,.0f} events/s = {d.per_s / f.reference_per_s:.2f}x "
+            f"the reference ({d.events:,} events in {d.seconds:.1f}s)"
+        )
+        rss = ", ".join(f"{n:,} events: {mib:.0f} MiB" for n, mib in sorted(d.rss_mib.items()))
+        lines.append(f"            worker RSS after {rss}")
+        if d.cpu is not None:
+            lines.append(f"            {d.cpu}{_cpu_ratio(d.cpu, f.reference_cpu)}")
+    if len(f.drains) > 1 and f.drains[0].per_s:
+        lines.append(
+            f"scaling     x{f.drains[-1].workers} / x{f.drains[0].workers} = {_scaling(f):.2f}"
+        )
+    lines.append(
+        f"latency     {f.latency_events:,} events at {f.latency_rate:,.0f}/s: "
+        f"p50 {f.p50_ms:.0f} ms, p99 {f.p99_ms:.0f} ms (publish → debit committed)"
+    )
+    if f.baseline_events:
+        lines.append(
+            f"baseline    one transaction per event: {f.baseline_per_s:,.0f} events/s "
+            f"over {f.baseline_events:,} events"
+        )
+    return lines
+
+
+def medians(runs: list[PipelineFigures]) -> list[str]:
+    """The median of several runs (each ratio is taken within its own run, then the median of
+    those): what a target is judged on when the box's speed drifts from one run to the next."""
+    med = statistics.median
+    ref = med(f.reference_per_s for f in runs)
+    lines = [f"median of {len(runs)} runs", f"reference   {ref:,.0f} events/s"]
+    for i, d in enumerate(runs[0].drains):
+        drains = [f.drains[i] for f in runs]
+        ratio = med(x.per_s / f.reference_per_s for x, f in zip(drains, runs, strict=True))
+        lines.append(
+            f"worker x{d.workers}   {med(x.per_s for x in drains):,.0f} events/s; "
+            f"{ratio:.2f}x the reference (each run's ratio: "
+            + ", ".join(
+                f"{x.per_s / f.reference_per_s:.2f}" for x, f in zip(drains, runs, strict=True)
+            )
+            + ")"
+        )
+        cpus = [x.cpu for x in drains if x.cpu is not None]
+        if cpus:
+            lines.append(
+                f"            CPU per event: {med(c.client_us for c in cpus):.0f} µs client + "
+                f"{med(c.postgres_us for c in cpus):.0f} µs Postgres"
+            )
+    if len(runs[0].drains) > 1:
+        lines.append(
+            f"scaling     x{runs[0].drains[-1].workers} / x{runs[0].drains[0].workers} = "
+            f"{med(_scaling(f) for f in runs):.2f}"
+        )
+    lines.append(f"latency     p99 {med(f.p99_ms for f in runs):.0f} ms")
+    return lines
+
+
+def _scaling(f: PipelineFigures) -> float:
+    return f.drains[-1].per_s / f.drains[0].per_s if f.drains[0].per_s else 0.0
+
+
+def _cpu_ratio(ours: CpuPerEvent, ref: CpuPerEvent | None) -> str:
+    if ref is None or not ref.client_us + ref.postgres_us:
+        return ""
+    total = (ours.client_us + ours.postgres_us) / (ref.client_us + ref.postgres_us)
+    return f" ({total:.1f}x the reference's)"
+
+
 async def _prepay(dsn: str, accounts: int) -> None:
     """Every account on the cap-less pro tier with 1,000,000 credits, through the ledger."""
     conn = await asyncpg.connect(dsn)

@@ -22,6 +22,9 @@ def pipeline(
     baseline_events: int = typer.Option(
         0, min=0, help="Events for the one-transaction-per-event baseline (0: skip)."
     ),
+    repeat: int = typer.Option(
+        1, min=1, help="Whole runs, one after another; with more than one, their medians too."
+    ),
 ) -> None:
     """The worker's drain rate beside a lean reference pipeline, 1 vs 2 workers, latency, RSS."""
     import asyncio
@@ -40,50 +43,35 @@ def pipeline(
         raise typer.BadParameter("at least one count, each >= 1", param_hint="--workers")
     # bench/ sits beside the packages but is not one of pyproject's installed packages.
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-    from bench.pipeline import run
+    from bench.pipeline import PipelineFigures, medians, report, run
 
-    f = asyncio.run(
-        run(
-            events=events,
-            accounts=accounts,
-            workers=counts,
-            latency_seconds=latency_seconds,
-            baseline_events=baseline_events,
-            say=console.log,
+    runs: list[PipelineFigures] = []
+    for n in range(repeat):
+        f = asyncio.run(
+            run(
+                events=events,
+                accounts=accounts,
+                workers=counts,
+                latency_seconds=latency_seconds,
+                baseline_events=baseline_events,
+                say=console.log,
+            )
         )
-    )
-    out.print(f"published   {f.events:,} events in {f.publish_s:.1f}s")
-    out.print(f"reference   {f.reference_per_s:,.0f} events/s (lean aiokafka + asyncpg pipeline)")
-    if f.reference_cpu is not None:
-        out.print(f"            {f.reference_cpu}")
-    for d in f.drains:
-        out.print(
-            f"worker x{d.workers}   {d.per_s:,.0f} events/s = {d.per_s / f.reference_per_s:.2f}x "
-            f"the reference ({d.events:,} events in {d.seconds:.1f}s)"
-        )
-        rss = ", ".join(f"{n:,} events: {mib:.0f} MiB" for n, mib in sorted(d.rss_mib.items()))
-        out.print(f"            worker RSS after {rss}")
-        if d.cpu is not None:
-            ratio = ""
-            if f.reference_cpu is not None:
-                ours = d.cpu.client_us + d.cpu.postgres_us
-                ref = f.reference_cpu.client_us + f.reference_cpu.postgres_us
-                ratio = f" ({ours / ref:.1f}x the reference's)"
-            out.print(f"            {d.cpu}{ratio}")
-    if len(f.drains) > 1 and f.drains[0].per_s:
-        out.print(
-            f"scaling     x{f.drains[-1].workers} / x{f.drains[0].workers} = "
-            f"{f.drains[-1].per_s / f.drains[0].per_s:.2f}"
-        )
-    out.print(
-        f"latency     {f.latency_events:,} events at {f.latency_rate:,.0f}/s: "
-        f"p50 {f.p50_ms:.0f} ms, p99 {f.p99_ms:.0f} ms (publish → debit committed)"
-    )
-    if f.baseline_events:
-        out.print(
-            f"baseline    one transaction per event: {f.baseline_per_s:,.0f} events/s "
-            f"over {f.baseline_events:,} events"
-        )
+        runs.append(f)
+        if repeat > 1:
+            out.print(f"=== run {n + 1} of {repeat} (load average {_load()})")
+        for line in report(f):
+            out.print(line)
+    if repeat > 1:
+        out.print("")
+        for line in medians(runs):
+            out.print(line)
+
+
+def _load() -> str:
+    import os
+
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 @bench_app.command("api")
