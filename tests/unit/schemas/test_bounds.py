@@ -12,6 +12,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
+from pydantic_core import PydanticCustomError
 
 from schemas import bounds, jsonschema
 from schemas.bounds import MAX_COUNT, MAX_MICROS, Text, Timestamp
@@ -92,6 +93,24 @@ def test_free_text_refuses_the_other_control_characters(bad: str) -> None:
 @pytest.mark.parametrize("bad", ["\x00", "\t", "\n", "\x1b", "\x7f", "\x9f"])
 def test_every_event_string_refuses_control_characters(field: str, bad: str) -> None:
     assert rules(event(**{field: f"a{bad}b"})) == {field: "control_character"}
+
+
+@given(st.text(max_size=30))
+@example("\u00a0\u200b\u2028")  # printable? no (Zs, Cf, Zl) — yet allowed by both rules
+@example("\udc80")
+def test_both_rules_decide_any_text_as_their_pattern_does(value: str) -> None:
+    # The isprintable fast path must never pass what the pattern refuses, nor refuse more.
+    for check, pattern in (
+        (bounds.check_identifier, bounds._IDENTIFIER_BAD),
+        (bounds.check_free_text, bounds._FREE_TEXT_BAD),
+    ):
+        refused = pattern.search(value) is not None
+        try:
+            check(value)
+        except PydanticCustomError:
+            assert refused
+        else:
+            assert not refused
 
 
 def test_a_lone_surrogate_is_refused() -> None:
