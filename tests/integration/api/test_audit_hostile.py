@@ -1,0 +1,74 @@
+"""Defects found by a hostile sweep of the HTTP API (issue 13, "keep every invariant"): each
+input is refused with a 422 problem naming the field and the rule, nothing is written, and the
+route keeps answering others."""
+
+from __future__ import annotations
+
+import asyncpg
+import httpx
+import pytest
+
+from tests.integration.api.conftest import assert_problem, auth
+from tests.integration.api.test_hostile_inputs import _counts
+
+
+@pytest.mark.parametrize(
+    ("method", "url", "field"),
+    [
+        # Both used to become the account "\ufffd" (one account for two different inputs).
+        ("POST", "/api/v1/credits/monthly-cap?account_id=%FF", "query.account_id"),
+        ("POST", "/api/v1/credits/monthly-cap?account_id=%FE", "query.account_id"),
+        # An encoded lone surrogate (CESU-8) and an overlong NUL are not UTF-8 either.
+        ("POST", "/api/v1/credits/monthly-cap?account_id=a%ED%A0%80", "query.account_id"),
+        ("POST", "/api/v1/credits/monthly-cap?account_id=%C0%80", "query.account_id"),
+        ("POST", "/api/v1/credits/monthly-cap?%FF=1&account_id=acme", "query"),
+        # A price used to be created for the model "\ufffd".
+        ("PUT", "/api/v1/admin/pricing/models/openai/%FF", "path"),
+        ("PUT", "/api/v1/admin/accounts/%FF/tier", "path"),
+    ],
+)
+async def test_a_url_that_is_not_utf8_is_refused_and_writes_nothing(
+    client: httpx.AsyncClient,
+    db: asyncpg.Pool,
+    admin_key: str,
+    method: str,
+    url: str,
+    field: str,
+) -> None:
+    before = await _counts(db)
+    body = (
+        {"monthly_cap": "10"}
+        if "monthly-cap" in url
+        else {"tier": "pro"}
+        if url.endswith("/tier")
+        else {"effective_from": "2026-01-01T00:00:00Z", "input_per_mtok": "1"}
+    )
+    r = await client.request(method, url, json=body, headers=auth(admin_key))
+    problem = assert_problem(r, 422, "validation_error")
+    assert problem["errors"] == [
+        {
+            "field": field,
+            "rule": "invalid_utf8",
+            "message": "is not UTF-8 once percent-decoded; percent-encode the UTF-8 bytes of "
+            "the text",
+        }
+    ]
+    assert await _counts(db) == before
+    mangled = await db.fetchval(
+        "SELECT count(*) FROM user_credits WHERE account_id LIKE '%\ufffd%'"
+    )
+    assert mangled == 0
+
+
+async def test_percent_encoded_utf8_still_names_its_account(
+    client: httpx.AsyncClient, db: asyncpg.Pool, admin_key: str
+) -> None:
+    # "é" and U+FFFD itself, properly encoded, are text like any other.
+    for encoded, account in [("caf%C3%A9", "café"), ("%EF%BF%BD", "\ufffd")]:
+        r = await client.post(
+            f"/api/v1/credits/monthly-cap?account_id={encoded}",
+            json={"monthly_cap": "10"},
+            headers=auth(admin_key),
+        )
+        assert r.status_code == 200, r.text
+        assert r.json()["account_id"] == account
