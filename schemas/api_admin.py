@@ -273,7 +273,7 @@ class CouponIn(_In):
 
     code: CouponCode
     amount: PositiveCredits
-    max_redemptions: int = Field(gt=0, le=10_000_000)
+    max_redemptions: bounds.Integer = Field(gt=0, le=10_000_000)
     expires_at: Timestamp | None = None
 
     @field_validator("expires_at")

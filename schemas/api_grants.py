@@ -92,7 +92,9 @@ class GrantIn(_In):
     account_id: AccountId
     amount: PositiveCredits
     category: Literal["paid", "promotional"] = "paid"
-    priority: int = Field(default=50, ge=0, le=100, description="0–100; lower burns first")
+    priority: bounds.Integer = Field(
+        default=50, ge=0, le=100, description="0–100; lower burns first"
+    )
     effective_at: Timestamp | None = Field(
         default=None, description="from when it may be burned (default: now)"
     )
@@ -169,7 +171,7 @@ class ReserveIn(_In):
     )
 
     amount: PositiveCredits
-    ttl_seconds: int = Field(default=TTL_DEFAULT_S, ge=1, le=TTL_MAX_S)
+    ttl_seconds: bounds.Integer = Field(default=TTL_DEFAULT_S, ge=1, le=TTL_MAX_S)
     idempotency_key: IdempotencyKey
     metadata: dict[MetaKey, MetaValue] | None = Field(
         default=None, description=f"at most {METADATA_MAX_BYTES} bytes as compact JSON"

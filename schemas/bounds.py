@@ -41,6 +41,7 @@ from typing import Annotated, Any
 from pydantic import (
     AfterValidator,
     AwareDatetime,
+    BeforeValidator,
     Field,
     GetCoreSchemaHandler,
     GetJsonSchemaHandler,
@@ -188,7 +189,18 @@ def strip_control(value: str, *, free: bool = False) -> str:
 
 # ---- numbers --------------------------------------------------------------------------------
 
-Count = Annotated[int, Field(ge=0, le=MAX_COUNT)]
+
+def check_not_bool(value: Any) -> Any:
+    """JSON true/false where an integer is wanted: refused (pydantic's lax mode reads it as 1/0,
+    so `"input_tokens": true` was billed as one token, and the adapters already refuse it)."""
+    if value is True or value is False:
+        raise PydanticCustomError("int_type", "must be an integer, not a boolean", {})
+    return value
+
+
+# An integer field of a request or event: true/false is not one.
+Integer = Annotated[int, BeforeValidator(check_not_bool)]
+Count = Annotated[int, Field(ge=0, le=MAX_COUNT), BeforeValidator(check_not_bool)]
 
 
 class CostOutOfBounds(ValueError):

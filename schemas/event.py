@@ -21,7 +21,7 @@ from pydantic import (
 )
 
 from schemas import bounds
-from schemas.bounds import Count, EventTime
+from schemas.bounds import Count, EventTime, Integer
 
 METADATA_MAX_BYTES = 4096
 SCHEMA_VERSION = 1
@@ -141,7 +141,7 @@ class UsageEvent(BaseModel):
         default=None,
         description="The hold this call was reserved under: debiting the event settles it.",
     )
-    schema_version: int = SCHEMA_VERSION
+    schema_version: Integer = SCHEMA_VERSION
 
     @field_validator("schema_version")
     @classmethod

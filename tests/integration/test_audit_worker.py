@@ -4,10 +4,12 @@ around it are metered."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta, timezone
 
 import asyncpg
 
+from schemas import topics
 from schemas.settings import CommonSettings
 from tests.integration.worker import (
     USAGE_ROWS,
@@ -56,3 +58,38 @@ async def test_an_event_with_any_rfc3339_offset_is_debited_not_dead_lettered(
     for name in offsets:
         assert got[name] == (now, 1_000_000)  # the same instant, at its exact price
     assert await db.fetchval("SELECT balance_micros FROM user_credits") == -5_000_000
+
+
+async def test_a_boolean_count_goes_to_the_dlq_and_the_next_event_is_debited(
+    test_settings: CommonSettings, db: asyncpg.Pool
+) -> None:
+    # `"input_tokens": true` used to be debited as one token (pydantic's lax int).
+    async with db.acquire() as conn:
+        await add_test_price(conn)
+    events = [
+        event("bool-count", "acct", input_tokens=True, output_tokens=10),
+        event("bool-version", "acct", input_tokens=500_000, schema_version=True),
+        event("good", "acct", input_tokens=500_000),
+    ]
+    worker = Worker(test_settings).start()
+    try:
+        await publish_usage(test_settings, events)
+        dead = await consume_to_end(
+            test_settings.kafka_bootstrap, test_settings.topic_usage_dlq, 2, timeout=60
+        )
+        await wait_for(db, USAGE_ROWS, 1, worker=worker)
+    finally:
+        worker.stop()
+    got = {
+        json.loads(r.value)["event_id"]: (
+            dict(r.headers)[topics.DLQ_HEADER_REASON].decode(),
+            dict(r.headers)[topics.DLQ_HEADER_MESSAGE].decode(),
+        )
+        for r in dead
+    }
+    assert got == {
+        "bool-count": ("invalid_event", "input_tokens: must be an integer, not a boolean"),
+        "bool-version": ("invalid_event", "schema_version: must be an integer, not a boolean"),
+    }
+    assert await db.fetchval("SELECT array_agg(event_id) FROM usage_events") == ["good"]
+    assert await db.fetchval("SELECT balance_micros FROM user_credits") == -1_000_000

@@ -72,3 +72,74 @@ async def test_percent_encoded_utf8_still_names_its_account(
         )
         assert r.status_code == 200, r.text
         assert r.json()["account_id"] == account
+
+
+_EVENT = {
+    "event_id": "e1",
+    "account_id": "acme",
+    "occurred_at": "2026-01-01T00:00:00Z",
+    "model": "openai/gpt-4o-mini",
+}
+
+
+@pytest.mark.parametrize(
+    ("method", "url", "body", "field"),
+    [
+        # JSON true used to be read as the integer 1: one token billed, a one-second hold.
+        ("POST", "/api/v1/usage/events", {**_EVENT, "input_tokens": True}, "body.input_tokens"),
+        ("POST", "/api/v1/usage/events", {**_EVENT, "requests": False}, "body.requests"),
+        (
+            "POST",
+            "/api/v1/usage/events",
+            {**_EVENT, "schema_version": True},
+            "body.schema_version",
+        ),
+        (
+            "POST",
+            "/api/v1/credits/calculate-cost",
+            {"model": "openai/gpt-4o-mini", "output_tokens": True},
+            "body.output_tokens",
+        ),
+        (
+            "POST",
+            "/api/v1/credits/reservations",
+            {"amount": "1", "ttl_seconds": True, "idempotency_key": "h1"},
+            "body.ttl_seconds",
+        ),
+        (
+            "POST",
+            "/api/v1/admin/credits/grants",
+            {
+                "account_id": "acme",
+                "amount": "1",
+                "priority": True,
+                "reason": "r",
+                "idempotency_key": "g1",
+            },
+            "body.priority",
+        ),
+        (
+            "POST",
+            "/api/v1/admin/coupons",
+            {"code": "C1", "amount": "1", "max_redemptions": True},
+            "body.max_redemptions",
+        ),
+    ],
+)
+async def test_a_boolean_is_not_an_integer(
+    client: httpx.AsyncClient,
+    db: asyncpg.Pool,
+    admin_key: str,
+    method: str,
+    url: str,
+    body: dict[str, object],
+    field: str,
+) -> None:
+    before = await _counts(db)
+    r = await client.request(
+        method, url, params={"account_id": "acme"}, json=body, headers=auth(admin_key)
+    )
+    problem = assert_problem(r, 422, "validation_error")
+    assert [(e["field"], e["rule"]) for e in problem["errors"]] == [(field, "int_type")]
+    assert problem["errors"][0]["message"] == "must be an integer, not a boolean"
+    assert await _counts(db) == before
