@@ -105,11 +105,17 @@ def validation_errors(errors: Sequence[Mapping[str, Any]]) -> list[dict[str, str
     for err in errors:
         message = str(err.get("msg", "invalid"))
         ctx = err.get("ctx") or {}
+        loc = err.get("loc", ())
         if "error" in ctx and message.startswith("Value error, "):
             message = message.removeprefix("Value error, ")
+        if err.get("type") == "json_invalid" and len(loc) == 2 and loc[0] == "body":
+            # FastAPI's loc is ("body", character position): "body.1" reads as a list index.
+            why = ctx.get("error", "cannot be decoded")
+            message = f"is not valid JSON: {why} (at character {loc[1]})"
+            loc = ("body",)
         out.append(
             {
-                "field": _field(err.get("loc", ())),
+                "field": _field(loc),
                 "rule": str(err.get("type", "invalid")),
                 "message": message,
             }
@@ -152,8 +158,27 @@ _HTTP_CODES = {
 }
 
 
+# What FastAPI answers 400 for when json.loads fails with anything but a JSONDecodeError.
+_BODY_PARSE_FAILED = "There was an error parsing the body"
+
+
+def _unreadable_body(cause: BaseException) -> JSONResponse:
+    """422 naming the body and why it cannot be read (the route never ran)."""
+    if isinstance(cause, UnicodeDecodeError):
+        rule, message = "invalid_utf8", "is not UTF-8 (a JSON body is UTF-8 text, RFC 8259)"
+    elif isinstance(cause, RecursionError):
+        rule, message = "too_deep", "nests arrays or objects too deeply to be read"
+    elif "integer string conversion" in str(cause):
+        rule, message = "too_large", "holds an integer of more than 4300 digits"
+    else:
+        rule, message = "json_invalid", f"is not valid JSON: {str(cause).splitlines()[0]}"
+    return validation_problem([{"field": "body", "rule": rule, "message": message}])
+
+
 async def _on_http(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400 and exc.detail == _BODY_PARSE_FAILED and exc.__cause__ is not None:
+        return _unreadable_body(exc.__cause__)
     code = _HTTP_CODES.get(exc.status_code, "http_error")
     detail = exc.detail if isinstance(exc.detail, str) else _title(exc.status_code)
     if exc.status_code == 404 and detail == "Not Found":

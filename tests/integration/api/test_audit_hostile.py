@@ -143,3 +143,55 @@ async def test_a_boolean_is_not_an_integer(
     assert [(e["field"], e["rule"]) for e in problem["errors"]] == [(field, "int_type")]
     assert problem["errors"][0]["message"] == "must be an integer, not a boolean"
     assert await _counts(db) == before
+
+
+@pytest.mark.parametrize(
+    ("body", "rule", "message"),
+    [
+        # These three used to be 400 bad_request "There was an error parsing the body".
+        (
+            b'{"amount": "1", "reason": "\xff\xfe", "idempotency_key": "k"}',
+            "invalid_utf8",
+            "is not UTF-8 (a JSON body is UTF-8 text, RFC 8259)",
+        ),
+        (
+            b'{"amount": "1", "reason": "r", "idempotency_key": '
+            + b"[" * 5000
+            + b"]" * 5000
+            + b"}",
+            "too_deep",
+            "nests arrays or objects too deeply to be read",
+        ),
+        (
+            b'{"amount": "1", "reason": "r", "idempotency_key": "k", "n": ' + b"9" * 5000 + b"}",
+            "too_large",
+            "holds an integer of more than 4300 digits",
+        ),
+        # And this one named the field "body.1", as if it were an index.
+        (
+            b"{",
+            "json_invalid",
+            "is not valid JSON: Expecting property name enclosed in double quotes (at character 1)",
+        ),
+    ],
+)
+@pytest.mark.parametrize("url", ["/api/v1/credits/deduct", "/api/v1/usage/events"])
+async def test_a_body_that_cannot_be_read_is_a_422_naming_the_body(
+    client: httpx.AsyncClient,
+    db: asyncpg.Pool,
+    admin_key: str,
+    url: str,
+    body: bytes,
+    rule: str,
+    message: str,
+) -> None:
+    before = await _counts(db)
+    r = await client.post(
+        url,
+        params={"account_id": "acme"},
+        content=body,
+        headers={**auth(admin_key), "Content-Type": "application/json"},
+    )
+    problem = assert_problem(r, 422, "validation_error")
+    assert problem["errors"] == [{"field": "body", "rule": rule, "message": message}]
+    assert await _counts(db) == before
