@@ -42,10 +42,14 @@ def create_key(
     scope: str = typer.Option("user", "--scope", help="user or admin"),
 ) -> None:
     """Create an API key and print it once (only its hash is stored)."""
+    from schemas.api_admin import ApiKeyIn
+
     if scope not in ("user", "admin"):
-        fail(f"--scope must be user or admin, got {scope!r}")
+        fail(f"--scope must be user or admin, got {scope!r}", code=2)
     if scope == "user" and not account:
-        fail("a user key needs --account")
+        fail("a user key needs --account", code=2)
+    # The API's model of the same write: an account id with a control character is refused.
+    account = _validated(ApiKeyIn, account_id=account, scope=scope).account_id
 
     async def run() -> tuple[str, str]:
         from processors.api_keys import create_api_key
@@ -103,7 +107,8 @@ M = TypeVar("M", bound="BaseModel")
 
 def _validated(model: type[M], **values: object) -> M:
     """The flags' values through the API's own model of the same write, so the CLI refuses
-    what the API refuses (bounds, control characters, amounts, times), naming the flag."""
+    what the API refuses (bounds, control characters, amounts, times), naming the flag; a
+    refused flag is a usage error, exit 2."""
     from pydantic import ValidationError
 
     try:
@@ -112,9 +117,10 @@ def _validated(model: type[M], **values: object) -> M:
         fail(
             "; ".join(
                 f"--{str(e['loc'][0]).replace('_', '-').replace('account-id', 'account')}: "
-                f"{e['msg']}"
+                f"{str(e['msg']).removeprefix('Value error, ')}"
                 for e in exc.errors(include_url=False)
-            )
+            ),
+            code=2,
         )
 
 
@@ -185,7 +191,7 @@ def grant(
     )
     end = body.expires_at
     if end is not None and end <= datetime.now(UTC):
-        fail("--expires-at must be in the future")
+        fail("--expires-at must be in the future", code=2)
     terms = GrantTerms(
         body.category,
         body.priority,
@@ -217,9 +223,9 @@ def grant_monthly(
         try:
             first = datetime.strptime(month, "%Y-%m").date()
         except ValueError:
-            fail(f"--month must be YYYY-MM, got {month!r}")
+            fail(f"--month must be YYYY-MM, got {month!r}", code=2)
         if first > datetime.now(UTC).date().replace(day=1):
-            fail(f"--month {month} is in the future; a month is granted once it has begun")
+            fail(f"--month {month} is in the future; a month is granted once it has begun", code=2)
 
     async def run(first: date) -> MonthlyGrant:
         from processors.ledger import grant_monthly_allocations

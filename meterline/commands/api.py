@@ -9,7 +9,7 @@ def register(app: typer.Typer) -> None:
     @app.command("api")
     def api(
         host: str = typer.Option("127.0.0.1", help="Interface to bind"),
-        port: int = typer.Option(8000, help="TCP port"),
+        port: int = typer.Option(8000, min=1, max=65535, help="TCP port"),
         workers: int = typer.Option(1, min=1, help="Worker processes"),
         log_level: str = typer.Option("info", help="uvicorn log level"),
         access_log: bool = typer.Option(True, help="Log every request"),
@@ -25,8 +25,12 @@ def register(app: typer.Typer) -> None:
         import uvicorn
 
         from api.settings import ApiSettings
-        from meterline.commands._common import addresses
+        from meterline.commands._common import addresses, fail
         from schemas.settings import get_settings
+
+        if not host.strip():
+            # uvicorn would bind every interface: an empty value is a mistake, not "all".
+            fail("--host must name an interface, e.g. 127.0.0.1 or 0.0.0.0 for all", code=2)
 
         addresses(get_settings(ApiSettings), kafka=True, database=True)
         uvicorn.run(

@@ -56,9 +56,9 @@ def _parse_time(value: str | None, option: str) -> datetime | None:
     try:
         ts = datetime.fromisoformat(value.strip())
     except ValueError:
-        fail(f"{option} {value!r} is not an RFC 3339 time, e.g. 2025-06-01T00:00:00Z")
+        fail(f"{option} {value!r} is not an RFC 3339 time, e.g. 2025-06-01T00:00:00Z", code=2)
     if ts.utcoffset() is None:
-        fail(f"{option} {value!r} has no offset; add Z or +HH:MM")
+        fail(f"{option} {value!r} has no offset; add Z or +HH:MM", code=2)
     return bounded_time(ts, option)
 
 

@@ -99,8 +99,22 @@ async def test_allocate_and_grant_refuse_what_the_api_refuses(
     ]
     for args, flag, rule in cases:
         r = _run(api_settings, *args)
-        assert r.returncode != 0, (args, r.stdout)
+        assert r.returncode == 2, (args, r.stdout, r.stderr)  # a usage error, as click's
         assert flag in r.stderr and rule in r.stderr, (args, r.stderr)
-        assert "Traceback" not in r.stderr, r.stderr
+        assert "Traceback" not in r.stderr and "Value error" not in r.stderr, r.stderr
     assert await db.fetchval("SELECT count(*) FROM credit_transactions") == 0
+    assert await db.fetchval("SELECT count(*) FROM user_credits") == 0
+
+
+async def test_create_key_refuses_an_account_the_api_refuses(
+    api_settings: ApiSettings, db: asyncpg.Pool
+) -> None:
+    """create-key used to store a key (and create the account) for an id with a control
+    character, which every later request of that key then acted on."""
+    for account in ["a\x01b", "x" * 129]:
+        r = _run(api_settings, "create-key", "--account", account, "--scope", "user")
+        assert r.returncode == 2, (account, r.stdout, r.stderr)
+        assert "--account" in r.stderr and "Traceback" not in r.stderr, r.stderr
+        assert not r.stdout.strip()  # no key printed
+    assert await db.fetchval("SELECT count(*) FROM api_keys") == 0
     assert await db.fetchval("SELECT count(*) FROM user_credits") == 0

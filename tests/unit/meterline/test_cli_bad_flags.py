@@ -1,0 +1,32 @@
+"""A bad flag is a usage error: exit 2, the flag named, no traceback, nothing started or
+written (found by a hostile sweep: `api --port 99999` served on another port, `--host ''`
+bound every interface, and the admin helpers exited 1)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.unit.meterline.test_cli_times import _meterline
+
+
+@pytest.mark.parametrize(
+    ("args", "flag"),
+    [
+        (["api", "--port", "99999"], "--port"),
+        (["api", "--port", "0"], "--port"),
+        (["api", "--host", ""], "--host"),
+        (["api", "--host", "  "], "--host"),
+        (["admin", "create-key", "--scope", "root"], "--scope"),
+        (["admin", "create-key", "--scope", "user"], "--account"),
+        (["admin", "grant-monthly", "--month", "2026-13"], "--month"),
+        (["pricing", "list", "--at", "yesterday"], "--at"),
+        (["pricing", "list", "--at", "2026-01-01T00:00:00"], "--at"),
+    ],
+)
+def test_a_bad_flag_exits_2_naming_it(tmp_path: Path, args: list[str], flag: str) -> None:
+    r = _meterline(tmp_path, *args)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert flag in " ".join(r.stderr.split()), r.stderr
+    assert "Traceback" not in r.stderr
