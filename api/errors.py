@@ -175,10 +175,26 @@ def _unreadable_body(cause: BaseException) -> JSONResponse:
     return validation_problem([{"field": "body", "rule": rule, "message": message}])
 
 
+class BodyTooLarge(Problem):
+    """413: the body is larger than the API reads (METERLINE_MAX_BODY_BYTES)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            413,
+            "payload_too_large",
+            f"the request body is larger than {limit} bytes, the most this API reads; send "
+            "fewer events per request (HTTP ingest takes up to 1000)",
+            limit=limit,
+        )
+
+
 async def _on_http(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    if exc.status_code == 400 and exc.detail == _BODY_PARSE_FAILED and exc.__cause__ is not None:
-        return _unreadable_body(exc.__cause__)
+    cause = exc.__cause__
+    if exc.status_code == 400 and exc.detail == _BODY_PARSE_FAILED and cause is not None:
+        if isinstance(cause, BodyTooLarge):  # raised by the guard's receive, while reading
+            return await _on_domain(request, cause)
+        return _unreadable_body(cause)
     code = _HTTP_CODES.get(exc.status_code, "http_error")
     detail = exc.detail if isinstance(exc.detail, str) else _title(exc.status_code)
     if exc.status_code == 404 and detail == "Not Found":

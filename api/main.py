@@ -21,8 +21,8 @@ from api.deps import make_rate_limiter
 from api.errors import PROBLEM_MEDIA_TYPE, install_error_handlers
 from api.key_cache import KeyCache
 from api.metrics import MetricsMiddleware
+from api.request_guard import RequestGuardMiddleware
 from api.settings import ApiSettings
-from api.url_encoding import Utf8UrlMiddleware
 from producers.keeper import PublisherKeeper
 from producers.publisher import UsagePublisher
 from schemas.api_common import ProblemOut
@@ -178,7 +178,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.state.key_cache = KeyCache(settings.api_key_cache_seconds)
     app.state.catalog_cache = CatalogCache()
     install_error_handlers(app)
-    app.add_middleware(Utf8UrlMiddleware)
+    app.add_middleware(RequestGuardMiddleware, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware)
     modules = route_modules()
     hot = sorted(

@@ -4,10 +4,14 @@ route keeps answering others."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import asyncpg
 import httpx
 import pytest
 
+from api.main import create_app
+from api.settings import ApiSettings
 from tests.integration.api.conftest import assert_problem, auth
 from tests.integration.api.test_hostile_inputs import _counts
 
@@ -195,3 +199,49 @@ async def test_a_body_that_cannot_be_read_is_a_422_naming_the_body(
     problem = assert_problem(r, 422, "validation_error")
     assert problem["errors"] == [{"field": "body", "rule": rule, "message": message}]
     assert await _counts(db) == before
+
+
+@pytest.fixture
+async def small_body_client(api_settings: ApiSettings) -> AsyncIterator[httpx.AsyncClient]:
+    """The app with a 64 KiB body limit (the default, 32 MiB, works the same way)."""
+    app = create_app(api_settings.model_copy(update={"max_body_bytes": 64 * 1024}))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://meterline.test") as c:
+            yield c
+
+
+@pytest.mark.parametrize("declared", [True, False])
+@pytest.mark.parametrize("url", ["/api/v1/credits/deduct", "/api/v1/usage/events"])
+async def test_a_body_past_the_limit_is_a_413_and_the_next_request_is_served(
+    small_body_client: httpx.AsyncClient,
+    db: asyncpg.Pool,
+    admin_key: str,
+    url: str,
+    declared: bool,
+) -> None:
+    # There was no limit: a 300 MB body held the event loop 4 s and took 1 GB of memory.
+    body = b'{"amount": "1", "reason": "r", "idempotency_key": "k", "pad": "'
+    body += b"x" * (64 * 1024) + b'"}'
+
+    async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: counted as it is read
+        for i in range(0, len(body), 8192):
+            yield body[i : i + 8192]
+
+    before = await _counts(db)
+    r = await small_body_client.post(
+        url,
+        params={"account_id": "acme"},
+        content=body if declared else chunks(),
+        headers={**auth(admin_key), "Content-Type": "application/json"},
+    )
+    problem = assert_problem(r, 413, "payload_too_large")
+    assert problem["limit"] == 64 * 1024
+    assert "larger than 65536 bytes" in problem["detail"]
+    assert await _counts(db) == before
+    ok = await small_body_client.post(
+        "/api/v1/admin/credits/allocate",
+        json={"account_id": "acme", "amount": "1", "reason": "r", "idempotency_key": "a1"},
+        headers=auth(admin_key),
+    )
+    assert ok.status_code == 200, ok.text
