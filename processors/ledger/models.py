@@ -212,7 +212,9 @@ class IdempotencyConflict(LedgerError):
             )
             ref: dict[str, Any] = {"original_reservation_id": original.reservation_id}
         else:
-            what = f"a {original.type} of {original.amount_micros} micro-credits"
+            # Credits as the wire writes them ("-1.000000"), not the ledger's micro-credits.
+            article = "an" if original.type[0] in "aeiou" else "a"
+            what = f"{article} {original.type} of {format_micros(original.amount_micros)}"
             ref = {"original_transaction_id": original.id}
         super().__init__(
             f"idempotency_key {key!r} was already used for a different request ({what});"

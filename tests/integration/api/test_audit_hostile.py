@@ -245,3 +245,27 @@ async def test_a_body_past_the_limit_is_a_413_and_the_next_request_is_served(
         headers=auth(admin_key),
     )
     assert ok.status_code == 200, ok.text
+
+
+async def test_an_idempotency_conflict_names_the_original_amount_in_credits(
+    client: httpx.AsyncClient, db: asyncpg.Pool, admin_key: str
+) -> None:
+    # It said "(a deduction of -1000000 micro-credits)": the ledger's unit, not the wire's.
+    allocate = {"account_id": "acme", "amount": "5", "reason": "r", "idempotency_key": "k1"}
+    r = await client.post("/api/v1/admin/credits/allocate", json=allocate, headers=auth(admin_key))
+    assert r.status_code == 200, r.text
+    again = await client.post(
+        "/api/v1/admin/credits/allocate", json={**allocate, "amount": "6"}, headers=auth(admin_key)
+    )
+    problem = assert_problem(again, 409, "idempotency_conflict")
+    assert "(an allocation of 5.000000)" in problem["detail"], problem["detail"]
+    deduct = {"amount": "1.5", "reason": "r", "idempotency_key": "k2"}
+    q = {"account_id": "acme"}
+    r = await client.post("/api/v1/credits/deduct", params=q, json=deduct, headers=auth(admin_key))
+    assert r.status_code == 200, r.text
+    again = await client.post(
+        "/api/v1/credits/deduct", params=q, json={**deduct, "amount": "2"}, headers=auth(admin_key)
+    )
+    problem = assert_problem(again, 409, "idempotency_conflict")
+    assert "(a deduction of -1.500000)" in problem["detail"], problem["detail"]
+    assert "micro" not in problem["detail"]
