@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import sys
 from datetime import timedelta
 from pathlib import Path
@@ -157,13 +158,17 @@ def _run(
             window=timedelta(days=window_days) if window_days else DEFAULT_WINDOW,
         )
     else:
+        # surrogateescape: a byte that is not UTF-8 makes its own line bad (parse_line says
+        # so), instead of a UnicodeDecodeError that ends the run halfway.
         if file == "-":
             stream, total = sys.stdin, None
+            if isinstance(sys.stdin, io.TextIOWrapper):
+                sys.stdin.reconfigure(errors="surrogateescape")
         else:
             assert file is not None
-            with open(file, encoding="utf-8") as f:
+            with open(file, encoding="utf-8", errors="surrogateescape") as f:
                 total = sum(1 for line in f if line.strip())
-            stream = open(file, encoding="utf-8")  # closed in the finally below
+            stream = open(file, encoding="utf-8", errors="surrogateescape")  # closed below
         items = read_items(stream, format=fmt, **defaults)
 
     shown = 0
