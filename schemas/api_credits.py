@@ -26,7 +26,7 @@ from pydantic import (
 
 from schemas import api_credits_examples as ex
 from schemas import bounds
-from schemas.bounds import Count, Timestamp
+from schemas.bounds import Count, EventTime, Timestamp
 from schemas.event import check_reasoning_within_output
 from schemas.money import format_micros
 
@@ -272,6 +272,13 @@ class CalculateAndDeductIn(CalculateCostIn):
 
     idempotency_key: IdempotencyKey
     reason: Reason | None = Field(default=None, description="default: the model's name")
+    # A charge, so the usage event's bound: not ahead of the clock (a price version scheduled
+    # for next month must not be paid today), not before 2000. An estimate may look ahead.
+    occurred_at: EventTime | None = Field(
+        default=None,
+        description="selects the price version; default now. As the usage event's: from "
+        "2000-01-01 to at most the clock skew (default 5 minutes) ahead of the server's clock",
+    )
 
 
 class BreakdownOut(BaseModel):

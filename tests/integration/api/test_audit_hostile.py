@@ -5,6 +5,8 @@ route keeps answering others."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 import asyncpg
 import httpx
@@ -12,7 +14,9 @@ import pytest
 
 from api.main import create_app
 from api.settings import ApiSettings
+from processors.catalog import insert_price_version
 from tests.integration.api.conftest import assert_problem, auth
+from tests.integration.api.credits_helpers import MODEL, add_test_price, allocate
 from tests.integration.api.test_hostile_inputs import _counts
 
 
@@ -269,3 +273,48 @@ async def test_an_idempotency_conflict_names_the_original_amount_in_credits(
     problem = assert_problem(again, 409, "idempotency_conflict")
     assert "(a deduction of -1.500000)" in problem["detail"], problem["detail"]
     assert "micro" not in problem["detail"]
+
+
+async def test_calculate_and_deduct_cannot_pay_a_price_that_is_not_in_force_yet(
+    client: httpx.AsyncClient, db: asyncpg.Pool, admin_key: str
+) -> None:
+    # An admin schedules a price cut for next month; a charge dated next month used to be
+    # priced (and paid) at it today. An estimate may still look ahead.
+    await add_test_price(db)
+    now = datetime.now(UTC)
+    await insert_price_version(
+        db,
+        model=MODEL,
+        effective_from=now + timedelta(days=30),
+        input_per_mtok=Decimal(0),
+        output_per_mtok=Decimal(0),
+    )
+    await allocate(db, "acme", 10_000_000)
+    later = (now + timedelta(days=31)).isoformat()
+    body = {"model": MODEL, "input_tokens": 1_000_000, "occurred_at": later}
+    q = {"account_id": "acme"}
+    estimate = await client.post(
+        "/api/v1/credits/calculate-cost", params=q, json=body, headers=auth(admin_key)
+    )
+    assert estimate.status_code == 200 and estimate.json()["cost"] == "0.000000", estimate.text
+    before = await _counts(db)
+    r = await client.post(
+        "/api/v1/credits/calculate-and-deduct",
+        params=q,
+        json={**body, "idempotency_key": "next-month"},
+        headers=auth(admin_key),
+    )
+    problem = assert_problem(r, 422, "validation_error")
+    assert [(e["field"], e["rule"]) for e in problem["errors"]] == [
+        ("body.occurred_at", "time_in_future")
+    ]
+    assert await _counts(db) == before
+    # Dated now, it pays today's price (2 credits per million input tokens).
+    r = await client.post(
+        "/api/v1/credits/calculate-and-deduct",
+        params=q,
+        json={"model": MODEL, "input_tokens": 1_000_000, "idempotency_key": "today"},
+        headers=auth(admin_key),
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["transaction"]["amount"] == "-2.000000"
