@@ -183,4 +183,4 @@ def test_cli_refuses_a_time_without_offset() -> None:
     result = CliRunner().invoke(
         app, ["pricing", "import", str(SAMPLE), "--dry-run", "--effective-from", "2025-06-01"]
     )
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # a bad flag is a usage error
