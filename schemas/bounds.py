@@ -54,6 +54,8 @@ MAX_COUNT = 10**12
 MAX_CREDITS = 10**12
 MAX_CREDIT_DIGITS = 12  # whole digits of an amount: < 10**12 credits
 MAX_MICROS = MAX_CREDITS * 1_000_000
+# What a BIGINT column holds: a balance or a month's spend, in micro-credits, either sign.
+MAX_TOTAL_MICROS = 2**63 - 1
 MAX_DECIMAL_PLACES = 30  # of a decimal kept as given (reported_cost): numeric stores it exactly
 EVENT_TIME_MIN = datetime(2000, 1, 1, tzinfo=UTC)
 _EVENT_TIME_MIN_TS = EVENT_TIME_MIN.timestamp()

@@ -21,6 +21,7 @@ from processors.ledger.models import (
     LedgerPolicy,
     LedgerRow,
     UnknownAccount,
+    check_totals,
     month_of,
 )
 from processors.ledger.state import evaluate
@@ -101,6 +102,12 @@ async def post_credits(
                     continue
                 if (c.account_id, key) in first:
                     continue  # answered after the first one is written
+            try:
+                check_totals(c.account_id, c.amount_micros, state.balance_micros + c.amount_micros)
+            except LedgerError as exc:
+                results[i] = exc  # refused before it is written: its key stays unused
+                continue
+            if key is not None:
                 first[(c.account_id, key)] = i
             state.balance_micros += c.amount_micros
             new.append(i)

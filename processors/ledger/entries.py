@@ -23,6 +23,7 @@ from processors.ledger.models import (
     LedgerPolicy,
     LedgerRow,
     UnknownAccount,
+    check_totals,
     month_of,
 )
 from processors.ledger.state import evaluate
@@ -109,9 +110,11 @@ async def post_entry(
                 raise CapExceeded(
                     account_id, state.monthly_spend_micros, cap, debit, state.held_micros
                 )
+        spend_after = state.monthly_spend_micros - (amount_micros if spends else 0)
+        # Before the write: Postgres' BIGINT refusal would be a bare int64 error.
+        check_totals(account_id, amount_micros, state.balance_micros + amount_micros, spend_after)
         state.balance_micros += amount_micros
-        if spends:
-            state.monthly_spend_micros -= amount_micros
+        state.monthly_spend_micros = spend_after
         (row,) = await queries.insert_ledger_rows(
             conn,
             account_ids=[account_id],

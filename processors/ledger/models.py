@@ -8,6 +8,7 @@ from decimal import Decimal
 from typing import Any
 
 from processors.pricing import DEFAULT_BYOK_FEE_PCT, Terms
+from schemas.bounds import MAX_TOTAL_MICROS
 from schemas.errors import DomainError
 from schemas.money import format_micros
 
@@ -222,6 +223,35 @@ class IdempotencyConflict(LedgerError):
             idempotency_key=key,
             **ref,
         )
+
+
+class BalanceOutOfRange(LedgerError):
+    """An entry that would take a balance or a month's spend past what the ledger holds."""
+
+    code = "balance_out_of_range"
+    status = 422
+
+    def __init__(self, account_id: str, amount_micros: int, total_micros: int, what: str) -> None:
+        self.account_id = account_id
+        verb = "crediting" if amount_micros > 0 else "debiting"
+        message = (
+            f"{verb} {format_micros(abs(amount_micros))} would bring the {what} of account "
+            f"{account_id!r} to {format_micros(total_micros)}, past the most the ledger holds "
+            f"({format_micros(MAX_TOTAL_MICROS)} either way); nothing was written"
+        )
+        super().__init__(
+            message,
+            account_id=account_id,
+            errors=[{"field": "body.amount", "rule": self.code, "message": message}],
+        )
+
+
+def check_totals(account_id: str, amount_micros: int, balance: int, spend: int = 0) -> None:
+    """BalanceOutOfRange unless a balance and a month's spend after an entry fit BIGINT."""
+    if abs(balance) > MAX_TOTAL_MICROS:
+        raise BalanceOutOfRange(account_id, amount_micros, balance, "balance")
+    if abs(spend) > MAX_TOTAL_MICROS:
+        raise BalanceOutOfRange(account_id, amount_micros, spend, "monthly spend")
 
 
 class UnknownAccount(LedgerError):

@@ -318,3 +318,53 @@ async def test_calculate_and_deduct_cannot_pay_a_price_that_is_not_in_force_yet(
     )
     assert r.status_code == 200, r.text
     assert r.json()["transaction"]["amount"] == "-2.000000"
+
+
+_MOST = 999_999_999_999_999_999  # the largest amount an entry may carry, 10^12 credits less 1µ
+
+
+@pytest.mark.parametrize("route", ["allocate", "grants", "bulk-allocate"])
+async def test_a_credit_past_what_a_balance_holds_is_refused_by_name(
+    client: httpx.AsyncClient, db: asyncpg.Pool, admin_key: str, route: str
+) -> None:
+    # Nine of the largest allocations leave room for less than a tenth: the tenth used to end
+    # in a 422 quoting asyncpg ("invalid input for query argument $4: [9999999999999999990]
+    # (value out of int64 range)") and telling the caller to check bounds it had kept.
+    for i in range(9):
+        await allocate(db, "acme", _MOST, f"seed-{i}")
+    before = await _counts(db)
+    row = {"account_id": "acme", "amount": "999999999999.999999", "reason": "r"}
+    url = f"/api/v1/admin/credits/{route}"
+    if route == "bulk-allocate":
+        body: dict[str, object] = {
+            "allocations": [
+                {**row, "account_id": "other", "idempotency_key": "b0"},
+                {**row, "idempotency_key": "b1"},
+            ]
+        }
+    else:
+        body = {**row, "idempotency_key": "tenth"}
+    r = await client.post(url, json=body, headers=auth(admin_key))
+    expected = (
+        "crediting 999999999999.999999 would bring the balance of account 'acme' to "
+        "9999999999999.999990, past the most the ledger holds (9223372036854.775807 either "
+        "way); nothing was written"
+    )
+    if route == "bulk-allocate":
+        problem = assert_problem(r, 409, "bulk_allocation_failed")
+        assert [(e["index"], e["code"], e["message"]) for e in problem["errors"]] == [
+            (1, "balance_out_of_range", expected)
+        ]
+    else:
+        problem = assert_problem(r, 422, "balance_out_of_range")
+        assert problem["detail"] == expected
+        assert problem["errors"] == [
+            {"field": "body.amount", "rule": "balance_out_of_range", "message": expected}
+        ]
+    assert await _counts(db) == before
+    ok = await client.post(
+        "/api/v1/admin/credits/allocate",
+        json={**row, "amount": "1", "idempotency_key": "small"},
+        headers=auth(admin_key),
+    )
+    assert ok.status_code == 200 and ok.json()["balance"] == "9000000000000.999991", ok.text
