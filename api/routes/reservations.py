@@ -81,16 +81,15 @@ async def create_reservation(
     `expires_at` it stops counting by itself.
     """
     amount = to_micros(body.amount)
-    async with pool.acquire() as conn:
-        result = await reserve(
-            conn,
-            account_id=account_id,
-            amount_micros=amount,
-            ttl_seconds=body.ttl_seconds,
-            idempotency_key=body.idempotency_key,
-            request_hash=_fingerprint(body, amount),
-            metadata=body.metadata,
-        )
+    result = await reserve(
+        pool,
+        account_id=account_id,
+        amount_micros=amount,
+        ttl_seconds=body.ttl_seconds,
+        idempotency_key=body.idempotency_key,
+        request_hash=_fingerprint(body, amount),
+        metadata=body.metadata,
+    )
     if result.replayed:
         response.headers[REPLAYED_HEADER] = "true"
     return hold_out(
@@ -135,16 +134,11 @@ async def release_one(
     reservation_id: ReservationPath,
     principal: AuthedKey,
     pool: Pool,
-    settings: SettingsDep,
     account_id: AccountQuery = None,
 ) -> ReservationOut:
     """Mark the hold `released`: its amount is available again at once. A hold no longer
     active (released, settled or expired) is answered in its current state, unchanged."""
-    async with pool.acquire() as conn:  # one connection for both statements
-        hold, _ = await release(
-            conn, reservation_id=reservation_id, account_id=_scope(principal, account_id)
-        )
-        state = await read_account_or_new(
-            conn, account_id=hold.account_id, default_tier=settings.default_tier
-        )
-    return hold_out(hold, available_micros=state.available_micros)
+    result = await release(
+        pool, reservation_id=reservation_id, account_id=_scope(principal, account_id)
+    )
+    return hold_out(result.hold, available_micros=result.available_micros)

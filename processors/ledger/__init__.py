@@ -30,6 +30,7 @@ from processors.ledger.entries import (
 from processors.ledger.expiry import ExpiryResult, expire_grants
 from processors.ledger.grants import GrantBook, applies, burn_order
 from processors.ledger.holds import (
+    Release,
     Reservation,
     get_reservation,
     list_active,
@@ -72,6 +73,7 @@ __all__ = [
     "burn_order",
     "applies",
     "UnknownReservation",
+    "Release",
     "Reservation",
     "Hold",
     "GrantTerms",

@@ -4,27 +4,56 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 import asyncpg
 
 from processors.ledger.json_rows import json_rows
-from processors.ledger.models import Burn, Grant, Hold
+from processors.ledger.models import Burn, Grant, Hold, HoldAttempt
 
 # Reads begin with these (a grant's or a hold's columns) and add their WHERE.
 _GRANT_SELECT = (
     "SELECT grant_id, account_id, category, amount_micros, remaining_micros, priority,"
     " effective_at, expires_at, applies_to, transaction_id, reason, created_at FROM credit_grants"
 )
-# A hold's status is read as of now: an active hold past its expiry is expired at once.
-_HOLD_FIELDS = (
-    " reservation_id, account_id, amount_micros,"
-    " CASE WHEN status = 'active' AND expires_at <= now() THEN 'expired' ELSE status END"
-    " AS status, expires_at, idempotency_key, request_hash, metadata::text AS metadata,"
-    " available_after_micros, created_at, closed_at, settled_transaction_id, settled_source,"
-    " settled_event_id"
+_HOLD_COLUMNS = (
+    "reservation_id",
+    "account_id",
+    "amount_micros",
+    "status",
+    "expires_at",
+    "idempotency_key",
+    "request_hash",
+    "metadata",
+    "available_after_micros",
+    "created_at",
+    "closed_at",
+    "settled_transaction_id",
+    "settled_source",
+    "settled_event_id",
 )
+
+
+def _hold_fields(of: str) -> str:
+    """A hold's columns as hold_of reads them, from `of`: "" for credit_holds' own, "(r.hold)."
+    for the hold a hold function answered. The status is as of now: an active hold past its
+    expiry is expired at once."""
+
+    def field(name: str) -> str:
+        if name == "status":
+            return (
+                f"CASE WHEN {of}status = 'active' AND {of}expires_at <= now() THEN 'expired'"
+                f" ELSE {of}status END AS status"
+            )
+        if name == "metadata":
+            return f"{of}metadata::text AS metadata"
+        return f"{of}{name} AS {name}" if of else name
+
+    return " " + ", ".join(field(n) for n in _HOLD_COLUMNS)
+
+
+_HOLD_FIELDS = _hold_fields("")
 _HOLD_SELECT = "SELECT" + _HOLD_FIELDS + " FROM credit_holds"
 
 _OPEN_GRANTS = _GRANT_SELECT + " WHERE account_id = ANY($1::text[]) AND remaining_micros > 0"
@@ -36,24 +65,18 @@ _INSERT_GRANT = (
     " effective_at, expires_at, applies_to, transaction_id, reason, created_at"
 )
 _GRANT_OF_TRANSACTION = _GRANT_SELECT + " WHERE transaction_id = $1"
-_HOLD_BY_KEY = _HOLD_SELECT + " WHERE account_id = $1 AND idempotency_key = $2"
-_INSERT_HOLD = (
-    "INSERT INTO credit_holds (reservation_id, account_id, amount_micros, expires_at,"
-    " idempotency_key, request_hash, metadata, available_after_micros)"
-    " VALUES ($1, $2, $3, now() + make_interval(secs => $4), $5, $6, $7::text::jsonb, $8)"
-    " ON CONFLICT (account_id, idempotency_key) DO NOTHING"
-    " RETURNING reservation_id, account_id, amount_micros, status, expires_at, idempotency_key,"
-    " request_hash, metadata::text AS metadata, available_after_micros, created_at, closed_at,"
-    " settled_transaction_id, settled_source, settled_event_id"
+# The hold functions of migration 0010: one round trip each, the hold in the same answer
+# (the fragments are constants; the values always travel as $n).
+_RESERVE_HOLD = (
+    "SELECT r.outcome, r.state_balance, r.state_held, r.state_spend, r.state_cap,"  # noqa: S608
+    + _hold_fields("(r.hold).")
+    + " FROM reserve_hold($1, $2, $3, $4, $5, $6, $7::text::jsonb, $8) AS r"
 )
 _HOLD_BY_ID = _HOLD_SELECT + " WHERE reservation_id = $1"
 _RELEASE_HOLD = (
-    "UPDATE credit_holds SET status = 'released', closed_at = now()"
-    " WHERE reservation_id = $1 AND status = 'active' AND expires_at > now()"
-    " AND account_id = coalesce($2, account_id)"
-    " RETURNING reservation_id, account_id, amount_micros, status, expires_at, idempotency_key,"
-    " request_hash, metadata::text AS metadata, available_after_micros, created_at, closed_at,"
-    " settled_transaction_id, settled_source, settled_event_id"
+    "SELECT r.released, r.available,"  # noqa: S608
+    + _hold_fields("(r.hold).")
+    + " FROM release_hold($1, $2) AS r"
 )
 _ACTIVE_HOLDS = (
     _HOLD_SELECT + " WHERE account_id = $1 AND status = 'active' AND expires_at > now()"
@@ -276,20 +299,8 @@ async def close_expired(
 # ---- holds -----------------------------------------------------------------------------------
 
 
-async def find_hold_by_key(
-    conn: asyncpg.Connection, *, account_id: str, idempotency_key: str
-) -> Hold | None:
-    """The hold a reservation with this key made, if any."""
-    r = await conn.fetchrow(
-        _HOLD_BY_KEY,
-        account_id,
-        idempotency_key,
-    )
-    return None if r is None else hold_of(r)
-
-
-async def insert_hold(
-    conn: asyncpg.Connection,
+async def reserve_hold(
+    conn: asyncpg.Connection | asyncpg.Pool,
     *,
     reservation_id: str,
     account_id: str,
@@ -298,12 +309,13 @@ async def insert_hold(
     idempotency_key: str,
     request_hash: bytes,
     metadata: dict[str, Any] | None,
-    available_after_micros: int,
-) -> Hold | None:
-    """Write an active hold expiring ttl_seconds from now; None when the account has a hold
-    with this idempotency key already (nothing written)."""
+    month: date,
+) -> HoldAttempt:
+    """Hold amount_micros for ttl_seconds under the account's row lock, in one statement
+    (reserve_hold, migration 0010): the new hold, the one this key made before, or the
+    refusal with the account state that decided it."""
     r = await conn.fetchrow(
-        _INSERT_HOLD,
+        _RESERVE_HOLD,
         reservation_id,
         account_id,
         amount_micros,
@@ -311,9 +323,17 @@ async def insert_hold(
         idempotency_key,
         request_hash,
         None if metadata is None else json.dumps(metadata),
-        available_after_micros,
+        month,
     )
-    return None if r is None else hold_of(r)
+    assert r is not None  # the function answers one row, always
+    return HoldAttempt(
+        outcome=r["outcome"],
+        hold=None if r["reservation_id"] is None else hold_of(r),
+        balance_micros=r["state_balance"],
+        held_micros=r["state_held"],
+        spend_micros=r["state_spend"],
+        cap_micros=r["state_cap"],
+    )
 
 
 async def get_hold(conn: asyncpg.Connection | asyncpg.Pool, *, reservation_id: str) -> Hold | None:
@@ -323,12 +343,18 @@ async def get_hold(conn: asyncpg.Connection | asyncpg.Pool, *, reservation_id: s
 
 
 async def release_hold(
-    conn: asyncpg.Connection, *, reservation_id: str, account_id: str | None
-) -> Hold | None:
-    """Mark an active, unexpired hold released (account_id given: only that account's);
-    None when there was no such active hold."""
+    conn: asyncpg.Connection | asyncpg.Pool, *, reservation_id: str, account_id: str | None
+) -> tuple[Hold | None, bool, int]:
+    """Release an active, unexpired hold (account_id given: only that account's) and read its
+    account's available after it, in one statement (release_hold, migration 0010): (the hold
+    now, whether this call released it, available). The hold is None when there is no such
+    id; it may be another account's (not released then: the caller scopes it)."""
     r = await conn.fetchrow(_RELEASE_HOLD, reservation_id, account_id)
-    return None if r is None else hold_of(r)
+    assert r is not None  # the function answers one row, always
+    if r["reservation_id"] is None:
+        return None, False, 0
+    # No account row reads as an account the ledger never saw: nothing available.
+    return hold_of(r), r["released"], r["available"] or 0
 
 
 async def settle_holds(

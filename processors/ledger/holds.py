@@ -3,8 +3,9 @@
 A hold is not a ledger row: it moves no balance. It lowers `available` (balance − active,
 unexpired holds) and counts against the monthly cap with this month's spend. Reserving locks
 the account row, the lock every balance writer takes, so no number of concurrent reservations,
-deductions or usage batches can commit the same credit twice. Settling happens in
-`debit_batch`, in the transaction of the usage debit that names the hold.
+deductions or usage batches can commit the same credit twice. Reserve and release each run as
+one server-side function (migration 0010): one round trip each, the refusal decided there.
+Settling happens in `debit_batch`, in the transaction of the usage debit that names the hold.
 """
 
 from __future__ import annotations
@@ -17,11 +18,10 @@ from typing import Any
 import asyncpg
 
 from processors.ledger import grant_queries as gq
-from processors.ledger import queries
 from processors.ledger.models import (
-    AccountState,
     CapExceeded,
     Hold,
+    HoldAttempt,
     IdempotencyConflict,
     InsufficientCredit,
     UnknownReservation,
@@ -43,7 +43,7 @@ def new_reservation_id() -> str:
 
 
 async def reserve(
-    conn: asyncpg.Connection,
+    conn: asyncpg.Connection | asyncpg.Pool,
     *,
     account_id: str,
     amount_micros: int,
@@ -58,59 +58,56 @@ async def reserve(
     Refused (InsufficientCredit naming available, CapExceeded naming the cap) when it would
     make available negative or push this month's spend plus holds past the cap. The same key
     and request hash answer the original hold; another request with the key raises
-    IdempotencyConflict.
+    IdempotencyConflict. One statement (reserve_hold, migration 0010), which decides the
+    refusal; this only names it.
     """
     if amount_micros <= 0:
         raise ValueError("a reservation's amount must be greater than 0")
-    month = month_of(now or datetime.now(UTC))
-    async with conn.transaction():
-        states = await queries.lock_accounts(conn, account_ids=[account_id], month=month)
-        refusal = _refusal(states.get(account_id), account_id, amount_micros)
-        if refusal is None:
-            assert account_id in states
-            hold = await gq.insert_hold(
-                conn,
-                reservation_id=new_reservation_id(),
-                account_id=account_id,
-                amount_micros=amount_micros,
-                ttl_seconds=ttl_seconds,
-                idempotency_key=idempotency_key,
-                request_hash=request_hash,
-                metadata=metadata,
-                available_after_micros=states[account_id].available_micros - amount_micros,
-            )
-            if hold is not None:
-                return Reservation(hold, replayed=False)
-        # The key was used before (the insert met it), or this one would be refused: a replay
-        # answers the original whatever the account's state now.
-        original = await gq.find_hold_by_key(
-            conn, account_id=account_id, idempotency_key=idempotency_key
-        )
-        if original is not None:
-            if original.request_hash != request_hash:
-                raise IdempotencyConflict(idempotency_key, original)
-            return Reservation(original, replayed=True)
-        assert refusal is not None  # the insert met no other hold with the key
-        raise refusal
+    attempt = await gq.reserve_hold(
+        conn,
+        reservation_id=new_reservation_id(),
+        account_id=account_id,
+        amount_micros=amount_micros,
+        ttl_seconds=ttl_seconds,
+        idempotency_key=idempotency_key,
+        request_hash=request_hash,
+        metadata=metadata,
+        month=month_of(now or datetime.now(UTC)),
+    )
+    hold = attempt.hold
+    if attempt.outcome == "reserved" and hold is not None:
+        return Reservation(hold, replayed=False)
+    if attempt.outcome == "replayed" and hold is not None:
+        # The key was used before: a replay answers the original whatever the account's
+        # state now.
+        if hold.request_hash != request_hash:
+            raise IdempotencyConflict(idempotency_key, hold)
+        return Reservation(hold, replayed=True)
+    raise _refusal(attempt, account_id, amount_micros)
 
 
 def _refusal(
-    state: AccountState | None, account_id: str, amount_micros: int
-) -> InsufficientCredit | CapExceeded | None:
-    """Why a hold of amount_micros may not be made on this account state, or None."""
-    if state is None:
+    attempt: HoldAttempt, account_id: str, amount_micros: int
+) -> InsufficientCredit | CapExceeded:
+    """The error of a refused reservation (reserve_hold decided it), with the account state it
+    was decided on."""
+    balance, held = attempt.balance_micros or 0, attempt.held_micros or 0
+    if attempt.outcome == "no_account":
         # No account, no credit: refused like an empty one (nothing is created).
         return InsufficientCredit(account_id, 0, amount_micros)
-    if state.available_micros < amount_micros:
-        return InsufficientCredit(
-            account_id, state.balance_micros, amount_micros, held_micros=state.held_micros
-        )
-    cap = state.monthly_cap_micros
-    if cap is not None and state.monthly_spend_micros + state.held_micros + amount_micros > cap:
-        return CapExceeded(
-            account_id, state.monthly_spend_micros, cap, amount_micros, state.held_micros
-        )
-    return None
+    if attempt.outcome == "insufficient_credit":
+        return InsufficientCredit(account_id, balance, amount_micros, held_micros=held)
+    if attempt.outcome == "monthly_cap_exceeded" and attempt.cap_micros is not None:
+        spend = attempt.spend_micros or 0
+        return CapExceeded(account_id, spend, attempt.cap_micros, amount_micros, held)
+    raise RuntimeError(f"reserve_hold answered {attempt.outcome!r}, which no caller knows")
+
+
+def _scoped(hold: Hold | None, reservation_id: str, account_id: str | None) -> Hold:
+    """The hold, unless it is missing or (account_id given) another account's."""
+    if hold is None or (account_id is not None and hold.account_id != account_id):
+        raise UnknownReservation(reservation_id)
+    return hold
 
 
 async def get_reservation(
@@ -118,22 +115,30 @@ async def get_reservation(
 ) -> Hold:
     """A hold by id; UnknownReservation when missing or (account_id given) another account's."""
     hold = await gq.get_hold(conn, reservation_id=reservation_id)
-    if hold is None or (account_id is not None and hold.account_id != account_id):
-        raise UnknownReservation(reservation_id)
-    return hold
+    return _scoped(hold, reservation_id, account_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    """A hold as release answers it: the hold now, whether this call released it, and what
+    its account has available after it."""
+
+    hold: Hold
+    released: bool
+    available_micros: int
 
 
 async def release(
-    conn: asyncpg.Connection, *, reservation_id: str, account_id: str | None
-) -> tuple[Hold, bool]:
-    """Free an active hold; (the hold now, True) — or its current state and False when it was
-    no longer active (released, settled or expired before). UnknownReservation when there is
-    no such hold (or, account_id given, it is another account's)."""
-    released = await gq.release_hold(conn, reservation_id=reservation_id, account_id=account_id)
-    if released is not None:
-        return released, True
-    # Unknown, another account's, or no longer active: which one, and its state now.
-    return await get_reservation(conn, reservation_id=reservation_id, account_id=account_id), False
+    conn: asyncpg.Connection | asyncpg.Pool, *, reservation_id: str, account_id: str | None
+) -> Release:
+    """Free an active hold (released True) — or answer its current state (released False) when
+    it was no longer active (released, settled or expired before) — with the account's
+    available after it, in one statement. UnknownReservation when there is no such hold (or,
+    account_id given, it is another account's)."""
+    hold, released, available = await gq.release_hold(
+        conn, reservation_id=reservation_id, account_id=account_id
+    )
+    return Release(_scoped(hold, reservation_id, account_id), released, available)
 
 
 async def list_active(

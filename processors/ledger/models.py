@@ -341,6 +341,20 @@ class Hold:
     settled_event_id: str | None
 
 
+@dataclass(frozen=True, slots=True)
+class HoldAttempt:
+    """What reserve_hold answered: `outcome` is reserved or replayed (with `hold`), or the
+    refusal (no_account, insufficient_credit, monthly_cap_exceeded) with the account state
+    that decided it, read under the account's lock."""
+
+    outcome: str
+    hold: Hold | None
+    balance_micros: int | None
+    held_micros: int | None
+    spend_micros: int | None
+    cap_micros: int | None
+
+
 class UnknownReservation(LedgerError):
     code = "unknown_reservation"
     status = 404

@@ -239,8 +239,12 @@ async def test_conversion_of_a_populated_ledger_keeps_every_row_key_and_page(
         keys_written = await pool.fetch("SELECT * FROM credit_transaction_keys ORDER BY 1, 2")
         assert len(keys_written) == 8  # 3 openings, bulk, 2 deductions, promo, expiration
         debited_written = await pool.fetch("SELECT * FROM debited_events ORDER BY 1, 2")
+        # Down to 0008: 0009 and the migrations after it.
+        from_partitioned = [
+            m.version for m in migrate.load_migrations() if m.version >= PARTITIONED
+        ]
         async with pool.acquire() as conn:
-            await migrate.down(conn, steps=1)
+            await migrate.down(conn, steps=len(from_partitioned))
         await pool.expire_connections()
         # A ledger that has run for months: the first half of the rows were written long ago.
         await pool.execute(
@@ -253,7 +257,7 @@ async def test_conversion_of_a_populated_ledger_keeps_every_row_key_and_page(
         async with pool.acquire() as conn:
             applied = await migrate.up(conn)
         await pool.expire_connections()
-        assert [m.version for m in applied] == [PARTITIONED]
+        assert [m.version for m in applied] == from_partitioned
         after = await _snapshot(pool)
         for part in ("rows", "usage", "per_account", "balances", "pages", "burns", "last_id"):
             assert after[part] == before[part], part
