@@ -12,6 +12,7 @@ from processors.api_keys import Principal
 
 ALICE = Principal(key_id="a" * 16, scope="user", account_id="alice", tier="free")
 BOB = Principal(key_id="b" * 16, scope="user", account_id="bob", tier="pro")
+AT_3_4 = (0.75, 0.75)  # every entry re-checked at 3/4 of its TTL
 
 
 @pytest.fixture
@@ -58,6 +59,18 @@ def test_the_cache_stays_bounded(clock: list[float]) -> None:
     assert cache.get(b"h99") is ALICE  # the newest survive
 
 
+def test_keys_cached_together_are_rechecked_at_spread_moments(clock: list[float]) -> None:
+    cache = KeyCache(ttl_s=4)
+    low, high = key_cache.REFRESH_WINDOW
+    for i in range(200):
+        cache.put(f"h{i}".encode(), ALICE)
+    moments = sorted(refresh_at - clock[0] for refresh_at, _, _ in cache._entries.values())
+    assert low * 4 <= moments[0] and moments[-1] <= high * 4
+    # Spread over the window, not in step (all 200 at one moment): ~6 per 50 ms on average.
+    assert moments[-1] - moments[0] > (high - low) * 4 * 0.8
+    assert max(sum(1 for m in moments if t <= m < t + 0.05) for t in moments) <= 25
+
+
 async def _settle() -> None:
     for _ in range(3):
         await asyncio.sleep(0)
@@ -66,7 +79,7 @@ async def _settle() -> None:
 async def test_a_key_in_use_is_rechecked_in_the_background_before_it_runs_out(
     clock: list[float],
 ) -> None:
-    cache = KeyCache(ttl_s=4)
+    cache = KeyCache(ttl_s=4, refresh_window=AT_3_4)
     cache.put(b"h-alice", ALICE)
     lookups: list[str] = []
 
@@ -92,7 +105,7 @@ async def test_a_key_in_use_is_rechecked_in_the_background_before_it_runs_out(
 async def test_a_recheck_that_finds_the_key_revoked_drops_it_before_the_ttl(
     clock: list[float],
 ) -> None:
-    cache = KeyCache(ttl_s=4)
+    cache = KeyCache(ttl_s=4, refresh_window=AT_3_4)
     cache.put(b"h-alice", ALICE)
 
     async def revoked() -> None:
@@ -107,7 +120,7 @@ async def test_a_recheck_that_finds_the_key_revoked_drops_it_before_the_ttl(
 async def test_a_failed_recheck_leaves_the_entry_to_its_ttl_and_may_be_retried(
     clock: list[float],
 ) -> None:
-    cache = KeyCache(ttl_s=4)
+    cache = KeyCache(ttl_s=4, refresh_window=AT_3_4)
     cache.put(b"h-alice", ALICE)
     calls = 0
 
@@ -130,7 +143,7 @@ async def test_a_failed_recheck_leaves_the_entry_to_its_ttl_and_may_be_retried(
 async def test_a_lookup_begun_before_a_forget_does_not_put_the_key_back(
     clock: list[float],
 ) -> None:
-    cache = KeyCache(ttl_s=4)
+    cache = KeyCache(ttl_s=4, refresh_window=AT_3_4)
     cache.put(b"h-alice", ALICE)
     gate = asyncio.Event()
 
