@@ -148,7 +148,8 @@ def _replay_or_conflict(
     key = c.idempotency_key or ""
     if not same_request(original, type, c.amount_micros, c.reason, None):
         return IdempotencyConflict(key, original)
-    if c.grant is not None and replay.grant is not None and not same_terms(replay.grant, c.grant):
+    # No terms are the default ones, as when the credit is written (post_entry's rule).
+    if replay.grant is not None and not same_terms(replay.grant, c.grant or GrantTerms()):
         return IdempotencyConflict(key, original)
     return replay
 

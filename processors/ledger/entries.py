@@ -172,9 +172,10 @@ async def _replay(
     terms: GrantTerms | None,
 ) -> EntryResult:
     """The original write of a key, with its grant and burns; IdempotencyConflict when the
-    caller gave grant terms other than the original grant's."""
+    caller's grant terms (a credit without any has the default ones, as when it is written)
+    are not the original grant's."""
     grant = await grant_queries.grant_of_transaction(conn, transaction_id=original.id)
-    if terms is not None and grant is not None and not same_terms(grant, terms):
+    if grant is not None and not same_terms(grant, terms or GrantTerms()):
         raise IdempotencyConflict(key, original)
     burns = await grant_queries.burns_of(conn, transaction_ids=[original.id])
     return EntryResult(original, state, replayed=True, grant=grant, burns=tuple(burns))

@@ -368,3 +368,39 @@ async def test_a_credit_past_what_a_balance_holds_is_refused_by_name(
         headers=auth(admin_key),
     )
     assert ok.status_code == 200 and ok.json()["balance"] == "9000000000000.999991", ok.text
+
+
+async def test_an_allocation_replaying_a_grants_key_with_other_terms_is_a_conflict(
+    client: httpx.AsyncClient, db: asyncpg.Pool, admin_key: str
+) -> None:
+    # An allocation is a paid grant at priority 50 that never expires. Its key reused after a
+    # priority-10 grant of the same amount and reason used to answer 200 "replayed" with that
+    # grant, as if the allocation had been made.
+    body = {"account_id": "acme", "amount": "5", "reason": "r", "idempotency_key": "k"}
+    grant = await client.post(
+        "/api/v1/admin/credits/grants", json={**body, "priority": 10}, headers=auth(admin_key)
+    )
+    assert grant.status_code == 200, grant.text
+    before = await _counts(db)
+    for url, payload in [
+        ("/api/v1/admin/credits/allocate", body),
+        ("/api/v1/admin/credits/bulk-allocate", {"allocations": [body]}),
+    ]:
+        r = await client.post(url, json=payload, headers=auth(admin_key))
+        assert r.status_code == 409, (url, r.text)
+        assert "idempotency_key 'k' was already used" in r.text
+    assert await _counts(db) == before
+    # The same request again is still a replay, and an allocation replays as one.
+    again = await client.post(
+        "/api/v1/admin/credits/grants", json={**body, "priority": 10}, headers=auth(admin_key)
+    )
+    assert again.status_code == 200 and again.json()["replayed"] is True, again.text
+    plain = {**body, "idempotency_key": "plain"}
+    for _ in range(2):
+        r = await client.post("/api/v1/admin/credits/allocate", json=plain, headers=auth(admin_key))
+        assert r.status_code == 200, r.text
+    assert r.json()["replayed"] is True
+    default_grant = await client.post(
+        "/api/v1/admin/credits/grants", json=plain, headers=auth(admin_key)
+    )
+    assert default_grant.status_code == 200 and default_grant.json()["replayed"] is True
