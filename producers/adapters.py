@@ -36,9 +36,11 @@ Formats (``detect_format`` tells them apart; ``to_event`` converts):
 
 ``cloudevents``
     A CloudEvents 1.0 structured-mode JSON envelope: ``id`` → event_id, ``source`` → source
-    (cut to 64 characters), ``subject`` → account_id, ``time`` → occurred_at, and ``data`` the
-    usage in the canonical shape (without those four) or in one of the provider shapes above.
-    A field in ``data`` that disagrees with its envelope attribute is an error.
+    (a URI of more than 64 characters keeps its first 47, "~" and 16 hex digits of its SHA-256:
+    CloudEvents' ``source`` + ``id`` is the event's identity, so two long sources that share
+    a prefix must stay two sources), ``subject`` → account_id, ``time`` → occurred_at, and
+    ``data`` the usage in the canonical shape (without those four) or in one of the provider
+    shapes above. A field in ``data`` that disagrees with its envelope attribute is an error.
 
 Defaults given to ``to_event`` fill only what the input leaves out. Every failure is an
 ``AdapterError`` naming the input's field and the rule.
@@ -46,6 +48,7 @@ Defaults given to ``to_event`` fill only what the input leaves out. Every failur
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, Final, Literal, cast
@@ -185,13 +188,26 @@ def _cloudevent_fields(obj: Mapping[str, Any]) -> dict[str, Any]:
             continue
         value = text(value, attr)
         if field == "source":
-            value = value[:SOURCE_MAX]
+            value = fit_source(value)
         if field in data and data[field] != value:
             raise AdapterError(
                 f"data.{field}", f"is {data[field]!r} but the CloudEvent's {attr} is {value!r}"
             )
         fields[field] = value
     return fields
+
+
+def fit_source(source: str) -> str:
+    """A CloudEvent's source within SOURCE_MAX characters, distinct for distinct sources.
+
+    Cutting it to 64 characters made two sources that share their first 64 one source, so
+    their events with the same id were one idempotency key: the second was recorded as a
+    duplicate of the first and never debited.
+    """
+    if len(source) <= SOURCE_MAX:
+        return source
+    digest = hashlib.sha256(source.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return f"{source[: SOURCE_MAX - 17]}~{digest}"
 
 
 def to_event(

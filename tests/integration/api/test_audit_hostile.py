@@ -15,9 +15,11 @@ import pytest
 from api.main import create_app
 from api.settings import ApiSettings
 from processors.catalog import insert_price_version
+from schemas.settings import CommonSettings
 from tests.integration.api.conftest import assert_problem, auth
 from tests.integration.api.credits_helpers import MODEL, add_test_price, allocate
 from tests.integration.api.test_hostile_inputs import _counts
+from tests.integration.worker import USAGE_ROWS, Worker, wait_for
 
 
 @pytest.mark.parametrize(
@@ -404,3 +406,36 @@ async def test_an_allocation_replaying_a_grants_key_with_other_terms_is_a_confli
         "/api/v1/admin/credits/grants", json=plain, headers=auth(admin_key)
     )
     assert default_grant.status_code == 200 and default_grant.json()["replayed"] is True
+
+
+async def test_two_long_cloudevent_sources_with_the_same_id_are_both_debited(
+    client: httpx.AsyncClient, db: asyncpg.Pool, admin_key: str, test_settings: CommonSettings
+) -> None:
+    # CloudEvents' identity is source + id. Sources were cut to 64 characters, so these two
+    # became one idempotency key and the second event was recorded as a duplicate, unbilled.
+    await add_test_price(db)
+    prefix = "https://gateway.example.com/v1/tenants/acme-corporation/regions/"
+    assert len(prefix) >= 64
+    envelopes = [
+        {
+            "specversion": "1.0",
+            "id": "42",
+            "source": prefix + region,
+            "type": "com.example.usage",
+            "subject": "acme",
+            "time": datetime.now(UTC).isoformat(),
+            "data": {"model": MODEL, "input_tokens": 500_000},
+        }
+        for region in ("eu-west-1", "us-east-1")
+    ]
+    r = await client.post("/api/v1/usage/events", json=envelopes, headers=auth(admin_key))
+    assert r.status_code == 202, r.text
+    worker = Worker(test_settings).start()
+    try:
+        await wait_for(db, USAGE_ROWS, 2, worker=worker)
+    finally:
+        worker.stop()
+    sources = await db.fetch("SELECT source FROM usage_events ORDER BY source")
+    assert len({s["source"] for s in sources}) == 2
+    assert all(len(s["source"]) == 64 and s["source"].startswith(prefix[:47]) for s in sources)
+    assert await db.fetchval("SELECT balance_micros FROM user_credits") == -2_000_000

@@ -473,9 +473,17 @@ def test_cloudevent_with_canonical_data() -> None:
     assert buckets(e) == (100, 0, 0, 20, 0)
 
 
-def test_cloudevent_source_is_cut_to_64() -> None:
-    e = to_event({**CLOUDEVENT, "source": "https://example.com/" + "x" * 100})
+def test_cloudevent_source_fits_in_64_and_stays_distinct() -> None:
+    long = "https://example.com/" + "x" * 100
+    e = to_event({**CLOUDEVENT, "source": long})
     assert len(e.source) == 64 and e.source.startswith("https://example.com/xx")
+    assert e.source == to_event({**CLOUDEVENT, "source": long}).source  # retries: one key
+    # Sources sharing their first 64 characters used to become one source, so the same id
+    # from both was one idempotency key and the second event was never debited.
+    other = to_event({**CLOUDEVENT, "source": long + "-region-2"})
+    assert len(other.source) == 64 and other.source != e.source
+    short = "//proxy.example.com/gateway"
+    assert to_event({**CLOUDEVENT, "source": short}).source == short
 
 
 @pytest.mark.parametrize(
