@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import time
 from functools import lru_cache
-from typing import Annotated
+from typing import Annotated, Any
 
 import asyncpg
 from fastapi import Depends, Query, Request
@@ -15,6 +15,7 @@ from limits.storage import storage_from_string
 
 from api.errors import RETRY_AFTER_S, Problem, invalid_field
 from api.key_cache import KeyCache
+from api.query import QueryParam, read_query
 from api.rate_limit import MemoryFixedWindow, RateLimiter
 from api.settings import ApiSettings
 from processors.api_keys import Principal, authenticate_key, hash_key
@@ -23,6 +24,7 @@ from producers.publisher import UsagePublisher
 from schemas.bounds import Text
 
 __all__ = [
+    "ACCOUNT_ID",
     "AdminKey",
     "AuthedKey",
     "Pool",
@@ -32,6 +34,7 @@ __all__ = [
     "app_pool",
     "app_settings",
     "forbid_other_account",
+    "hot_target_account",
     "make_rate_limiter",
 ]
 
@@ -189,16 +192,14 @@ def forbid_other_account(principal: Principal, account_id: str | None) -> None:
         )
 
 
-async def target_account(
-    principal: AuthedKey,
-    account_id: Annotated[
-        Annotated[str, Text(128)] | None,
-        Query(
-            description="The account to act on: admin keys must give it; a user key may only "
-            "give its own account.",
-        ),
-    ] = None,
-) -> str:
+ACCOUNT_ID_HELP = (
+    "The account to act on: admin keys must give it; a user key may only give its own account."
+)
+AccountIdText = Annotated[str, Text(128)]
+ACCOUNT_ID = QueryParam[str]("account_id", AccountIdText, ACCOUNT_ID_HELP)
+
+
+def resolve_target(principal: Principal, account_id: str | None) -> str:
     """The account a user route acts on: the key's own, or the one an admin names."""
     if principal.is_admin:
         if account_id is None:
@@ -208,6 +209,29 @@ async def target_account(
     own = principal.account_id
     assert own is not None  # the schema requires an account for user keys
     return own
+
+
+async def target_account(
+    principal: AuthedKey,
+    account_id: Annotated[AccountIdText | None, Query(description=ACCOUNT_ID_HELP)] = None,
+) -> str:
+    """The account a user route acts on: the key's own, or the one an admin names."""
+    return resolve_target(principal, account_id)
+
+
+async def hot_target_account(request: Request, *more: QueryParam[Any]) -> tuple[str, list[Any]]:
+    """What TargetAccount and the route's own query parameters `more` answer, read without
+    FastAPI's parameter solving (api.query says why), in FastAPI's order: 401 (and 429)
+    first; a bad account_id with every bad parameter of `more`; then 403, or 422 when an admin
+    names no account; then the bad parameters of `more`. Returns (account, values of `more`).
+    A route that uses it documents ACCOUNT_ID and `more` in its openapi_extra."""
+    principal = await authenticate(request)
+    errors: list[Any] = []
+    account_id = ACCOUNT_ID.read(request, errors)
+    if errors:
+        read_query(request, *more, errors=errors)
+    account = resolve_target(principal, account_id)
+    return account, read_query(request, *more, errors=errors)
 
 
 TargetAccount = Annotated[str, Depends(target_account)]

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
-from datetime import UTC
-from typing import Annotated, Any
+from datetime import UTC, datetime
+from typing import Any
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Request, Response
 
-from api.deps import Pool, SettingsDep, TargetAccount, app_pool, app_settings
+from api.deps import (
+    ACCOUNT_ID,
+    Pool,
+    SettingsDep,
+    TargetAccount,
+    app_pool,
+    app_settings,
+    hot_target_account,
+)
 from api.metrics import LEDGER_WRITES
 from api.queries.balance_at import balance_at
+from api.query import QueryParam
 from api.views import REPLAYED_HEADER, balance_out, entry_out
 from processors.ledger import month_of, post_entry, read_account_or_new
 from schemas.api_common import ProblemOut
@@ -32,15 +41,19 @@ DEDUCT_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-@router.get("/balance", summary="The account's balance, monthly spend and cap")
-async def get_balance(
-    account_id: TargetAccount,
-    request: Request,
-    at: Annotated[
-        Timestamp | None,
-        Query(description="RFC 3339 with offset: the figures as they stood then (from the ledger)"),
-    ] = None,
-) -> BalanceOut:
+AT = QueryParam[datetime](
+    "at", Timestamp, "RFC 3339 with offset: the figures as they stood then (from the ledger)"
+)
+
+
+# The route a proxy may call before every LLM call: its key, account and `at` are read by
+# hot_target_account (the same checks, answers and OpenAPI entries; api.query says why).
+@router.get(
+    "/balance",
+    summary="The account's balance, monthly spend and cap",
+    openapi_extra={"parameters": [AT.openapi, ACCOUNT_ID.openapi]},
+)
+async def get_balance(request: Request) -> BalanceOut:
     """Balance, `available` (balance less active holds) and `held`, this UTC month's spend,
     the cap and what is left of it, the tier, and whether the account is blocked (balance
     below 0, or spend at the cap), computed now.
@@ -50,6 +63,7 @@ async def get_balance(
     active then; tier and cap are today's. An account that has no ledger yet answers as a new
     account: balance 0, the default tier and its default cap.
     """
+    account_id, (at,) = await hot_target_account(request, AT)
     default_tier = app_settings(request).default_tier
     state = await read_account_or_new(
         app_pool(request), account_id=account_id, default_tier=default_tier
