@@ -221,7 +221,9 @@ class ReservationOut(BaseModel):
 
 
 class ReservationsOut(BaseModel):
-    """The account's active holds, soonest expiry first, and what they hold together."""
+    """The account's active holds, soonest expiry first (at most 500), and what all of its
+    active holds hold together."""
 
     items: list[ReservationOut]
     held: Money
+    count: int = Field(description="how many active holds the account has (items lists 500)")

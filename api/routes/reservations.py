@@ -101,11 +101,13 @@ async def create_reservation(
 
 @router.get("", summary="The account's active holds")
 async def list_reservations(account_id: TargetAccount, pool: Pool) -> ReservationsOut:
-    """Active, unexpired holds, soonest expiry first (at most 500), and their total."""
+    """Active, unexpired holds, soonest expiry first (at most 500); `held` and `count` cover
+    every active hold of the account, listed or not."""
     holds = await list_active(pool, account_id=account_id)
     return ReservationsOut(
-        items=[hold_out(h, available_micros=None) for h in holds],
-        held=format_micros(sum(h.amount_micros for h in holds)),
+        items=[hold_out(h, available_micros=None) for h in holds.items],
+        held=format_micros(holds.held_micros),
+        count=holds.count,
     )
 
 

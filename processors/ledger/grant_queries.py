@@ -78,8 +78,12 @@ _RELEASE_HOLD = (
     + _hold_fields("(r.hold).")
     + " FROM release_hold($1, $2) AS r"
 )
+# The window totals cover every active hold, not just the page the LIMIT keeps.
 _ACTIVE_HOLDS = (
-    _HOLD_SELECT + " WHERE account_id = $1 AND status = 'active' AND expires_at > now()"
+    "SELECT"  # noqa: S608
+    + _HOLD_FIELDS
+    + ", sum(amount_micros) OVER ()::bigint AS all_held, count(*) OVER () AS all_count"
+    " FROM credit_holds WHERE account_id = $1 AND status = 'active' AND expires_at > now()"
     " ORDER BY expires_at, reservation_id LIMIT $2"
 )
 
@@ -385,14 +389,17 @@ async def settle_holds(
 
 async def active_holds(
     conn: asyncpg.Connection | asyncpg.Pool, *, account_id: str, limit: int
-) -> list[Hold]:
-    """The account's active, unexpired holds, soonest expiry first."""
+) -> tuple[list[Hold], int, int]:
+    """The account's first `limit` active, unexpired holds, soonest expiry first, with what
+    all its active holds hold and how many there are (in the same statement)."""
     rows = await conn.fetch(
         _ACTIVE_HOLDS,
         account_id,
         limit,
     )
-    return [hold_of(r) for r in rows]
+    if not rows:
+        return [], 0, 0
+    return [hold_of(r) for r in rows], rows[0]["all_held"], rows[0]["all_count"]
 
 
 async def mark_expired_holds(conn: asyncpg.Connection | asyncpg.Pool, *, limit: int) -> int:

@@ -141,11 +141,21 @@ async def release(
     return Release(_scoped(hold, reservation_id, account_id), released, available)
 
 
+@dataclass(frozen=True)
+class ActiveHolds:
+    """Up to `limit` active holds, soonest expiry first; `held` and `count` cover them all."""
+
+    items: list[Hold]
+    held_micros: int
+    count: int
+
+
 async def list_active(
     conn: asyncpg.Connection | asyncpg.Pool, *, account_id: str, limit: int = 500
-) -> list[Hold]:
-    """The account's active, unexpired holds, soonest expiry first."""
-    return await gq.active_holds(conn, account_id=account_id, limit=limit)
+) -> ActiveHolds:
+    """The account's active, unexpired holds, soonest expiry first, and their totals."""
+    items, held, count = await gq.active_holds(conn, account_id=account_id, limit=limit)
+    return ActiveHolds(items, held, count)
 
 
 async def sweep_expired_holds(conn: asyncpg.Connection | asyncpg.Pool, *, limit: int = 5000) -> int:

@@ -439,3 +439,26 @@ async def test_two_long_cloudevent_sources_with_the_same_id_are_both_debited(
     assert len({s["source"] for s in sources}) == 2
     assert all(len(s["source"]) == 64 and s["source"].startswith(prefix[:47]) for s in sources)
     assert await db.fetchval("SELECT balance_micros FROM user_credits") == -2_000_000
+
+
+async def test_the_holds_list_totals_every_active_hold_not_just_the_page(
+    client: httpx.AsyncClient, db: asyncpg.Pool, admin_key: str
+) -> None:
+    # The list shows at most 500 holds; its `held` was the sum of those 500, so with more it
+    # disagreed with the balance's `held` (what available is computed from).
+    await allocate(db, "acme", 10_000_000)
+    q = {"account_id": "acme"}
+    for i in range(503):
+        r = await client.post(
+            "/api/v1/credits/reservations",
+            params=q,
+            json={"amount": "0.000001", "idempotency_key": f"h{i}"},
+            headers=auth(admin_key),
+        )
+        assert r.status_code == 201, r.text
+    listed = await client.get("/api/v1/credits/reservations", params=q, headers=auth(admin_key))
+    balance = await client.get("/api/v1/credits/balance", params=q, headers=auth(admin_key))
+    page = listed.json()
+    assert len(page["items"]) == 500
+    assert (page["held"], page["count"]) == ("0.000503", 503)
+    assert balance.json()["held"] == page["held"]
