@@ -78,6 +78,8 @@ def register(app: typer.Typer) -> None:
             file = "-"
         if file is not None and file != "-" and not Path(file).is_file():
             fail(f"no such file: {file}", code=2)
+        if source is not None:
+            _check_source(source)
 
         from schemas.settings import CommonSettings, get_settings
 
@@ -109,6 +111,18 @@ def register(app: typer.Typer) -> None:
         )
         if not summary.ok:
             raise typer.Exit(1)
+
+
+def _check_source(source: str) -> None:
+    """--source by the event's own rule (1-64 characters, no control character), exit 2."""
+    from pydantic import TypeAdapter, ValidationError
+
+    from schemas.event import Source
+
+    try:
+        TypeAdapter(Source).validate_python(source)
+    except ValidationError as exc:
+        fail(f"--source: {exc.errors(include_url=False)[0]['msg']}", code=2)
 
 
 def _run(

@@ -23,6 +23,9 @@ from tests.unit.meterline.test_cli_times import _meterline
         (["admin", "grant-monthly", "--month", "2026-13"], "--month"),
         (["pricing", "list", "--at", "yesterday"], "--at"),
         (["pricing", "list", "--at", "2026-01-01T00:00:00"], "--at"),
+        # produce --synthetic used to end in a pydantic traceback on the first event.
+        (["produce", "--synthetic", "1", "--source", "s\x01"], "--source"),
+        (["produce", "--synthetic", "1", "--source", "s" * 65], "--source"),
     ],
 )
 def test_a_bad_flag_exits_2_naming_it(tmp_path: Path, args: list[str], flag: str) -> None:
