@@ -10,7 +10,12 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
+
+import asyncpg
 
 HOW_TO = (
     "The integration suite needs a real Kafka broker and PostgreSQL. Start the local stack "
@@ -64,8 +69,6 @@ async def _check_kafka(bootstrap: str) -> None:
 
 
 async def _check_postgres(dsn: str) -> None:
-    import asyncpg
-
     conn = await asyncio.wait_for(asyncpg.connect(dsn), 15)
     await conn.close()
 
@@ -97,3 +100,27 @@ async def verify(services: Services) -> None:
         await _check_postgres(services.admin_dsn)
     except Exception as exc:  # noqa: BLE001
         raise RuntimeError(f"PostgreSQL does not answer: {exc!r}. {HOW_TO}") from exc
+
+
+@asynccontextmanager
+async def scratch_database(services: Services) -> AsyncIterator[str]:
+    """The DSN of a new, empty database of this test's own (no migration), dropped after."""
+    name = f"scratch_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(services.admin_dsn)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield services.admin_dsn.rpartition("/")[0] + f"/{name}"
+    finally:
+        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+@asynccontextmanager
+async def empty_database(services: Services) -> AsyncIterator[asyncpg.Connection]:
+    """A connection to a new, empty database of this test's own, dropped afterwards."""
+    async with scratch_database(services) as dsn:
+        conn = await asyncpg.connect(dsn)
+        try:
+            yield conn
+        finally:
+            await conn.close()

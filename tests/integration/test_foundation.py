@@ -4,17 +4,14 @@ migrations up/down/up, and the schema's refusal of a second usage debit."""
 from __future__ import annotations
 
 import json
-import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from decimal import Decimal
-from typing import Any
 
 import asyncpg
 import pytest
 from aiokafka import AIOKafkaProducer
 
 from schemas import migrate
+from tests.integration import services as svc
 from tests.integration.conftest import TopicFactory
 from tests.integration.worker import consume_to_end
 
@@ -95,25 +92,8 @@ async def test_schema_refuses_a_second_row_with_an_idempotency_key(db: asyncpg.P
         assert await conn.fetchval("SELECT count(*) FROM credit_transactions") == 2
 
 
-@asynccontextmanager
-async def empty_database(services: Any) -> AsyncIterator[asyncpg.Connection]:
-    """A connection to a new, empty database of this test's own, dropped afterwards."""
-    name = f"mig_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(services.admin_dsn)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        conn = await asyncpg.connect(services.admin_dsn.rpartition("/")[0] + f"/{name}")
-        try:
-            yield conn
-        finally:
-            await conn.close()
-    finally:
-        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-        await admin.close()
-
-
 async def test_migrations_up_down_up_on_an_empty_database(services) -> None:  # type: ignore[no-untyped-def]
-    async with empty_database(services) as conn:
+    async with svc.empty_database(services) as conn:
         # Every table a migration creates, less those a later one drops.
         expected: set[str] = set()
         for m in migrate.load_migrations():
@@ -141,7 +121,7 @@ async def test_migrations_up_down_up_on_an_empty_database(services) -> None:  # 
 
 async def test_rating_terms_migration_backfills_the_tier_multiplier(services) -> None:  # type: ignore[no-untyped-def]
     """0005 gives usage rows written before it the account tier's multiplier and the 5 % fee."""
-    async with empty_database(services) as conn:
+    async with svc.empty_database(services) as conn:
         await migrate.up(conn, target=4)
         await conn.execute(
             "INSERT INTO user_credits (account_id, tier) VALUES ('ent', 'enterprise')"
@@ -171,7 +151,7 @@ async def test_rating_terms_migration_backfills_the_tier_multiplier(services) ->
 async def test_ledger_idempotency_migration_moves_stored_answers_into_the_ledger(services) -> None:  # type: ignore[no-untyped-def]
     """0007 copies calculate-and-deduct's stored answers onto their ledger rows, then drops the
     API's idempotency_keys; its down rebuilds the table from the rows."""
-    async with empty_database(services) as conn:
+    async with svc.empty_database(services) as conn:
         await migrate.up(conn, target=5)
         await conn.execute("INSERT INTO user_credits (account_id) VALUES ('acme')")
         await conn.execute(

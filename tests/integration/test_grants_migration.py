@@ -3,8 +3,6 @@ overdraft), so invariant 7 holds right after `migrate up`, and down keeps invari
 
 from __future__ import annotations
 
-import uuid
-
 import asyncpg
 
 from schemas import migrate
@@ -31,61 +29,49 @@ async def _populate(conn: asyncpg.Connection) -> None:
 async def test_upgrade_of_a_populated_database_gives_every_balance_a_grant(
     services: svc.Services,
 ) -> None:
-    name = f"mig_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(services.admin_dsn)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        conn = await asyncpg.connect(services.admin_dsn.rpartition("/")[0] + f"/{name}")
-        try:
-            await migrate.up(conn, target=GRANTS_VERSION - 1)
-            await _populate(conn)
-            applied = await migrate.up(conn)
-            assert GRANTS_VERSION in [m.version for m in applied]
+    async with svc.empty_database(services) as conn:
+        await migrate.up(conn, target=GRANTS_VERSION - 1)
+        await _populate(conn)
+        applied = await migrate.up(conn)
+        assert GRANTS_VERSION in [m.version for m in applied]
 
-            grants = await conn.fetch(
-                "SELECT account_id, category, amount_micros, remaining_micros, priority,"
-                " expires_at, applies_to FROM credit_grants ORDER BY account_id"
-            )
-            assert [tuple(g) for g in grants] == [
-                ("funded", "paid", 7_000_000, 7_000_000, 50, None, None)
-            ]
-            overdrafts = dict(
-                await conn.fetch("SELECT account_id, overdraft_micros FROM user_credits")
-            )
-            assert overdrafts == {"funded": 0, "overdrawn": 2_500_000, "empty": 0}
-            # Invariant 7: balance = Σ remaining − overdraft, for every account.
-            bad = await conn.fetch(
-                "SELECT u.account_id FROM user_credits u LEFT JOIN credit_grants g USING"
-                " (account_id) GROUP BY u.account_id, u.balance_micros, u.overdraft_micros"
-                " HAVING u.balance_micros"
-                " <> coalesce(sum(g.remaining_micros), 0) - u.overdraft_micros"
-            )
-            assert bad == []
+        grants = await conn.fetch(
+            "SELECT account_id, category, amount_micros, remaining_micros, priority,"
+            " expires_at, applies_to FROM credit_grants ORDER BY account_id"
+        )
+        assert [tuple(g) for g in grants] == [
+            ("funded", "paid", 7_000_000, 7_000_000, 50, None, None)
+        ]
+        overdrafts = dict(await conn.fetch("SELECT account_id, overdraft_micros FROM user_credits"))
+        assert overdrafts == {"funded": 0, "overdrawn": 2_500_000, "empty": 0}
+        # Invariant 7: balance = Σ remaining − overdraft, for every account.
+        bad = await conn.fetch(
+            "SELECT u.account_id FROM user_credits u LEFT JOIN credit_grants g USING"
+            " (account_id) GROUP BY u.account_id, u.balance_micros, u.overdraft_micros"
+            " HAVING u.balance_micros"
+            " <> coalesce(sum(g.remaining_micros), 0) - u.overdraft_micros"
+        )
+        assert bad == []
 
-            # Down keeps the history and its sums: an expiration row becomes an adjustment.
-            await conn.execute(
-                "INSERT INTO credit_transactions (account_id, type, amount_micros,"
-                " balance_after_micros) VALUES ('funded', 'expiration', -1000000, 6000000)"
+        # Down keeps the history and its sums: an expiration row becomes an adjustment.
+        await conn.execute(
+            "INSERT INTO credit_transactions (account_id, type, amount_micros,"
+            " balance_after_micros) VALUES ('funded', 'expiration', -1000000, 6000000)"
+        )
+        await conn.execute(
+            "UPDATE user_credits SET balance_micros = 6000000 WHERE account_id = 'funded'"
+        )
+        await migrate.down(conn, steps=len(applied))
+        assert (
+            await conn.fetchval(
+                "SELECT count(*) FROM credit_transactions WHERE type = 'adjustment'"
+                " AND account_id = 'funded'"
             )
-            await conn.execute(
-                "UPDATE user_credits SET balance_micros = 6000000 WHERE account_id = 'funded'"
-            )
-            await migrate.down(conn, steps=len(applied))
-            assert (
-                await conn.fetchval(
-                    "SELECT count(*) FROM credit_transactions WHERE type = 'adjustment'"
-                    " AND account_id = 'funded'"
-                )
-                == 1
-            )
-            mismatched = await conn.fetchval(
-                "SELECT count(*) FROM user_credits u WHERE balance_micros <> (SELECT"
-                " coalesce(sum(amount_micros), 0) FROM credit_transactions t"
-                " WHERE t.account_id = u.account_id)"
-            )
-            assert mismatched == 0
-        finally:
-            await conn.close()
-    finally:
-        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-        await admin.close()
+            == 1
+        )
+        mismatched = await conn.fetchval(
+            "SELECT count(*) FROM user_credits u WHERE balance_micros <> (SELECT"
+            " coalesce(sum(amount_micros), 0) FROM credit_transactions t"
+            " WHERE t.account_id = u.account_id)"
+        )
+        assert mismatched == 0

@@ -4,7 +4,6 @@ refusal it decides near BIGINT's bounds."""
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime
 
 import asyncpg
@@ -47,63 +46,53 @@ async def _populate(conn: asyncpg.Connection) -> None:
 async def test_holds_written_before_the_functions_count_in_them_and_down_keeps_them(
     services: svc.Services,
 ) -> None:
-    name = f"mig_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(services.admin_dsn)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        conn = await asyncpg.connect(services.admin_dsn.rpartition("/")[0] + f"/{name}")
-        try:
-            await migrate.up(conn, target=HOLD_FUNCTIONS - 1)
-            await _populate(conn)
-            applied = await migrate.up(conn)
-            assert HOLD_FUNCTIONS in [m.version for m in applied]
-            rows_before = await conn.fetch("SELECT * FROM credit_holds ORDER BY reservation_id")
+    async with svc.empty_database(services) as conn:
+        await migrate.up(conn, target=HOLD_FUNCTIONS - 1)
+        await _populate(conn)
+        applied = await migrate.up(conn)
+        assert HOLD_FUNCTIONS in [m.version for m in applied]
+        rows_before = await conn.fetch("SELECT * FROM credit_holds ORDER BY reservation_id")
 
-            # acme: 10 of balance, 4 held by the active hold (the expired one no longer counts).
-            with pytest.raises(InsufficientCredit) as refused:
-                await _reserve(conn, "acme", 6_000_001, "n1")
-            assert (refused.value.balance_micros, refused.value.held_micros) == (
-                10_000_000,
-                4_000_000,
-            )
-            made = await _reserve(conn, "acme", 6_000_000, "n2")
-            assert (made.hold.status, made.hold.available_after_micros) == ("active", 0)
-            replay = await _reserve(conn, "acme", 4_000_000, "k1", request_hash=b"\x01")
-            assert (replay.replayed, replay.hold.reservation_id) == (True, "rsv_active")
+        # acme: 10 of balance, 4 held by the active hold (the expired one no longer counts).
+        with pytest.raises(InsufficientCredit) as refused:
+            await _reserve(conn, "acme", 6_000_001, "n1")
+        assert (refused.value.balance_micros, refused.value.held_micros) == (
+            10_000_000,
+            4_000_000,
+        )
+        made = await _reserve(conn, "acme", 6_000_000, "n2")
+        assert (made.hold.status, made.hold.available_after_micros) == ("active", 0)
+        replay = await _reserve(conn, "acme", 4_000_000, "k1", request_hash=b"\x01")
+        assert (replay.replayed, replay.hold.reservation_id) == (True, "rsv_active")
 
-            # A hold made before the migration is released by the new function.
-            freed = await release(conn, reservation_id="rsv_active", account_id="acme")
-            assert (freed.released, freed.hold.status, freed.available_micros) == (
-                True,
-                "released",
-                4_000_000,
-            )
-            again = await release(conn, reservation_id="rsv_expired", account_id=None)
-            assert (again.released, again.hold.status) == (False, "expired")
+        # A hold made before the migration is released by the new function.
+        freed = await release(conn, reservation_id="rsv_active", account_id="acme")
+        assert (freed.released, freed.hold.status, freed.available_micros) == (
+            True,
+            "released",
+            4_000_000,
+        )
+        again = await release(conn, reservation_id="rsv_expired", account_id=None)
+        assert (again.released, again.hold.status) == (False, "expired")
 
-            # capped: 3 spent this month and 1 held against a cap of 5: 1 more fits, 1.000001
-            # does not.
-            with pytest.raises(CapExceeded) as capped:
-                await _reserve(conn, "capped", 1_000_001, "n3")
-            assert (capped.value.spend_micros, capped.value.held_micros) == (3_000_000, 1_000_000)
-            await _reserve(conn, "capped", 1_000_000, "n4")
+        # capped: 3 spent this month and 1 held against a cap of 5: 1 more fits, 1.000001
+        # does not.
+        with pytest.raises(CapExceeded) as capped:
+            await _reserve(conn, "capped", 1_000_001, "n3")
+        assert (capped.value.spend_micros, capped.value.held_micros) == (3_000_000, 1_000_000)
+        await _reserve(conn, "capped", 1_000_000, "n4")
 
-            await migrate.down(conn, steps=1)
-            assert not await conn.fetchval(
-                "SELECT count(*) FROM pg_proc WHERE proname IN ('reserve_hold', 'release_hold')"
-            )
-            kept = await conn.fetch(
-                "SELECT * FROM credit_holds WHERE reservation_id = ANY($1::text[])"
-                " ORDER BY reservation_id",
-                [r["reservation_id"] for r in rows_before],
-            )
-            assert len(kept) == len(rows_before)
-            assert await conn.fetchval("SELECT count(*) FROM credit_holds") == 6
-        finally:
-            await conn.close()
-    finally:
-        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-        await admin.close()
+        await migrate.down(conn, steps=1)
+        assert not await conn.fetchval(
+            "SELECT count(*) FROM pg_proc WHERE proname IN ('reserve_hold', 'release_hold')"
+        )
+        kept = await conn.fetch(
+            "SELECT * FROM credit_holds WHERE reservation_id = ANY($1::text[])"
+            " ORDER BY reservation_id",
+            [r["reservation_id"] for r in rows_before],
+        )
+        assert len(kept) == len(rows_before)
+        assert await conn.fetchval("SELECT count(*) FROM credit_holds") == 6
 
 
 async def test_a_cap_check_past_bigint_is_a_refusal_not_an_overflow(db: asyncpg.Pool) -> None:

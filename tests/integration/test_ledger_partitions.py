@@ -4,7 +4,6 @@ their own tables) and the partitions created ahead, against the real Postgres.""
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
@@ -50,20 +49,13 @@ FAR_PAST = datetime(2001, 6, 15, 12, tzinfo=UTC)
 @asynccontextmanager
 async def fresh_database(services: svc.Services) -> AsyncIterator[tuple[asyncpg.Pool, str]]:
     """A pool on a new database of this test's own (no migration applied), dropped after."""
-    name = f"part_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(services.admin_dsn)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        dsn = services.admin_dsn.rpartition("/")[0] + f"/{name}"
+    async with svc.scratch_database(services) as dsn:
         pool = await asyncpg.create_pool(dsn, min_size=1, max_size=4)
         assert pool is not None
         try:
             yield pool, dsn
         finally:
             await pool.close()
-    finally:
-        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-        await admin.close()
 
 
 def usage(
