@@ -337,7 +337,7 @@ async def _wait_count(
         if now > deadline:
             raise RuntimeError(f"only {n} of {target} events debited after {timeout}s")
         if now - last_report > 5:
-            say(f"  … {n:,}/{target:,} debited")
+            say(f"  … {n:,}/{target:,} debited" if target > 1 else "  … waiting for a first debit")
             last_report = now
         await asyncio.sleep(0.1)
 
