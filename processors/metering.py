@@ -42,12 +42,16 @@ class RawRecord(NamedTuple):
     value: bytes | None
 
 
+# Every reason a record is dead-lettered with (the `meterline.reason` header of usage.dlq).
+DLQ_REASONS = ("invalid_json", "invalid_event", "oversized", "unpriced", "rejected")
+
+
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
     """A record that cannot be debited, with a machine code and a human message."""
 
     record: RawRecord
-    reason: str  # invalid_json | invalid_event | oversized | unpriced | rejected
+    reason: str  # one of DLQ_REASONS
     message: str
 
     def headers(self) -> list[tuple[str, bytes]]:

@@ -1,8 +1,11 @@
 """Replay: re-read a range of usage.events or usage.dlq through the worker's own Meter.process.
 
 Events already debited come back as duplicates and change nothing (the ledger's
-UNIQUE(source, event_id)). DLQ records of reason ``unpriced`` are re-rated as if read from
-their original topic, partition and offset; other DLQ reasons are reported, never retried.
+UNIQUE(source, event_id)). DLQ records of reason ``unpriced`` (and of the reasons the caller
+adds, e.g. ``rejected`` once the cause is fixed) are re-rated as if read from their original
+topic, partition and offset; records of other DLQ reasons are reported, not retried. Retrying
+any reason is safe: a record debited before is a duplicate, and one that fails again is
+counted, never republished.
 
 A replay never publishes to the DLQ. Every record it could dead-letter is already there: a
 usage.events record was dead-lettered by the worker when it first read it, and a DLQ record
@@ -26,7 +29,7 @@ from processors.metering import Meter, RawRecord
 from processors.topic_range import TopicRange, make_consumer, read_range, resolve_range
 from schemas import topics
 
-RETRYABLE_DLQ_REASONS = frozenset({"unpriced"})
+DEFAULT_RETRY = frozenset({"unpriced"})  # the DLQ reasons re-rated unless told more
 _SAMPLES = 20
 
 OnProgress = Callable[[int, int], None]  # (records read so far, records in the range)
@@ -89,11 +92,13 @@ class _Collect:
             s.samples.append(f"{where} {reason}: {h.get(topics.DLQ_HEADER_MESSAGE, b'').decode()}")
 
 
-def _dlq_origin(record: ConsumerRecord[bytes, bytes]) -> tuple[str, RawRecord | None]:
-    """A DLQ record's reason, and the original record to re-rate when the reason allows it."""
+def _dlq_origin(
+    record: ConsumerRecord[bytes, bytes], retry: frozenset[str]
+) -> tuple[str, RawRecord | None]:
+    """A DLQ record's reason, and the original record to re-rate when its reason is in retry."""
     h = dict(record.headers or ())
     reason = h.get(topics.DLQ_HEADER_REASON, b"").decode() or "unknown"
-    if reason not in RETRYABLE_DLQ_REASONS:
+    if reason not in retry:
         return reason, None
     try:
         origin = RawRecord(
@@ -127,8 +132,10 @@ async def replay(
     batch_size: int = 2000,
     max_event_bytes: int = topics.MAX_EVENT_BYTES,
     on_progress: OnProgress | None = None,
+    retry: frozenset[str] = DEFAULT_RETRY,
 ) -> ReplaySummary:
-    """Feed a topic range through Meter.process; `dlq` reads it as usage.dlq (by headers).
+    """Feed a topic range through Meter.process; `dlq` reads it as usage.dlq (by headers) and
+    re-rates the records whose reason is in `retry`.
 
     With `group`, the offsets reached are committed to that group when done (for visibility
     only: the range is assigned by hand, so the group never moves another consumer).
@@ -146,7 +153,7 @@ async def replay(
         summary.truncated = dict(rng.truncated)
         meter = Meter(pool, _Collect(summary), policy=policy, max_event_bytes=max_event_bytes)
         async for records in read_range(consumer, rng, max_records=batch_size):
-            await _feed(meter, records, dlq=dlq, summary=summary)
+            await _feed(meter, records, dlq=dlq, retry=retry, summary=summary)
             summary.read += len(records)
             if on_progress is not None:
                 on_progress(summary.read, summary.total)
@@ -172,12 +179,13 @@ async def _feed(
     records: Sequence[ConsumerRecord[bytes, bytes]],
     *,
     dlq: bool,
+    retry: frozenset[str],
     summary: ReplaySummary,
 ) -> None:
     if dlq:
         batch: list[RawRecord] = []
         for r in records:
-            reason, origin = _dlq_origin(r)
+            reason, origin = _dlq_origin(r, retry)
             if origin is None:
                 summary.not_retried[reason] = summary.not_retried.get(reason, 0) + 1
             else:

@@ -84,13 +84,24 @@ def register(app: typer.Typer) -> None:
         group: str | None = typer.Option(
             None, "--group", help="Consumer group to commit the offsets reached to (optional)."
         ),
+        retry: list[str] = typer.Option(
+            [],
+            "--retry",
+            help="On usage.dlq, also re-rate records of this reason (repeatable): rejected, "
+            "invalid_event, invalid_json or oversized, once what refused them is fixed.",
+        ),
     ) -> None:
         """Re-read a range through the worker's pricing and ledger path (duplicates change
-        nothing); on usage.dlq, re-rate `unpriced` records and report the rest. Without
-        --from or --from-offset the whole retained topic is read."""
+        nothing); on usage.dlq, re-rate `unpriced` records (and those of each --retry reason)
+        and report the rest. Without --from or --from-offset the whole retained topic is read."""
+        from processors.metering import DLQ_REASONS
+        from processors.replay import DEFAULT_RETRY
         from processors.replay import replay as run_replay
         from processors.topic_range import RangeError, parse_partition_offset
 
+        for reason in retry:
+            if reason not in DLQ_REASONS:
+                fail(f"--retry must be one of {', '.join(DLQ_REASONS)}, got {reason!r}", code=2)
         s = _settings()
         if topic in ("usage.events", "events", s.topic_usage_events):
             name, dlq = s.topic_usage_events, False
@@ -98,6 +109,8 @@ def register(app: typer.Typer) -> None:
             name, dlq = s.topic_usage_dlq, True
         else:
             fail(f"--topic must be usage.events or usage.dlq, got {topic!r}", code=2)
+        if retry and not dlq:
+            fail("--retry applies to usage.dlq only (usage.events is read whole)", code=2)
         if start is not None and from_offset:
             fail("give --from or --from-offset, not both", code=2)
         if group is not None and group == s.worker_group:
@@ -119,6 +132,7 @@ def register(app: typer.Typer) -> None:
                         batch_size=s.batch_max,
                         max_event_bytes=s.max_event_bytes,
                         on_progress=progress,
+                        retry=DEFAULT_RETRY | frozenset(retry),
                     )
                 )
         except RangeError as exc:

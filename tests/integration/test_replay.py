@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-import asyncpg
+import json
 
+import asyncpg
+from aiokafka import AIOKafkaProducer
+
+from processors.metering import DeadLetter, RawRecord
 from schemas.settings import CommonSettings
 from tests.integration.reconcile_helpers import balances, cli, run_replay
 from tests.integration.worker import (
@@ -113,3 +117,56 @@ async def test_unpriced_event_is_debited_once_after_the_price_exists(
     # Replays never grow the DLQ.
     ends = await end_offsets(test_settings.kafka_bootstrap, test_settings.topic_usage_dlq)
     assert sum(ends.values()) == 3
+
+
+async def test_rejected_records_are_re_rated_only_when_asked_and_once(
+    test_settings: CommonSettings, db: asyncpg.Pool
+) -> None:
+    # A valid event the worker once dead-lettered as `rejected` (as a bug did, for an offset
+    # past ±15:59): after the fix, `--retry rejected` debits it, once, at its original place.
+    async with db.acquire() as conn:
+        await add_test_price(conn)
+    body = json.dumps(event("was-rejected", "erin", input_tokens=1_000_000)).encode()
+    dead = DeadLetter(
+        RawRecord(test_settings.topic_usage_events, 3, 41, b"erin", body),
+        "rejected",
+        "time zone displacement out of range",
+    )
+    producer = AIOKafkaProducer(bootstrap_servers=test_settings.kafka_bootstrap, acks="all")
+    await producer.start()
+    try:
+        await producer.send_and_wait(
+            test_settings.topic_usage_dlq, body, key=b"erin", headers=dead.headers()
+        )
+    finally:
+        await producer.stop()
+
+    code, output = cli(test_settings, "replay", "--topic", "usage.dlq")
+    assert code == 0, output
+    assert "not retried (DLQ reason): rejected 1" in output
+    assert await balances(db) == {}
+
+    code, output = cli(test_settings, "replay", "--topic", "usage.dlq", "--retry", "rejected")
+    assert code == 0, output
+    assert "read 1, debited 1 (2.000000 credits), duplicates 0" in output
+    assert await balances(db) == {"erin": -2_000_000}
+    row = await db.fetchrow(
+        "SELECT kafka_partition, kafka_offset FROM usage_events WHERE event_id = 'was-rejected'"
+    )
+    assert (row["kafka_partition"], row["kafka_offset"]) == (3, 41)
+
+    code, output = cli(test_settings, "replay", "--topic", "usage.dlq", "--retry", "rejected")
+    assert code == 0, output
+    assert "read 1, debited 0 (0.000000 credits), duplicates 1" in output
+    assert await balances(db) == {"erin": -2_000_000}
+    ends = await end_offsets(test_settings.kafka_bootstrap, test_settings.topic_usage_dlq)
+    assert sum(ends.values()) == 1  # never republished
+
+    code, output = cli(test_settings, "replay", "--topic", "usage.dlq", "--retry", "bogus")
+    assert code == 2, output
+    assert "--retry must be one of invalid_json, invalid_event, oversized, unpriced, rejected" in (
+        output
+    )
+    code, output = cli(test_settings, "replay", "--topic", "usage.events", "--retry", "rejected")
+    assert code == 2, output
+    assert "--retry applies to usage.dlq only" in output
