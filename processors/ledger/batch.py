@@ -146,7 +146,9 @@ async def debit_batch(
         # One read of the accounts' open grants; the burns are decided here, in order.
         book = await GrantBook.load(conn, account_ids=accounts, at=at) if new_positions else None
         settles: list[tuple[str, str, int, str, str]] = []
-        named: set[str] = set()
+        # By (hold, account): an event naming another account's hold settles nothing, and
+        # must not stop the owner's event later in the batch from settling it.
+        named: set[tuple[str, str]] = set()
         for n, (rated, cost_micros) in enumerate(priced):
             ev = rated.event
             transaction_id = new_positions.get(n)
@@ -163,9 +165,9 @@ async def debit_batch(
                     model=ev.model,
                     provider=rated.provider or ev.provider,
                 )
-            if ev.reservation_id is not None and ev.reservation_id not in named:
+            if ev.reservation_id is not None and (ev.reservation_id, ev.account_id) not in named:
                 # The first debit naming a hold settles it; a later one settles nothing.
-                named.add(ev.reservation_id)
+                named.add((ev.reservation_id, ev.account_id))
                 settles.append(
                     (ev.reservation_id, ev.account_id, transaction_id, ev.source, ev.event_id)
                 )
