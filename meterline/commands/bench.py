@@ -74,6 +74,31 @@ def _load() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
+@bench_app.command("writes")
+def writes(
+    batch: int = typer.Option(2000, min=1, max=100_000, help="Events per staged batch."),
+    accounts: int = typer.Option(10_000, min=1, max=999_999, help="Accounts they spread over."),
+    rounds: int = typer.Option(15, min=1, help="Batches each side; medians are printed."),
+) -> None:
+    """Postgres time per event of each write the ledger keeps, beside the reference's writes."""
+    import asyncio
+    import sys
+    from pathlib import Path
+
+    from meterline.commands._common import addresses, console, out
+    from processors.settings import WorkerSettings
+    from schemas.settings import get_settings
+
+    # bench/ sits beside the packages but is not one of pyproject's installed packages.
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    from bench.writes import report, run
+
+    dsn = addresses(get_settings(WorkerSettings), database=True).database_url
+    figures = asyncio.run(run(dsn, batch=batch, accounts=accounts, rounds=rounds, say=console.log))
+    for line in report(figures):
+        out.print(line, highlight=False)
+
+
 @bench_app.command("api")
 def api(
     duration: float = typer.Option(10.0, help="Seconds per load phase"),
