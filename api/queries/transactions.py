@@ -1,4 +1,4 @@
-"""Ledger history reads: keyset pages (newest first) and a server-side cursor for export."""
+"""Ledger history reads: keyset pages (newest first), and the export as a run of such pages."""
 
 from __future__ import annotations
 
@@ -26,14 +26,6 @@ _PAGE = _COLUMNS + " WHERE account_id = $1" + _BOUNDS + " ORDER BY id DESC LIMIT
 _PAGE_OF_TYPE = (
     _COLUMNS + " WHERE account_id = $1 AND type = $6" + _BOUNDS + " ORDER BY id DESC LIMIT $5"
 )
-# The export reads the same rows with the same index; newest first, like the pages.
-_EXPORT = (
-    _COLUMNS + " WHERE account_id = $1"
-    " AND ($2::text IS NULL OR type = $2)"
-    " AND created_at >= coalesce($3::timestamptz, '-infinity')"
-    " AND created_at < coalesce($4::timestamptz, 'infinity')"
-    " ORDER BY id DESC"
-)
 
 
 async def page_transactions(
@@ -57,7 +49,7 @@ async def page_transactions(
 
 
 async def stream_transactions(
-    conn: asyncpg.Connection,
+    pool: asyncpg.Pool,
     *,
     account_id: str,
     type: str | None,
@@ -65,14 +57,28 @@ async def stream_transactions(
     created_to: datetime | None,
     batch_size: int = 500,
 ) -> AsyncIterator[list[asyncpg.Record]]:
-    """Every matching row, newest first, in batches from a server-side cursor.
+    """Every matching row, newest first, in keyset pages of `batch_size`.
 
-    The caller holds `conn` inside a transaction (a cursor lives in one); only one batch is
-    in memory at a time.
+    Each page borrows a pool connection for its one query and gives it back before the page
+    is yielded: the caller may take as long as it likes between pages (a client reading the
+    export slowly) without holding a connection. A server-side cursor held one for the whole
+    download, so a few slow readers took the whole pool and every other request waited.
+    Pages are keyed on the row id, as the list's are: rows written after the export began
+    (newer ids) are left out, and no row is sent twice.
     """
-    cursor = await conn.cursor(_EXPORT, account_id, type, created_from, created_to)
+    before_id: int | None = None
     while True:
-        batch = await cursor.fetch(batch_size)
-        if not batch:
+        batch = await page_transactions(
+            pool,
+            account_id=account_id,
+            type=type,
+            created_from=created_from,
+            created_to=created_to,
+            before_id=before_id,
+            limit=batch_size,
+        )
+        if batch:
+            yield batch
+        if len(batch) < batch_size:
             return
-        yield batch
+        before_id = batch[-1]["id"]
