@@ -12,11 +12,14 @@ rules, the same 422 (`query.<name>`), 401 still before 422, and the same OpenAPI
 
 from __future__ import annotations
 
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, Generic, TypeVar
 
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import TypeAdapter, ValidationError
+
+from api.errors import invalid_field
 
 T = TypeVar("T")
 
@@ -61,3 +64,26 @@ def read_query(request: Request, *params: QueryParam[Any], errors: list[Any]) ->
     if errors:
         raise RequestValidationError(errors)
     return values
+
+
+def day_range(
+    day_from: date | None, day_to: date | None, *, max_days: int | None = None
+) -> tuple[date, date]:
+    """The UTC days from..to (both inclusive) a report covers, for every route that takes
+    `from` and `to` as days: `from` defaults to this month's 1st, `to` to today, or to `from`
+    when that is later (a future `from` alone is one day, not an error about a `to` nobody
+    sent). A 422 naming `to` (rule `range`) when it is before `from` or, with `max_days`, the
+    range spans more days than that."""
+    today = datetime.now(UTC).date()
+    start = day_from or today.replace(day=1)
+    end = day_to or max(today, start)
+    if end < start:
+        raise invalid_field(
+            "query.to",
+            "range",
+            "must be on or after from",
+            detail=f"must be on or after from ({start.isoformat()})",
+        )
+    if max_days is not None and end - start > timedelta(days=max_days):
+        raise invalid_field("query.to", "range", f"the range may span at most {max_days} days")
+    return start, end

@@ -279,6 +279,27 @@ def check_time(value: datetime) -> datetime:
     return value
 
 
+_DAY_TEXT = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
+def check_day_text(value: Any) -> Any:
+    """A day as the client wrote it: `YYYY-MM-DD` and nothing else.
+
+    Pydantic's lax date also reads a midnight datetime (its offset dropped, so
+    ``2026-03-01T00:00:00-08:00``, which is the 1st's 08:00 UTC, read as the UTC day the 1st)
+    and a Unix timestamp (``20260301`` read as seconds, refused as "should have zero time").
+    A UTC day has no offset to honour, so a time or a number is refused, saying so."""
+    if isinstance(value, date):
+        return value
+    if not (isinstance(value, str) and _DAY_TEXT.fullmatch(value)):
+        raise PydanticCustomError(
+            "date_format",
+            "must be a UTC day written YYYY-MM-DD, without a time or an offset",
+            {},
+        )
+    return value
+
+
 def check_date(value: date) -> date:
     """A calendar day within [TIME_MIN, TIME_MAX)."""
     if not TIME_MIN.date() <= value < TIME_MAX.date():
@@ -323,5 +344,5 @@ def check_event_time(value: datetime, *, now: datetime | None = None) -> datetim
 
 # Aware client timestamps (query and body) and days, bounded; events use EventTime.
 Timestamp = Annotated[AwareDatetime, AfterValidator(check_time)]
-Day = Annotated[date, AfterValidator(check_date)]
+Day = Annotated[date, BeforeValidator(check_day_text), AfterValidator(check_date)]
 EventTime = Annotated[AwareDatetime, AfterValidator(lambda v: check_event_time(v))]

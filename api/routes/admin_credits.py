@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
 
 from api.deps import AdminKey, Pool, SettingsDep
-from api.errors import Problem, invalid_field
+from api.errors import Problem
 from api.metrics import LEDGER_WRITES
 from api.queries import admin as q
+from api.query import day_range
 from api.views import REPLAYED_HEADER, entry_out
 from processors.ledger import (
     Credit,
@@ -146,25 +147,12 @@ async def bulk_allocate(
     )
 
 
-def _period(day_from: date | None, day_to: date | None) -> tuple[date, date]:
-    today = datetime.now(UTC).date()
-    start = day_from or today.replace(day=1)
-    end = day_to or today
-    if end < start:
-        raise invalid_field(
-            "query.to",
-            "period_order",
-            "must not be before from",
-            detail=f"must not be before from ({start.isoformat()})",
-        )
-    return start, end
-
-
 DayFrom = Annotated[
     Day | None, Query(alias="from", description="first UTC day (default: the 1st of this month)")
 ]
 DayTo = Annotated[
-    Day | None, Query(alias="to", description="last UTC day, inclusive (default: today)")
+    Day | None,
+    Query(alias="to", description="last UTC day, inclusive (default: today, or from when later)"),
 ]
 
 
@@ -178,7 +166,7 @@ async def system_analytics(
     pool: Pool, _: AdminKey, day_from: DayFrom = None, day_to: DayTo = None
 ) -> SystemAnalyticsOut:
     """Accounts and total balance now; usage spend, events and active accounts in the period."""
-    start, end = _period(day_from, day_to)
+    start, end = day_range(day_from, day_to)
     totals = await q.system_totals(pool, month=month_of(datetime.now(UTC)))
     usage = await q.usage_totals(pool, day_from=start, day_to=end)
     return SystemAnalyticsOut.model_validate(
@@ -209,7 +197,7 @@ async def top_spenders(
     limit: Annotated[int, Query(ge=1, le=1000)] = 10,
 ) -> TopSpendersOut:
     """Usage spend per account from the daily rollup, highest first."""
-    start, end = _period(day_from, day_to)
+    start, end = day_range(day_from, day_to)
     rows = await q.top_spenders(pool, day_from=start, day_to=end, limit=limit)
     return TopSpendersOut.model_validate(
         {

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
 
 from api.deps import Pool, TargetAccount
-from api.errors import Problem, invalid_field
 from api.queries import usage as q
+from api.query import day_range
 from schemas.api_credits import UsageGroupOut, UsageStatsOut, UsageTotalsOut
 from schemas.bounds import Day
 from schemas.money import format_micros
@@ -28,10 +27,6 @@ _COUNTERS = (
 )
 
 
-def _range_problem(message: str) -> Problem:
-    return invalid_field("query.to", "range", message)
-
-
 @router.get("/usage/stats", summary="Usage and cost by model, provider or day")
 async def usage_stats(
     account_id: TargetAccount,
@@ -41,7 +36,10 @@ async def usage_stats(
         Query(alias="from", description="first UTC day (YYYY-MM-DD); default: this month's 1st"),
     ] = None,
     day_to: Annotated[
-        Day | None, Query(alias="to", description="last UTC day, inclusive; default: today")
+        Day | None,
+        Query(
+            alias="to", description="last UTC day, inclusive; default: today, or from when later"
+        ),
     ] = None,
     group_by: Annotated[
         Literal["model", "provider", "day"], Query(description="how to group the usage")
@@ -51,13 +49,7 @@ async def usage_stats(
     for UTC days from..to (both inclusive), from the daily rollup the worker keeps.
     Groups by model or provider come most expensive first; by day, oldest first.
     """
-    today = datetime.now(UTC).date()
-    start = day_from or today.replace(day=1)
-    end = day_to or max(today, start)
-    if end < start:
-        raise _range_problem("must be on or after from")
-    if end - start > timedelta(days=MAX_DAYS):
-        raise _range_problem(f"the range may span at most {MAX_DAYS} days")
+    start, end = day_range(day_from, day_to, max_days=MAX_DAYS)
     rows = await q.usage_stats(
         pool, account_id=account_id, day_from=start, day_to=end, group_by=group_by
     )

@@ -7,16 +7,20 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
+from datetime import UTC, date, datetime, timedelta
 
 import asyncpg
 import httpx
 
 from api.settings import ApiSettings
-from tests.integration.api.conftest import UserKeyFactory, auth
+from tests.integration.api.conftest import UserKeyFactory, assert_problem, auth
 from tests.integration.api.credits_helpers import allocate
 from tests.integration.api_server import ApiServer
 
 EXPORT = "/api/v1/credits/transactions/export"
+STATS = "/api/v1/credits/usage/stats"
+SYSTEM = "/api/v1/admin/credits/analytics/system"
+TOP = "/api/v1/admin/credits/analytics/top-spenders"
 
 
 def _slow_reader(port: int, key: str) -> socket.socket:
@@ -69,3 +73,49 @@ async def test_slow_export_readers_do_not_stall_other_keys(
         for sock in readers:
             sock.close()
         server.stop()
+
+
+async def test_a_day_is_yyyy_mm_dd_not_a_time_whose_offset_is_dropped(
+    client: httpx.AsyncClient, db: asyncpg.Pool, user_key_for: UserKeyFactory, admin_key: str
+) -> None:
+    await db.execute(
+        "INSERT INTO usage_daily (account_id, day, model, events, cost_micros)"
+        " VALUES ('acme', '2026-03-01', 'm1', 3, 5000000)"
+    )
+    h = auth(await user_key_for("acme", tier="pro"))
+    # Midnight at +05:00 is 19:00 UTC on 28 February: it used to be read as the UTC day
+    # 2026-03-01 (its offset dropped) and answered that day's usage; 20260301 was read as a
+    # Unix timestamp and refused as "Datetimes provided to dates should have zero time".
+    for name, value in (
+        ("from", "2026-03-01T00:00:00+05:00"),
+        ("to", "2026-03-01T00:00:00Z"),
+        ("from", "20260301"),
+        ("to", "1772323200"),
+        ("from", "2026-3-1"),
+    ):
+        for path, headers in ((STATS, h), (SYSTEM, auth(admin_key)), (TOP, auth(admin_key))):
+            r = await client.get(path, params={name: value}, headers=headers)
+            error = assert_problem(r, 422, "validation_error")["errors"][0]
+            assert (error["field"], error["rule"]) == (f"query.{name}", "date_format"), r.text
+            assert "YYYY-MM-DD" in error["message"]
+    r = await client.get(STATS, params={"from": "2026-03-01", "to": "2026-03-01"}, headers=h)
+    assert r.status_code == 200 and r.json()["totals"]["cost"] == "5.000000", r.text
+
+
+async def test_analytics_take_their_days_by_the_statistics_rule(
+    client: httpx.AsyncClient, admin_key: str
+) -> None:
+    later = (datetime.now(UTC) + timedelta(days=40)).date().isoformat()
+    for path in (SYSTEM, TOP):
+        # A `from` after today alone used to be a 422 blaming `to`, which nobody sent; the
+        # statistics route answered it (to defaults to from). Now both answer one day.
+        r = await client.get(path, params={"from": later}, headers=auth(admin_key))
+        assert r.status_code == 200, r.text
+        assert (r.json()["from"], r.json()["to"]) == (later, later)
+        # A reversed range is the same 422 everywhere (rule `range`; it was `period_order`).
+        r = await client.get(
+            path, params={"from": "2026-03-02", "to": "2026-03-01"}, headers=auth(admin_key)
+        )
+        error = assert_problem(r, 422)["errors"][0]
+        assert (error["field"], error["rule"]) == ("query.to", "range")
+        assert date.fromisoformat("2026-03-02").isoformat() in assert_problem(r, 422)["detail"]
