@@ -28,7 +28,10 @@ from schemas.money import format_micros, to_micros
 
 router = APIRouter(prefix="/api/v1/admin", tags=["admin: accounts and tiers"])
 
-AccountPath = Annotated[str, Text(128), Path(description="the account id")]
+# Account ids may hold "/" ("team/alice"): the account routes take the rest of the path, as
+# the pricing routes do for model ids; without it such an account could not be read or
+# re-tiered here (a 404 from the router, which the dashboard showed for the admin's pick).
+AccountPath = Annotated[str, Text(128), Path(description="the account id, slashes included")]
 TierPath = Annotated[str, Path(pattern=r"^[a-z0-9_-]{1,32}$", description="the tier name")]
 
 
@@ -79,7 +82,7 @@ async def list_accounts(
 
 
 @router.get(
-    "/accounts/{account_id}",
+    "/accounts/{account_id:path}",
     response_model=AccountOut,
     summary="An account",
     responses={404: {"description": "no such account"}},
@@ -90,7 +93,7 @@ async def get_account(account_id: AccountPath, pool: Pool, _: AdminKey) -> Accou
 
 
 @router.put(
-    "/accounts/{account_id}/tier",
+    "/accounts/{account_id:path}/tier",
     response_model=AccountOut,
     summary="Move an account to a tier",
     responses={404: {"description": "no such account"}},

@@ -119,3 +119,31 @@ async def test_analytics_take_their_days_by_the_statistics_rule(
         error = assert_problem(r, 422)["errors"][0]
         assert (error["field"], error["rule"]) == ("query.to", "range")
         assert date.fromisoformat("2026-03-02").isoformat() in assert_problem(r, 422)["detail"]
+
+
+async def test_an_account_id_with_a_slash_can_be_read_and_retiered_by_an_admin(
+    client: httpx.AsyncClient, db: asyncpg.Pool, admin_key: str
+) -> None:
+    await allocate(db, "team/alice", 3_000_000)
+    await allocate(db, "team", 1_000_000)
+    # Both spellings of the path reach the account; they used to be a 404 "no route matches"
+    # (the dashboard's admin view could not open such an account).
+    for path in ("/api/v1/admin/accounts/team/alice", "/api/v1/admin/accounts/team%2Falice"):
+        r = await client.get(path, headers=auth(admin_key))
+        assert r.status_code == 200, (path, r.text)
+        assert (r.json()["account_id"], r.json()["balance"]) == ("team/alice", "3.000000")
+    r = await client.put(
+        "/api/v1/admin/accounts/team/alice/tier", json={"tier": "pro"}, headers=auth(admin_key)
+    )
+    assert r.status_code == 200, r.text
+    assert (r.json()["account_id"], r.json()["tier"]) == ("team/alice", "pro")
+    tiers = dict(await db.fetch("SELECT account_id, tier FROM user_credits ORDER BY 1"))
+    assert tiers == {"team": "free", "team/alice": "pro"}
+    # The account's own id is still one segment when it has none, and unknown ids a 404.
+    assert (await client.get("/api/v1/admin/accounts/team", headers=auth(admin_key))).json()[
+        "balance"
+    ] == "1.000000"
+    r = await client.put(
+        "/api/v1/admin/accounts/team/bob/tier", json={"tier": "pro"}, headers=auth(admin_key)
+    )
+    assert_problem(r, 404, "unknown_account")
