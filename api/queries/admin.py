@@ -3,55 +3,58 @@
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 import asyncpg
+
+from api.queries.usage import summed
 
 Conn: TypeAlias = asyncpg.Connection | asyncpg.Pool
 
 
-async def system_totals(conn: Conn, *, month: date) -> asyncpg.Record:
-    """Accounts, blocked accounts (live: overdrawn or at the cap this month), total balance."""
+async def system_totals(conn: Conn, *, month: date) -> dict[str, Any]:
+    """Accounts, blocked accounts (live: overdrawn or at the cap this month), total balance
+    (an int of any size: every balance fits a BIGINT, their sum need not)."""
     row = await conn.fetchrow(
         "SELECT count(*) AS accounts,"
         " count(*) FILTER (WHERE u.balance_micros < 0 OR (u.monthly_cap_micros IS NOT NULL"
         "   AND coalesce(m.spend_micros, 0) >= u.monthly_cap_micros)) AS blocked_accounts,"
-        " coalesce(sum(u.balance_micros), 0)::bigint AS total_balance FROM user_credits u"
+        " coalesce(sum(u.balance_micros), 0) AS total_balance FROM user_credits u"
         " LEFT JOIN monthly_spend m ON m.account_id = u.account_id AND m.month = $1",
         month,
     )
     assert row is not None
-    return row
+    return summed(row, "total_balance")
 
 
-async def usage_totals(conn: Conn, *, day_from: date, day_to: date) -> asyncpg.Record:
-    """Spend, events and active accounts from the daily rollup, days inclusive."""
+async def usage_totals(conn: Conn, *, day_from: date, day_to: date) -> dict[str, Any]:
+    """Spend, events and active accounts from the daily rollup, days inclusive (sums as
+    ints of any size)."""
     row = await conn.fetchrow(
-        "SELECT coalesce(sum(cost_micros), 0)::bigint AS spend,"
-        " coalesce(sum(events), 0)::bigint AS events,"
+        "SELECT coalesce(sum(cost_micros), 0) AS spend,"
+        " coalesce(sum(events), 0) AS events,"
         " count(DISTINCT account_id) AS active_accounts"
         " FROM usage_daily WHERE day BETWEEN $1 AND $2",
         day_from,
         day_to,
     )
     assert row is not None
-    return row
+    return summed(row, "spend", "events")
 
 
 async def top_spenders(
     conn: Conn, *, day_from: date, day_to: date, limit: int
-) -> list[asyncpg.Record]:
-    """The accounts with the highest usage spend in the days, inclusive."""
-    return list(
-        await conn.fetch(
-            "SELECT account_id, sum(cost_micros)::bigint AS spend, sum(events)::bigint AS events"
-            " FROM usage_daily WHERE day BETWEEN $1 AND $2"
-            " GROUP BY account_id ORDER BY spend DESC, account_id LIMIT $3",
-            day_from,
-            day_to,
-            limit,
-        )
+) -> list[dict[str, Any]]:
+    """The accounts with the highest usage spend in the days, inclusive (sums as ints)."""
+    rows = await conn.fetch(
+        "SELECT account_id, sum(cost_micros) AS spend, sum(events) AS events"
+        " FROM usage_daily WHERE day BETWEEN $1 AND $2"
+        " GROUP BY account_id ORDER BY spend DESC, account_id LIMIT $3",
+        day_from,
+        day_to,
+        limit,
     )
+    return [summed(r, "spend", "events") for r in rows]
 
 
 async def list_accounts(

@@ -3,17 +3,26 @@
 from __future__ import annotations
 
 from datetime import date
+from typing import Any
 
 import asyncpg
 
+# sum() of a BIGINT column is a numeric in Postgres: each day's row fits a BIGINT, but days and
+# models added up may not (a cast back to bigint made such a read a "bigint out of range"
+# error). The sums come back as Decimals and are handed on as Python ints.
+SUMMED = (
+    "events",
+    "input_tokens",
+    "cached_input_tokens",
+    "cache_write_tokens",
+    "output_tokens",
+    "reasoning_tokens",
+    "requests",
+    "cost_micros",
+)
 _SUMS = (
-    " sum(events)::bigint AS events, sum(input_tokens)::bigint AS input_tokens,"
-    " sum(cached_input_tokens)::bigint AS cached_input_tokens,"
-    " sum(cache_write_tokens)::bigint AS cache_write_tokens,"
-    " sum(output_tokens)::bigint AS output_tokens,"
-    " sum(reasoning_tokens)::bigint AS reasoning_tokens,"
-    " sum(requests)::bigint AS requests, sum(cost_micros)::bigint AS cost_micros"
-    " FROM usage_daily WHERE account_id = $1 AND day BETWEEN $2 AND $3"
+    "".join(f" sum({c}) AS {c}," for c in SUMMED).rstrip(",")
+    + " FROM usage_daily WHERE account_id = $1 AND day BETWEEN $2 AND $3"
 )
 # One statement per grouping, spelled out whole (the grouping picks the statement, never text).
 _BY = {
@@ -25,6 +34,14 @@ _BY = {
 }
 
 
+def summed(record: asyncpg.Record, *columns: str) -> dict[str, Any]:
+    """The record as a dict, its `columns` (numeric sums, possibly past BIGINT) as ints."""
+    row = dict(record)
+    for column in columns:
+        row[column] = int(row[column])
+    return row
+
+
 async def usage_stats(
     conn: asyncpg.Connection | asyncpg.Pool,
     *,
@@ -32,6 +49,7 @@ async def usage_stats(
     day_from: date,
     day_to: date,
     group_by: str,
-) -> list[asyncpg.Record]:
-    """Summed usage per group between two UTC days, inclusive."""
-    return list(await conn.fetch(_BY[group_by], account_id, day_from, day_to))
+) -> list[dict[str, Any]]:
+    """Summed usage per group between two UTC days, inclusive (sums as ints of any size)."""
+    rows = await conn.fetch(_BY[group_by], account_id, day_from, day_to)
+    return [summed(r, *SUMMED) for r in rows]

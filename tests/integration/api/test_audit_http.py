@@ -147,3 +147,48 @@ async def test_an_account_id_with_a_slash_can_be_read_and_retiered_by_an_admin(
         "/api/v1/admin/accounts/team/bob/tier", json={"tier": "pro"}, headers=auth(admin_key)
     )
     assert_problem(r, 404, "unknown_account")
+
+
+BIG = 5 * 10**18  # micro-credits or tokens: one BIGINT holds it, two do not
+
+
+async def test_statistics_and_analytics_add_past_what_a_bigint_holds(
+    client: httpx.AsyncClient, db: asyncpg.Pool, user_key_for: UserKeyFactory, admin_key: str
+) -> None:
+    # Two customers whose usage (streamed usage is a fact, recorded past any balance) and
+    # balances each fit a BIGINT, as the ledger keeps them, but whose sums do not.
+    h = auth(await user_key_for("whale", tier="pro"))
+    await user_key_for("orca", tier="pro")
+    await db.execute(
+        "UPDATE user_credits SET balance_micros = $1 WHERE account_id IN ('whale', 'orca')", BIG
+    )
+    await db.executemany(
+        "INSERT INTO usage_daily (account_id, day, model, events, input_tokens, cost_micros)"
+        " VALUES ($1, $2, 'm1', 1, $3, $3)",
+        [
+            ("whale", date(2026, 3, 1), BIG),
+            ("whale", date(2026, 3, 2), BIG),
+            ("orca", date(2026, 3, 1), BIG),
+        ],
+    )
+    days = {"from": "2026-03-01", "to": "2026-03-02"}
+    # Each used to be a 422 "a value of this request cannot be stored (bigint out of range)"
+    # for a request with nothing wrong in it: the sums were cast to BIGINT.
+    for group_by in ("model", "day", "provider"):
+        r = await client.get(STATS, params={**days, "group_by": group_by}, headers=h)
+        assert r.status_code == 200, r.text
+        assert r.json()["totals"]["cost"] == "10000000000000.000000"
+        assert r.json()["totals"]["input_tokens"] == 2 * BIG
+    r = await client.get(SYSTEM, params=days, headers=auth(admin_key))
+    assert r.status_code == 200, r.text
+    assert (r.json()["spend"], r.json()["total_balance"], r.json()["events"]) == (
+        "15000000000000.000000",
+        "10000000000000.000000",
+        3,
+    )
+    r = await client.get(TOP, params=days, headers=auth(admin_key))
+    assert r.status_code == 200, r.text
+    assert [(s["account_id"], s["spend"]) for s in r.json()["items"]] == [
+        ("whale", "10000000000000.000000"),
+        ("orca", "5000000000000.000000"),
+    ]
