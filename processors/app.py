@@ -58,7 +58,12 @@ class Resources(Service):
 
             start_http_server(s.worker_metrics_port, addr=s.worker_metrics_host)
             log.info("metrics on %s:%d/metrics", s.worker_metrics_host, s.worker_metrics_port)
-        created = await ensure_topics(s.kafka_bootstrap, wanted_topics(s), timeout_s=3600)
+        created = await ensure_topics(
+            s.kafka_bootstrap,
+            wanted_topics(s),
+            timeout_s=3600,
+            replication=s.topic_replication_factor,
+        )
         if created:
             log.info("created topics %s", ", ".join(created))
         self.pool = await _until_up(

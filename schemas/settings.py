@@ -54,6 +54,13 @@ class CommonSettings(BoundsSettings):
     topic_usage_dlq: str = topics.USAGE_DLQ
     topic_credit_alerts: str = topics.CREDIT_ALERTS
     usage_events_partitions: int = Field(default=topics.USAGE_EVENTS_PARTITIONS, ge=1)
+    topic_replication_factor: int | None = Field(
+        default=None,
+        ge=1,
+        le=32767,
+        description="Replicas of the topics meterline creates; unset: 3 on a cluster of 3 "
+        "brokers or more (with min.insync.replicas=2), else one per broker.",
+    )
 
     @model_validator(mode="after")
     def _fill_from_stack(self) -> CommonSettings:
