@@ -31,6 +31,17 @@ LEDGER_WRITES = Counter(
 )
 
 
+# The methods a route of this API can answer (HEAD and OPTIONS for probes); any other token is
+# one label. uvicorn's h11 parser (`meterline api --http h11`) passes any method token through,
+# and each new one made new series (a histogram's 14 each), without a key and without end.
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def _method_of(scope: Scope) -> str:
+    method = scope.get("method", "")
+    return method if method in _METHODS else "OTHER"
+
+
 def _route_of(scope: Scope) -> str:
     route: Any = scope.get("route")
     path = getattr(route, "path", None)
@@ -92,7 +103,7 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            key = (_route_of(scope), str(scope.get("method", "")))
+            key = (_route_of(scope), _method_of(scope))
             series = self._series.get(key)
             if series is None:
                 series = self._series[key] = _RouteMetrics(*key)

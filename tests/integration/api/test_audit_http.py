@@ -192,3 +192,19 @@ async def test_statistics_and_analytics_add_past_what_a_bigint_holds(
         ("whale", "10000000000000.000000"),
         ("orca", "5000000000000.000000"),
     ]
+
+
+async def test_an_unknown_method_is_one_metrics_label_not_a_new_series_each(
+    client: httpx.AsyncClient,
+) -> None:
+    # No key is needed: a client inventing methods (h11 passes any token through) used to add
+    # a series per method to every metric, so /metrics and the process grew without bound.
+    for i in range(5):
+        r = await client.request(f"XMETHOD{i}", "/api/v1/credits/balance")
+        assert r.status_code == 405, r.text
+        r = await client.request(f"XMETHOD{i}", "/no/such/route")
+        assert r.status_code == 404, r.text
+    text = (await client.get("/metrics")).text
+    assert "XMETHOD" not in text
+    balance = 'route="/api/v1/credits/balance",status="405"'
+    assert f'meterline_api_requests_total{{method="OTHER",{balance}}}' in text, text
