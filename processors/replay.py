@@ -16,10 +16,12 @@ replaying the DLQ any number of times never grows it.
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TypeVar
 
 import asyncpg
 from aiokafka import ConsumerRecord
@@ -29,6 +31,7 @@ from processors.metering import Meter, RawRecord
 from processors.topic_range import TopicRange, make_consumer, read_range, resolve_range
 from schemas import topics
 
+T = TypeVar("T")
 DEFAULT_RETRY = frozenset({"unpriced"})  # the DLQ reasons re-rated unless told more
 _SAMPLES = 20
 
@@ -113,6 +116,18 @@ def _dlq_origin(
     return reason, origin
 
 
+async def uninterrupted(work: Awaitable[T]) -> T:
+    """Await work to its end even when the caller is cancelled (Ctrl-C), then let the
+    cancellation go on: a batch in flight may commit just before the interrupt arrives, and a
+    summary that did not count it would say less than the ledger holds."""
+    task = asyncio.ensure_future(work)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await task
+        raise
+
+
 def to_raw(record: ConsumerRecord[bytes, bytes]) -> RawRecord:
     """A consumer record as the Meter reads it."""
     return RawRecord(record.topic, record.partition, record.offset, record.key, record.value)
@@ -133,18 +148,25 @@ async def replay(
     max_event_bytes: int = topics.MAX_EVENT_BYTES,
     on_progress: OnProgress | None = None,
     retry: frozenset[str] = DEFAULT_RETRY,
+    summary: ReplaySummary | None = None,
 ) -> ReplaySummary:
     """Feed a topic range through Meter.process; `dlq` reads it as usage.dlq (by headers) and
     re-rates the records whose reason is in `retry`.
 
     With `group`, the offsets reached are committed to that group when done (for visibility
     only: the range is assigned by hand, so the group never moves another consumer).
+    `summary`, when given, is filled as batches commit, so a caller interrupted mid-run can
+    say what was done (each batch is one transaction: whole or not at all).
     """
-    summary = ReplaySummary(topic=topic)
+    summary = summary if summary is not None else ReplaySummary(topic=topic)
     began = time.monotonic()
     consumer = make_consumer(bootstrap, group=group)
-    await consumer.start()
-    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
+    try:
+        await consumer.start()
+        pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
+    except BaseException:
+        await consumer.stop()  # Kafka or Postgres unreachable: close what did open
+        raise
     try:
         rng: TopicRange = await resolve_range(
             consumer, topic, start=start, end=end, from_offsets=from_offsets
@@ -153,8 +175,8 @@ async def replay(
         summary.truncated = dict(rng.truncated)
         meter = Meter(pool, _Collect(summary), policy=policy, max_event_bytes=max_event_bytes)
         async for records in read_range(consumer, rng, max_records=batch_size):
-            await _feed(meter, records, dlq=dlq, retry=retry, summary=summary)
-            summary.read += len(records)
+            # A batch in flight when Ctrl-C comes is finished and counted, then the run stops.
+            await uninterrupted(_feed(meter, records, dlq=dlq, retry=retry, summary=summary))
             if on_progress is not None:
                 on_progress(summary.read, summary.total)
         assigned = consumer.assignment()
@@ -182,6 +204,7 @@ async def _feed(
     retry: frozenset[str],
     summary: ReplaySummary,
 ) -> None:
+    summary.read += len(records)
     if dlq:
         batch: list[RawRecord] = []
         for r in records:

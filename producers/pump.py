@@ -62,11 +62,15 @@ async def produce(
     rate: float | None = None,
     on_progress: Callable[[int], None] | None = None,
     on_bad: Callable[[BadLine], None] | None = None,
+    summary: ProduceSummary | None = None,
     **publisher_options: Any,
 ) -> ProduceSummary:
     """Publish every event of items (at most `rate` per second), collecting bad lines and
-    failed deliveries; on_progress(1) is called per delivered, failed or bad item."""
-    summary = ProduceSummary()
+    failed deliveries; on_progress(1) is called per delivered, failed or bad item.
+
+    `summary`, when given, counts each acknowledged event as its ack arrives, so a caller
+    interrupted mid-run can say how many were published."""
+    summary = summary if summary is not None else ProduceSummary()
     started = time.monotonic()
 
     async def events() -> AsyncIterator[UsageEvent]:
@@ -81,12 +85,13 @@ async def produce(
                 yield item
 
     def delivered(_: UsageEvent, outcome: Delivery | BaseException) -> None:
+        if not isinstance(outcome, BaseException):
+            summary.published += 1
         if on_progress is not None:
             on_progress(1)
 
     async with UsagePublisher(bootstrap, topic, **publisher_options) as pub:
         result = await pub.publish_many(paced(events(), rate), on_delivery=delivered)
-    summary.published = result.published
     summary.failed = result.failed
     summary.seconds = time.monotonic() - started
     return summary

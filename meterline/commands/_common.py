@@ -42,3 +42,33 @@ def bounded_time(at: datetime, flag: str) -> datetime:
         return check_time(at)
     except ValueError as exc:
         fail(f"{flag} {at.isoformat()} {exc}", code=2)
+
+
+def unreachable(exc: BaseException, settings: CommonSettings) -> str | None:
+    """The message for a Kafka or Postgres that cannot be reached (or was lost mid-run), naming
+    the setting that points at it; None when exc is something else."""
+    import asyncpg
+    from aiokafka.errors import KafkaError
+
+    if isinstance(exc, KafkaError):
+        return (
+            f"cannot reach Kafka at {settings.kafka_bootstrap} (METERLINE_KAFKA_BOOTSTRAP): "
+            f"{type(exc).__name__}: {exc}"
+        )
+    if isinstance(exc, OSError | TimeoutError | asyncpg.PostgresError | asyncpg.InterfaceError):
+        return (
+            f"cannot reach Postgres at {postgres_address(settings.database_url)} "
+            f"(METERLINE_DATABASE_URL): {type(exc).__name__}: {exc}"
+        )
+    return None
+
+
+def postgres_address(dsn: str) -> str:
+    """host:port/database of a DSN, without the user or password."""
+    from urllib.parse import urlsplit
+
+    try:
+        url = urlsplit(dsn)
+        return f"{url.hostname or '?'}:{url.port or 5432}{url.path}"
+    except ValueError:
+        return "(unparsable METERLINE_DATABASE_URL)"

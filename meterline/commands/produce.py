@@ -152,7 +152,7 @@ def _run(
 
     from producers.jsonlines import BadLine
     from producers.publisher import PublishError
-    from producers.pump import produce, read_items
+    from producers.pump import ProduceSummary, produce, read_items
     from producers.synthetic import DEFAULT_WINDOW, synthetic_events
 
     items: Any
@@ -205,6 +205,7 @@ def _run(
             elif shown == _SHOW_BAD + 1:
                 progress.console.print("[yellow]more bad lines: only counted from here[/]")
 
+        summary = ProduceSummary()
         try:
             return asyncio.run(
                 produce(
@@ -214,10 +215,20 @@ def _run(
                     rate=rate,
                     on_progress=lambda n: progress.advance(task, n),
                     on_bad=on_bad,
+                    summary=summary,
                 )
             )
+        except KeyboardInterrupt:
+            again = f"the same --seed {seed}" if synthetic is not None else "the same input"
+            console.print(
+                f"[yellow]interrupted[/]: published {summary.published} events (acknowledged "
+                f"by Kafka), {len(summary.bad)} bad lines; the rest was not sent. Publishing "
+                f"{again} again is safe: an event published twice is debited once "
+                "(source, event_id)"
+            )
+            raise typer.Exit(130) from None
         except PublishError as exc:
-            fail(str(exc))
+            fail(f"{exc}\n(Kafka's address comes from --bootstrap or METERLINE_KAFKA_BOOTSTRAP)")
         finally:
             if stream is not None and stream is not sys.stdin:
                 stream.close()

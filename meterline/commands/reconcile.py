@@ -4,15 +4,24 @@ the work is in processors.replay and processors.reconcile."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
 
-from meterline.commands._common import addresses, bounded_time, console, fail, out
+from meterline.commands._common import (
+    addresses,
+    bounded_time,
+    console,
+    fail,
+    out,
+    unreachable,
+)
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     from processors.reconcile import ReconcileResult
@@ -61,6 +70,26 @@ def _progress(label: str) -> Iterator[Callable[[int, int], None]]:
         yield update
 
 
+def _run(
+    s: WorkerSettings,
+    work: Coroutine[Any, Any, T],
+    *,
+    done: Callable[[], str],
+) -> T:
+    """Run the long work; Ctrl-C (exit 130) or a Kafka or Postgres that cannot be reached
+    (exit 1, naming its setting) end it with what `done` says was done, never a traceback."""
+    try:
+        return asyncio.run(work)
+    except KeyboardInterrupt:
+        console.print(f"[yellow]interrupted[/]: {done()}")
+        raise typer.Exit(130) from None
+    except Exception as exc:
+        message = unreachable(exc, s)
+        if message is None:
+            raise
+        fail(f"{message}\n{done()}")
+
+
 def _settings() -> WorkerSettings:
     from processors.settings import WorkerSettings
     from schemas.settings import get_settings
@@ -95,9 +124,10 @@ def register(app: typer.Typer) -> None:
         nothing); on usage.dlq, re-rate `unpriced` records (and those of each --retry reason)
         and report the rest. Without --from or --from-offset the whole retained topic is read."""
         from processors.metering import DLQ_REASONS
-        from processors.replay import DEFAULT_RETRY
+        from processors.replay import DEFAULT_RETRY, ReplaySummary
         from processors.replay import replay as run_replay
         from processors.topic_range import RangeError, parse_partition_offset
+        from schemas.money import format_micros
 
         for reason in retry:
             if reason not in DLQ_REASONS:
@@ -115,10 +145,22 @@ def register(app: typer.Typer) -> None:
             fail("give --from or --from-offset, not both", code=2)
         if group is not None and group == s.worker_group:
             fail(f"--group {group!r} is the worker's group; replay must use its own", code=2)
+        summary = ReplaySummary(topic=name)
+
+        def replayed() -> str:
+            return (
+                f"read {summary.read} of {summary.total} records: debited {summary.debited} "
+                f"({format_micros(summary.debited_micros)} credits), duplicates "
+                f"{summary.duplicates}. Each batch commits whole, so nothing is half-written; "
+                "run the same replay again to finish (what was debited comes back as "
+                "duplicates)" + (f"; no offsets were committed to --group {group}" if group else "")
+            )
+
         try:
             offsets = dict(parse_partition_offset(x) for x in from_offset)
             with _progress("replaying") as progress:
-                summary = asyncio.run(
+                summary = _run(
+                    s,
                     run_replay(
                         bootstrap=s.kafka_bootstrap,
                         database_url=s.database_url,
@@ -133,11 +175,12 @@ def register(app: typer.Typer) -> None:
                         max_event_bytes=s.max_event_bytes,
                         on_progress=progress,
                         retry=DEFAULT_RETRY | frozenset(retry),
-                    )
+                        summary=summary,
+                    ),
+                    done=replayed,
                 )
         except RangeError as exc:
             fail(str(exc), code=2)
-        from schemas.money import format_micros
 
         for p, first in sorted(summary.truncated.items()):
             console.print(
@@ -176,7 +219,9 @@ def register(app: typer.Typer) -> None:
         """Compare the ledger with usage.events for events that occurred in [--from, --to)."""
         from processors.reconcile import apply_fixes
         from processors.reconcile import reconcile as run_reconcile
+        from processors.reconcile.fix import FixResult
         from processors.topic_range import RangeError
+        from schemas.money import format_micros
 
         s = _settings()
         if report is not None and report.suffix.lower() not in (".json", ".csv"):
@@ -184,7 +229,8 @@ def register(app: typer.Typer) -> None:
         t0, t1 = parse_time(start, "--from"), parse_time(end, "--to")
         try:
             with _progress("reading") as progress:
-                result = asyncio.run(
+                result = _run(
+                    s,
                     run_reconcile(
                         bootstrap=s.kafka_bootstrap,
                         database_url=s.database_url,
@@ -195,7 +241,8 @@ def register(app: typer.Typer) -> None:
                         grace=timedelta(minutes=grace_min),
                         max_event_bytes=s.max_event_bytes,
                         on_progress=progress,
-                    )
+                    ),
+                    done=lambda: "nothing was written (reconcile only reads until --fix)",
                 )
         except (RangeError, ValueError) as exc:
             fail(str(exc), code=2)
@@ -204,8 +251,19 @@ def register(app: typer.Typer) -> None:
             result.write_report(report)
             out.print(f"report written to {report}")
         if fix and result.findings:
+            fixed = FixResult()
+
+            def fixed_so_far() -> str:
+                return (
+                    f"fixed so far: {fixed.adjusted} adjustments, {fixed.already} already "
+                    f"posted, {fixed.metered} events metered, {fixed.balances} balances rebuilt "
+                    f"of {len(result.findings)} findings. Each correction commits whole and at "
+                    "most once: run the same reconcile --fix again to finish"
+                )
+
             with _progress("fixing") as progress:
-                fixed = asyncio.run(
+                fixed = _run(
+                    s,
                     apply_fixes(
                         result,
                         bootstrap=s.kafka_bootstrap,
@@ -214,10 +272,10 @@ def register(app: typer.Typer) -> None:
                         fix_extra=fix_extra,
                         max_event_bytes=s.max_event_bytes,
                         on_progress=progress,
-                    )
+                        out=fixed,
+                    ),
+                    done=fixed_so_far,
                 )
-            from schemas.money import format_micros
-
             out.print(
                 f"fixed: {fixed.adjusted} adjustments ({format_micros(fixed.adjusted_micros)}"
                 f" credits), {fixed.already} already posted, {fixed.metered} events metered,"

@@ -95,11 +95,15 @@ async def reconcile(
     result = ReconcileResult(topic=topic, start=start, end=end)
     began = time.monotonic()
     consumer = make_consumer(bootstrap)
-    await consumer.start()
-    conn: asyncpg.Connection = await asyncpg.connect(database_url)
-    # A second connection reads the stored terms while the first COPYs the previous chunk.
-    terms_conn: asyncpg.Connection = await asyncpg.connect(database_url)
+    opened: list[asyncpg.Connection] = []
     try:
+        # Kafka or Postgres unreachable: what did open is closed before the error goes up.
+        await consumer.start()
+        conn: asyncpg.Connection = await asyncpg.connect(database_url)
+        opened.append(conn)
+        # A second connection reads the stored terms while the first COPYs the previous chunk.
+        terms_conn: asyncpg.Connection = await asyncpg.connect(database_url)
+        opened.append(terms_conn)
         rng = await resolve_range(consumer, topic, start=start - grace, end=end + grace)
         result.truncated = dict(rng.truncated)
         await q.create_work_tables(conn)
@@ -149,8 +153,8 @@ async def reconcile(
                 for f in result.findings
             ]
     finally:
-        await terms_conn.close()
-        await conn.close()
+        for c in reversed(opened):
+            await c.close()
         await consumer.stop()
     result.seconds = time.monotonic() - began
     return result

@@ -13,7 +13,7 @@ from processors.ledger.repair import rebuild_balance, rebuild_grants
 from processors.metering import Meter
 from processors.reconcile.keys import adjustment_key
 from processors.reconcile.report import Finding, OnProgress, ReconcileResult
-from processors.replay import to_raw
+from processors.replay import to_raw, uninterrupted
 from processors.topic_range import fetch_records, make_consumer
 from schemas import topics
 from schemas.money import format_micros
@@ -47,6 +47,7 @@ async def apply_fixes(
     fix_extra: bool = False,
     max_event_bytes: int = topics.MAX_EVENT_BYTES,
     on_progress: OnProgress | None = None,
+    out: FixResult | None = None,
 ) -> FixResult:
     """Correct the findings by appending to the ledger, each correction at most once.
 
@@ -65,23 +66,26 @@ async def apply_fixes(
       overdraft from Σ remaining − the ledger sum (ledger/repair.py rebuild_grants), once per
       account, after any balance rebuild;
     - hold: reported as a conflict (history is not rewritten).
+
+    `out`, when given, is filled as each correction commits (each is one transaction), so a
+    caller interrupted mid-run can say what was done.
     """
-    out = FixResult()
+    out = out if out is not None else FixResult()
     todo = len(result.findings)
     pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
     try:
         unmetered = [f for f in result.findings if f.kind == "missing" and not f.metered]
         if unmetered:
-            out.metered = await _meter(
-                unmetered, result.topic, bootstrap, pool, policy, max_event_bytes
-            )
+            # One transaction of any size: Ctrl-C rolls it back rather than wait for it.
+            await _meter(unmetered, result.topic, bootstrap, pool, policy, max_event_bytes, out)
         done = len(unmetered)
         async with pool.acquire() as conn:
             rebuilt: set[str] = set()
+            # Each correction in flight when Ctrl-C comes is finished and counted, then the
+            # run stops (uninterrupted): each is one small transaction.
             for f in result.findings:
                 if f.kind == "balance":
-                    repair = await rebuild_balance(conn, account_id=f.account_id, policy=policy)
-                    out.balances += repair.changed
+                    await uninterrupted(_rebuild_balance(conn, f.account_id, policy, out))
                 elif f.kind in ("grant", "overdraft"):
                     if f.account_id not in rebuilt:
                         rebuilt.add(f.account_id)
@@ -101,7 +105,7 @@ async def apply_fixes(
                 elif f.kind == "extra" and not fix_extra:
                     out.skipped_extra += 1
                 elif f.kind != "missing" or f.metered:
-                    await _adjust(conn, f, policy, out)
+                    await uninterrupted(_adjust(conn, f, policy, out))
                 else:
                     continue
                 done += 1
@@ -110,6 +114,13 @@ async def apply_fixes(
     finally:
         await pool.close()
     return out
+
+
+async def _rebuild_balance(
+    conn: asyncpg.Connection, account_id: str, policy: LedgerPolicy, out: FixResult
+) -> None:
+    repair = await rebuild_balance(conn, account_id=account_id, policy=policy)
+    out.balances += repair.changed
 
 
 async def _adjust(
@@ -153,7 +164,8 @@ async def _meter(
     pool: asyncpg.Pool,
     policy: LedgerPolicy,
     max_event_bytes: int,
-) -> int:
+    out: FixResult,
+) -> None:
     consumer = make_consumer(bootstrap)
     await consumer.start()
     try:
@@ -168,4 +180,4 @@ async def _meter(
 
     meter = Meter(pool, refuse_dlq, policy=policy, max_event_bytes=max_event_bytes)
     outcome = await meter.process([to_raw(r) for r in records])
-    return outcome.debited
+    out.metered += outcome.debited
