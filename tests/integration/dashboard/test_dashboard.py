@@ -421,3 +421,28 @@ async def test_an_admin_key_sees_the_system_and_any_account(
     third = await api_get(stack, key, "/api/v1/credits/balance", account_id=THIRD)
     assert await tab.amount("#balance") == Decimal(third["balance"])
     tab.key_never_in_an_address(key)
+
+
+async def test_the_api_docs_link_does_not_take_the_key_to_the_docs_page(
+    tab: Session, stack: Stack
+) -> None:
+    # /docs is FastAPI's Swagger UI: no policy, and scripts from a CDN. The footer link used to
+    # open it in the dashboard's own tab, where the session storage holding the key belongs to
+    # the same origin: any script of the docs page could read the key. It opens a new tab
+    # without an opener now, whose session storage starts empty.
+    await tab.page.context.route(
+        lambda url: not url.startswith(stack.base_url), lambda route: route.abort()
+    )
+    await tab.open()
+    await tab.sign_in(stack.keys[USER])
+    assert await tab.text("#account-id") == USER
+    async with tab.page.context.expect_page(timeout=10_000) as opened:
+        await tab.page.click("footer a[href='/docs']")
+    docs = await opened.value
+    await docs.wait_for_load_state()
+    assert docs.url == stack.base_url + "/docs"
+    assert await docs.evaluate("sessionStorage.length") == 0
+    assert await docs.evaluate("window.opener") is None
+    # The dashboard's tab keeps its key and its account.
+    assert tab.page.url == stack.base_url + "/dashboard"
+    assert await tab.page.evaluate("sessionStorage.length") == 1
