@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 import asyncpg
 from fastapi import APIRouter, Path, Query, Request, Response
+from starlette.convertors import PathConvertor, register_url_convertor
 
 from api.deps import AdminKey, Pool, SettingsDep
 from api.errors import Problem
@@ -28,9 +29,18 @@ from schemas.money import format_micros, to_micros
 
 router = APIRouter(prefix="/api/v1/admin", tags=["admin: accounts and tiers"])
 
+
+class _AccountIdConvertor(PathConvertor):
+    """The rest of the path, at least one character: `/accounts/` stays the list's address
+    (redirected to `/accounts`), not an account with an empty id."""
+
+    regex = ".+"
+
+
 # Account ids may hold "/" ("team/alice"): the account routes take the rest of the path, as
 # the pricing routes do for model ids; without it such an account could not be read or
 # re-tiered here (a 404 from the router, which the dashboard showed for the admin's pick).
+register_url_convertor("account_id", _AccountIdConvertor())
 AccountPath = Annotated[str, Text(128), Path(description="the account id, slashes included")]
 TierPath = Annotated[str, Path(pattern=r"^[a-z0-9_-]{1,32}$", description="the tier name")]
 
@@ -82,7 +92,7 @@ async def list_accounts(
 
 
 @router.get(
-    "/accounts/{account_id:path}",
+    "/accounts/{account_id:account_id}",
     response_model=AccountOut,
     summary="An account",
     responses={404: {"description": "no such account"}},
@@ -93,7 +103,7 @@ async def get_account(account_id: AccountPath, pool: Pool, _: AdminKey) -> Accou
 
 
 @router.put(
-    "/accounts/{account_id:path}/tier",
+    "/accounts/{account_id:account_id}/tier",
     response_model=AccountOut,
     summary="Move an account to a tier",
     responses={404: {"description": "no such account"}},

@@ -147,6 +147,9 @@ async def test_an_account_id_with_a_slash_can_be_read_and_retiered_by_an_admin(
         "/api/v1/admin/accounts/team/bob/tier", json={"tier": "pro"}, headers=auth(admin_key)
     )
     assert_problem(r, 404, "unknown_account")
+    # The list's address with a trailing slash is still redirected to the list.
+    r = await client.get("/api/v1/admin/accounts/", headers=auth(admin_key))
+    assert r.status_code == 307 and r.headers["location"].endswith("/api/v1/admin/accounts")
 
 
 BIG = 5 * 10**18  # micro-credits or tokens: one BIGINT holds it, two do not
