@@ -76,6 +76,7 @@ def _lifespan(settings: ApiSettings) -> Any:
                 settings.topic_usage_events,
                 client_id="meterline-api",
                 request_timeout_ms=int(settings.kafka_publish_timeout_seconds * 1000),
+                security=settings.kafka_options(),
             ),
             connect_timeout=settings.kafka_publish_timeout_seconds,
         )

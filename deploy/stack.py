@@ -248,7 +248,10 @@ def ensure_topics(bootstrap: str, progress: Progress) -> list[str]:
 
     topics = wanted_topics(CommonSettings(kafka_bootstrap=bootstrap, database_url="-"))
     created = asyncio.run(
-        create(bootstrap, topics, timeout_s=get_settings(StackSettings).start_timeout_s)
+        # The local broker listens in plain text, whatever METERLINE_KAFKA_* says for others.
+        create(
+            bootstrap, topics, timeout_s=get_settings(StackSettings).start_timeout_s, security={}
+        )
     )
     progress(f"topics ready ({', '.join(topics)}; created {len(created)})")
     return created

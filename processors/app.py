@@ -63,6 +63,7 @@ class Resources(Service):
             wanted_topics(s),
             timeout_s=3600,
             replication=s.topic_replication_factor,
+            security=s.kafka_options(),
         )
         if created:
             log.info("created topics %s", ", ".join(created))
@@ -80,6 +81,7 @@ class Resources(Service):
                 acks="all",
                 enable_idempotence=True,
                 linger_ms=5,
+                **s.kafka_options(),
             )
             try:
                 await producer.start()
@@ -121,6 +123,7 @@ class Resources(Service):
                 batch_within_s=s.batch_within_s,
                 shutdown_timeout_s=s.shutdown_timeout_s,
                 lanes=s.worker_lanes,
+                security=s.kafka_options(),
             )
             try:
                 await metering.start()

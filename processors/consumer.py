@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
@@ -29,6 +29,7 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 
 from processors import metrics
 from processors.metering import Meter, Prepared, RawRecord
+from schemas.settings import kafka_options
 
 log = logging.getLogger("meterline.consumer")
 
@@ -48,6 +49,7 @@ class MeteringLoop:
         shutdown_timeout_s: float,
         rebalance_wait_s: float = 20.0,
         lanes: int = 2,
+        security: Mapping[str, Any] | None = None,
     ) -> None:
         self.meter = meter
         self.lanes = lanes
@@ -69,6 +71,7 @@ class MeteringLoop:
             # comes whole: the broker returns the first batch whatever this limit).
             fetch_max_bytes=16 * 1024 * 1024,
             max_partition_fetch_bytes=1024 * 1024,
+            **(kafka_options() if security is None else security),
         )
         # One lock per lane, held while the lane's batch is in flight (rebalance waits on them).
         self._in_flight = [asyncio.Lock() for _ in range(lanes)]

@@ -12,11 +12,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Mapping
+from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
-from schemas.settings import CommonSettings
+from schemas.settings import CommonSettings, kafka_options
 
 log = logging.getLogger(__name__)
 
@@ -89,15 +91,20 @@ async def ensure_topics(
     *,
     timeout_s: float = 60.0,
     replication: int | None = None,
+    security: Mapping[str, Any] | None = None,
 ) -> list[str]:
     """Create the missing topics; returns the names created. Retries until the broker answers.
 
     Replicas as replication_for says for the cluster's broker count; TopicSetupError when the
-    broker refuses a topic (its error is never taken for a created topic).
+    broker refuses a topic (its error is never taken for a created topic). `security`: the
+    Kafka security options (schemas.settings.kafka_options; None: this process's settings).
     """
+    options = kafka_options() if security is None else security
     deadline = time.monotonic() + timeout_s
     while True:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
+        admin = AIOKafkaAdminClient(
+            bootstrap_servers=bootstrap, request_timeout_ms=10000, **options
+        )
         try:
             await admin.start()
             existing = set(await admin.list_topics())

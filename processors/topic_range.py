@@ -6,10 +6,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from schemas.errors import DomainError
+from schemas.settings import kafka_options
 
 
 class RangeError(DomainError):
@@ -50,8 +52,11 @@ def parse_partition_offset(text: str) -> tuple[int, int]:
     return partition, offset
 
 
-def make_consumer(bootstrap: str, *, group: str | None = None) -> AIOKafkaConsumer:
-    """A consumer tuned for bulk reads; never auto-commits (ranges are assigned by hand)."""
+def make_consumer(
+    bootstrap: str, *, group: str | None = None, security: Mapping[str, Any] | None = None
+) -> AIOKafkaConsumer:
+    """A consumer tuned for bulk reads; never auto-commits (ranges are assigned by hand).
+    `security`: Kafka security options (None: this process's settings)."""
     return AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
         group_id=group,
@@ -60,6 +65,7 @@ def make_consumer(bootstrap: str, *, group: str | None = None) -> AIOKafkaConsum
         fetch_max_bytes=64 * 1024 * 1024,
         max_partition_fetch_bytes=16 * 1024 * 1024,
         fetch_max_wait_ms=100,
+        **(kafka_options() if security is None else security),
     )
 
 

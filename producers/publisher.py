@@ -13,8 +13,9 @@ which leaving the ``async with`` block raises as PublishError.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, TypeVar
@@ -23,6 +24,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from schemas.event import UsageEvent
+from schemas.settings import kafka_options
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,20 @@ class PublishError(Exception):
         self.failures = failures or []
 
 
+aiokafka_log = logging.getLogger("aiokafka")
+
+
+class _Reasons(logging.Handler):
+    """The last error aiokafka logged while connecting (a wrong password is only said there)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.last = ""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.last = record.getMessage()
+
+
 T = TypeVar("T")
 OnDelivery = Callable[[UsageEvent, Delivery | BaseException], None]
 
@@ -77,6 +93,7 @@ class UsagePublisher:
         max_batch_size: int = 256 * 1024,
         request_timeout_ms: int = 30_000,
         client_id: str = "meterline-producer",
+        security: Mapping[str, Any] | None = None,
         **producer_options: Any,
     ) -> None:
         self.bootstrap = bootstrap
@@ -91,16 +108,23 @@ class UsagePublisher:
             linger_ms=linger_ms,
             max_batch_size=max_batch_size,
             request_timeout_ms=request_timeout_ms,
+            **(kafka_options() if security is None else security),
             **producer_options,
         )
 
     async def start(self) -> None:
-        """Connect to the brokers; PublishError when they cannot be reached."""
+        """Connect to the brokers; PublishError when they cannot be reached, with the reason
+        (refused, TLS, SASL) aiokafka logs but leaves out of its "Unable to bootstrap"."""
+        reasons = _Reasons()
+        aiokafka_log.addHandler(reasons)
         try:
             await self._producer.start()
         except KafkaError as exc:
             await self._producer.stop()
-            raise PublishError(f"cannot reach Kafka at {self.bootstrap}: {exc}") from exc
+            why = f" ({reasons.last})" if reasons.last else ""
+            raise PublishError(f"cannot reach Kafka at {self.bootstrap}: {exc}{why}") from exc
+        finally:
+            aiokafka_log.removeHandler(reasons)
 
     async def close(self) -> None:
         """Flush what is buffered, wait for every ack, disconnect."""

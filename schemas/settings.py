@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 from pathlib import Path
-from typing import Any, Self, TypeVar, cast
+from typing import Any, Literal, Self, TypeVar, cast
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas import topics
@@ -54,6 +55,18 @@ class CommonSettings(BoundsSettings):
     topic_usage_dlq: str = topics.USAGE_DLQ
     topic_credit_alerts: str = topics.CREDIT_ALERTS
     usage_events_partitions: int = Field(default=topics.USAGE_EVENTS_PARTITIONS, ge=1)
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        default="PLAINTEXT",
+        description="How every Kafka client meterline makes connects: TLS (SSL), SASL, or both",
+    )
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "PLAIN"
+    kafka_sasl_username: str = ""
+    kafka_sasl_password: SecretStr = SecretStr("")
+    kafka_ssl_cafile: str = Field(
+        default="", description="CA certificates (PEM) to check the brokers by; empty: the system's"
+    )
+    kafka_ssl_certfile: str = Field(default="", description="client certificate (PEM), for mTLS")
+    kafka_ssl_keyfile: str = Field(default="", description="its private key (PEM)")
     topic_replication_factor: int | None = Field(
         default=None,
         ge=1,
@@ -75,6 +88,58 @@ class CommonSettings(BoundsSettings):
                 self.database_url = str(state.get("database_url") or "")
         return self
 
+    @model_validator(mode="after")
+    def _kafka_security_complete(self) -> CommonSettings:
+        # A half-configured connection would fail later as a timeout that names nothing.
+        protocol = self.kafka_security_protocol
+        sasl, tls = protocol.startswith("SASL_"), protocol.endswith("SSL")
+        given = bool(self.kafka_sasl_username), bool(self.kafka_sasl_password.get_secret_value())
+        if sasl and not all(given):
+            raise ValueError(
+                f"METERLINE_KAFKA_SECURITY_PROTOCOL={protocol} needs METERLINE_KAFKA_SASL_USERNAME"
+                " and METERLINE_KAFKA_SASL_PASSWORD"
+            )
+        if not sasl and any(given):
+            raise ValueError(
+                "METERLINE_KAFKA_SASL_USERNAME/PASSWORD are set, but "
+                f"METERLINE_KAFKA_SECURITY_PROTOCOL is {protocol}: use SASL_SSL or SASL_PLAINTEXT"
+            )
+        files = {
+            "METERLINE_KAFKA_SSL_CAFILE": self.kafka_ssl_cafile,
+            "METERLINE_KAFKA_SSL_CERTFILE": self.kafka_ssl_certfile,
+            "METERLINE_KAFKA_SSL_KEYFILE": self.kafka_ssl_keyfile,
+        }
+        for name, path in files.items():
+            if path and not tls:
+                raise ValueError(
+                    f"{name} is set, but METERLINE_KAFKA_SECURITY_PROTOCOL is {protocol}"
+                )
+            if path and not Path(path).is_file():
+                raise ValueError(f"{name}: no such file {path!r}")
+        if bool(self.kafka_ssl_certfile) != bool(self.kafka_ssl_keyfile):
+            raise ValueError(
+                "METERLINE_KAFKA_SSL_CERTFILE and METERLINE_KAFKA_SSL_KEYFILE go together"
+            )
+        return self
+
+    def kafka_options(self) -> dict[str, Any]:
+        """Keyword arguments for every aiokafka client (producer, consumer, admin): the security
+        settings; none for PLAINTEXT."""
+        protocol = self.kafka_security_protocol
+        if protocol == "PLAINTEXT":
+            return {}
+        options: dict[str, Any] = {"security_protocol": protocol}
+        if protocol.endswith("SSL"):
+            context = ssl.create_default_context(cafile=self.kafka_ssl_cafile or None)
+            if self.kafka_ssl_certfile:
+                context.load_cert_chain(self.kafka_ssl_certfile, self.kafka_ssl_keyfile)
+            options["ssl_context"] = context
+        if protocol.startswith("SASL_"):
+            options["sasl_mechanism"] = self.kafka_sasl_mechanism
+            options["sasl_plain_username"] = self.kafka_sasl_username
+            options["sasl_plain_password"] = self.kafka_sasl_password.get_secret_value()
+        return options
+
     def as_env(self, **extra: str) -> dict[str, str]:
         """os.environ plus the METERLINE_* variables that make a `meterline` subprocess use
         these addresses and topics (extra variables last)."""
@@ -86,6 +151,13 @@ class CommonSettings(BoundsSettings):
             METERLINE_TOPIC_USAGE_DLQ=self.topic_usage_dlq,
             METERLINE_TOPIC_CREDIT_ALERTS=self.topic_credit_alerts,
             METERLINE_USAGE_EVENTS_PARTITIONS=str(self.usage_events_partitions),
+            METERLINE_KAFKA_SECURITY_PROTOCOL=self.kafka_security_protocol,
+            METERLINE_KAFKA_SASL_MECHANISM=self.kafka_sasl_mechanism,
+            METERLINE_KAFKA_SASL_USERNAME=self.kafka_sasl_username,
+            METERLINE_KAFKA_SASL_PASSWORD=self.kafka_sasl_password.get_secret_value(),
+            METERLINE_KAFKA_SSL_CAFILE=self.kafka_ssl_cafile,
+            METERLINE_KAFKA_SSL_CERTFILE=self.kafka_ssl_certfile,
+            METERLINE_KAFKA_SSL_KEYFILE=self.kafka_ssl_keyfile,
         )
         env.update(extra)
         return env
@@ -135,10 +207,15 @@ class InvalidSetting(ValueError):
             "; ".join(
                 f"METERLINE_{str(e['loc'][0]).upper()}: {e['msg']} (got {e['input']!r})"
                 if e["loc"]
-                else e["msg"]
+                else e["msg"].removeprefix("Value error, ")  # a rule across several variables
                 for e in exc.errors(include_url=False)
             )
         )
+
+
+def kafka_options(settings: CommonSettings | None = None) -> dict[str, Any]:
+    """The Kafka security options of `settings`, else of this process's environment."""
+    return (settings or get_settings(CommonSettings)).kafka_options()
 
 
 S = TypeVar("S", bound=BaseSettings)

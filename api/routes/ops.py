@@ -33,8 +33,8 @@ async def _check_postgres(pool: Any) -> str | None:
     return None
 
 
-async def _check_kafka(bootstrap: str) -> str | None:
-    client = AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
+async def _check_kafka(bootstrap: str, security: dict[str, Any]) -> str | None:
+    client = AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=3000, **security)
     try:
         await asyncio.wait_for(client.bootstrap(), _CHECK_TIMEOUT_S)
     except Exception as exc:  # noqa: BLE001 - any failure means not ready
@@ -52,7 +52,9 @@ async def _check_kafka(bootstrap: str) -> str | None:
 async def readyz(request: Request, pool: Pool, settings: SettingsDep) -> dict[str, Any]:
     """200 when Postgres and Kafka answer and the usage publisher is connected; otherwise a
     503 problem (Retry-After) whose `checks` name each dependency that is down and why."""
-    pg, kafka = await asyncio.gather(_check_postgres(pool), _check_kafka(settings.kafka_bootstrap))
+    pg, kafka = await asyncio.gather(
+        _check_postgres(pool), _check_kafka(settings.kafka_bootstrap, settings.kafka_options())
+    )
     keeper: PublisherKeeper = request.app.state.publisher_keeper
     publisher = None if keeper.current else f"publisher: not connected ({keeper.last_error})"
     checks = {"postgres": pg, "kafka": kafka, "publisher": publisher}

@@ -6,19 +6,14 @@ replicas (min.insync.replicas=2) where there are 3 brokers, one per broker below
 METERLINE_TOPIC_REPLICATION_FACTOR says — and a refusal by the broker is an error, never a
 topic taken as created.
 
-The cluster is three real KRaft brokers started from the stack's jars (one of them the
-controller), on ports of their own, for this module only.
+The cluster is three real KRaft brokers started from the stack's jars (tests/integration/
+brokers.py; one of them the controller), on ports of their own, for this module only.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
-import random
-import shutil
-import socket
-import subprocess
 import tempfile
 import time
 import uuid
@@ -29,96 +24,33 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from deploy import stack
 from processors.topic_admin import TopicSetupError, ensure_topics
+from tests.integration.brokers import free_port, kraft_nodes
 
 
-def _free_port() -> int:
-    # Below the ephemeral range, where outgoing connections take their ports.
-    for _ in range(200):
-        port = random.randint(20000, 32000)
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port in 20000-32000")
-
-
-def _properties(node: int, port: int, controller: int, data: Path) -> str:
-    roles = "broker,controller" if node == 1 else "broker"
+def _node(node: int, port: int, controller: int) -> list[str]:
     listeners = f"PLAINTEXT://127.0.0.1:{port}"
     if node == 1:
         listeners += f",CONTROLLER://127.0.0.1:{controller}"
-    return "\n".join(
-        [
-            f"process.roles={roles}",
-            f"node.id={node}",
-            f"controller.quorum.voters=1@127.0.0.1:{controller}",
-            f"listeners={listeners}",
-            f"advertised.listeners=PLAINTEXT://127.0.0.1:{port}",
-            "controller.listener.names=CONTROLLER",
-            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-            "inter.broker.listener.name=PLAINTEXT",
-            f"log.dirs={data}",
-            "offsets.topic.replication.factor=1",
-            "transaction.state.log.replication.factor=1",
-            "transaction.state.log.min.isr=1",
-            "share.coordinator.state.topic.replication.factor=1",
-            "auto.create.topics.enable=false",
-            "",
-        ]
-    )
+    return [
+        f"process.roles={'broker,controller' if node == 1 else 'broker'}",
+        f"node.id={node}",
+        f"controller.quorum.voters=1@127.0.0.1:{controller}",
+        f"listeners={listeners}",
+        f"advertised.listeners=PLAINTEXT://127.0.0.1:{port}",
+        "controller.listener.names=CONTROLLER",
+        "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "inter.broker.listener.name=PLAINTEXT",
+    ]
 
 
 @pytest.fixture(scope="module")
 def three_brokers() -> Iterator[str]:
-    libs = stack.kafka_jars(lambda _: None)
-    java = shutil.which("java")
-    assert java, "a JDK is needed for Kafka"
-    root = Path(tempfile.mkdtemp(prefix="meterline-3brokers-"))
-    controller = _free_port()
-    ports = [_free_port() for _ in range(3)]
-    cluster = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-    log4j = root / "log4j.properties"
-    log4j.write_text((Path(stack.__file__).parent / "kafka" / "log4j.properties").read_text())
-    base = [java, "-cp", f"{libs}/*", f"-Dlog4j.configuration=file:{log4j}"]
-    children = []
-    try:
-        for node, port in enumerate(ports, start=1):
-            props = root / f"node{node}.properties"
-            props.write_text(_properties(node, port, controller, root / f"data{node}"))
-            subprocess.run(
-                [*base, "kafka.tools.StorageTool", "format", "-t", cluster, "-c", str(props)],
-                check=True,
-                capture_output=True,
-            )
-            out = open(root / f"node{node}.log", "ab")  # noqa: SIM115 - handed to the child
-            children.append(
-                subprocess.Popen(
-                    [java, "-Xmx256m", "-Xms128m", *base[1:], "kafka.Kafka", str(props)],
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
-            )
-        bootstrap = ",".join(f"127.0.0.1:{p}" for p in ports)
-        deadline = time.monotonic() + 180
-        while not all(stack._port_open(p) for p in ports):
-            assert all(c.poll() is None for c in children), f"a broker exited; see {root}"
-            assert time.monotonic() < deadline, f"brokers did not listen; see {root}"
-            time.sleep(0.5)
-        yield bootstrap
-    finally:
-        for c in children:
-            c.terminate()
-        for c in children:
-            try:
-                c.wait(30)
-            except subprocess.TimeoutExpired:
-                c.kill()
-        shutil.rmtree(root, ignore_errors=True)
+    controller = free_port()
+    ports = [free_port() for _ in range(3)]
+    nodes = [(_node(n, port, controller), port) for n, port in enumerate(ports, start=1)]
+    with kraft_nodes(Path(tempfile.mkdtemp(prefix="meterline-3brokers-")), nodes):
+        yield ",".join(f"127.0.0.1:{p}" for p in ports)
 
 
 @pytest.fixture
