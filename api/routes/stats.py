@@ -16,15 +16,8 @@ from schemas.money import format_micros
 router = APIRouter(prefix="/api/v1/credits", tags=["usage"])
 
 MAX_DAYS = 3660  # ten years: a bound on the scan, far beyond any dashboard's range
-_COUNTERS = (
-    "events",
-    "input_tokens",
-    "cached_input_tokens",
-    "cache_write_tokens",
-    "output_tokens",
-    "reasoning_tokens",
-    "requests",
-)
+# The rollup's counters as they are answered; the cost is answered as money.
+_COUNTERS = tuple(c for c in q.SUMMED if c != "cost_micros")
 
 
 @router.get("/usage/stats", summary="Usage and cost by model, provider or day")
