@@ -14,14 +14,19 @@ the last hook before the provider is called, whose exception ends the call) it r
 worst-case cost for the paying account (holds.py). After a success, streamed or not, it
 publishes one usage event built from the StandardLoggingPayload by producers.adapters, with
 ``reservation_id``: debiting it settles the hold. After a failure it releases the hold.
+A sync SDK call (``litellm.completion``) has no hook before it that can stop it (LiteLLM runs
+only async hooks there and swallows what ``log_pre_api_call`` raises), so it runs unheld; its
+usage is published after it (``log_success_event``, in LiteLLM's logging thread), or spooled.
 Importing this module imports LiteLLM; nothing else in meterline does.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Mapping
+from decimal import Decimal
 from typing import Any
 
 import litellm
@@ -332,6 +337,71 @@ class MeterlineCallback(CustomLogger):  # type: ignore[misc]
             await self.sink().send(event)
         except SpoolFull as exc:
             log.critical("usage of call %s LOST: %s", call_id, exc)
+
+    # -- sync SDK calls (litellm.completion): metered after the call, unheld --
+
+    def log_success_event(
+        self, kwargs: dict[str, Any], response_obj: Any, start_time: Any, end_time: Any
+    ) -> None:
+        """SDK, a sync call: publish its usage (nothing could hold credit before it ran)."""
+        payload = kwargs.get("standard_logging_object")
+        call_id = _first(kwargs.get("litellm_call_id"))
+        if not isinstance(payload, Mapping):
+            log.error("LiteLLM gave no standard_logging_object; call %s not metered", call_id)
+            return
+        if payload.get("cache_hit") is True:
+            return  # answered from LiteLLM's cache: no provider call, nothing to bill
+        meta = _metadata(kwargs)
+        try:
+            account = self._account(
+                {
+                    "end_user": _first(kwargs.get("user"), meta.get("user_api_key_end_user_id")),
+                    "key_user": meta.get("user_api_key_user_id"),
+                    "team": meta.get("user_api_key_team_id"),
+                }
+            )
+            event = self._event(payload, Hold(account, None, Decimal(0), time.monotonic()))
+        except (CallRefused, AdapterError) as exc:
+            log.error("sync call %s not metered: %s", call_id, exc)
+            return
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            asyncio.run(self._send_from_thread(event))  # LiteLLM's logging thread: no loop
+            return
+        try:  # a loop runs in this thread: never block it; the next send drains the spool
+            self.spool.append([event.model_dump(mode="json", exclude_none=True)])
+        except SpoolFull as exc:
+            log.critical("usage of call %s LOST: %s", call_id, exc)
+
+    async def _send_from_thread(self, event: UsageEvent) -> None:
+        """Publish one event from a thread's own event loop, with connections of its own (the
+        callback's belong to the application's loop), draining the spool on the way."""
+        client = (
+            MeterlineClient(
+                self.settings.api_url,
+                self.settings.api_key,
+                timeout=self.settings.api_timeout_seconds,
+                retries=1,
+                max_backoff=1.0,
+            )
+            if self.settings.api_url
+            else None
+        )
+        sink = UsageSink(
+            client=client,
+            kafka_bootstrap=self.settings.kafka_bootstrap,
+            topic=self.settings.topic_usage_events,
+            spool=self.spool,
+        )
+        try:
+            await sink.send(event)
+        except SpoolFull as exc:
+            log.critical("usage of call %s LOST: %s", event.event_id, exc)
+        finally:
+            await sink.close()
+            if client is not None:
+                await client.aclose()
 
     async def _release(self, call_id: str | None) -> None:
         hold = self.holds.pop(call_id, None) if call_id else None

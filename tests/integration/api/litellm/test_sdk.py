@@ -311,3 +311,41 @@ async def test_fail_open_spools_usage_and_publishes_it_when_meterline_is_back(
     await wait_for(db, USAGE_ROWS, 4, worker=worker)
     assert await usage_debits(db, "acme") == [MOCK_COST] * 4
     assert not spool.exists() or spool.read_text() == ""
+
+
+async def test_a_sync_completion_is_metered_after_the_call(
+    served: ApiServer,
+    admin_key: str,
+    api_settings: ApiSettings,
+    db: asyncpg.Pool,
+    worker: Worker,
+    installed: list[Recording],
+    tmp_path: Path,
+) -> None:
+    """litellm.completion (sync) runs no hook that could hold credit before it, but its usage
+    is a fact: it is published after the call, streamed or not (before, it was not metered
+    at all: the calls were free)."""
+    await fund(db, "acme", 5_000_000)
+    cb = use(installed, make_callback(served, admin_key, api_settings, tmp_path))
+
+    def calls() -> str:
+        litellm.completion(
+            model=MODEL, messages=MESSAGES, mock_response="x", user="acme", max_tokens=50
+        )
+        stream = litellm.completion(
+            model=MODEL, messages=MESSAGES, mock_response="one two", user="acme", stream=True
+        )
+        return "".join(chunk.choices[0].delta.content or "" for chunk in stream)
+
+    assert await asyncio.to_thread(calls) == "one two"
+    await wait_for(db, USAGE_ROWS, 2, worker=worker)
+    records = await consume_to_end(api_settings.kafka_bootstrap, api_settings.topic_usage_events, 2)
+    events = [json.loads(r.value) for r in records]
+    assert [e["account_id"] for e in events] == ["acme", "acme"]
+    assert all("reservation_id" not in e for e in events) and cb.made == []
+    costs = sorted(
+        Decimal(e["input_tokens"] * 2000 + e["output_tokens"] * 8000) / 1_000_000 for e in events
+    )
+    assert sorted(await usage_debits(db, "acme")) == costs
+    assert MOCK_COST in costs  # the non-streamed call: LiteLLM's mock usage, meterline's price
+    assert await balance(db, "acme") == Decimal(5) - sum(costs)
