@@ -32,6 +32,9 @@ log = logging.getLogger("meterline.integrations")
 
 SMALLEST_HOLD = Decimal("0.000001")  # a free call still proves the account may spend
 _UNPRICED_RULES = frozenset({"unknown_model", "unpriced_unit"})
+# What a call itself puts in meterline's requests: a 422 naming only these is the call's fault
+# (a model name or an account id meterline cannot meter), not the proxy's settings.
+_CALL_FIELDS = frozenset({"body.model", "query.account_id"})
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,15 @@ def _left(exc: PaymentRequired) -> Decimal | None:
         if exc.problem.get(k) is not None
     ]
     return min(found) if found else None
+
+
+def _misconfigured(exc: MeterlineError, account_id: str) -> CallRefused:
+    return CallRefused(
+        503,
+        "metering_misconfigured",
+        f"meterline refused the proxy's request ({exc.status} {exc.code}): {exc.detail}",
+        account_id=account_id,
+    )
 
 
 class HoldPolicy:
@@ -165,14 +177,23 @@ class HoldPolicy:
                 "meterline cannot be reached to reserve credit for this call; retry later",
                 account_id=account_id,
             ) from exc
+        except ValidationFailed as exc:
+            fields = {str(e.get("field")) for e in exc.errors}
+            if not fields or not fields <= _CALL_FIELDS:
+                raise _misconfigured(exc, account_id) from exc
+            # The call names what no usage event can carry: refuse it (400) rather than let a
+            # client retry a 503 that can never pass, or run a call that cannot be billed.
+            why = "; ".join(f"{e.get('field')}: {e.get('message')}" for e in exc.errors)
+            raise CallRefused(
+                400,
+                "not_meterable",
+                f"meterline cannot meter this call for account {account_id[:128]!r}: {why}",
+                account_id=account_id[:128],
+                errors=exc.errors,
+            ) from exc
         except MeterlineError as exc:
             # 401/403/422: the proxy's key or settings are wrong; refusing says so at once.
-            raise CallRefused(
-                503,
-                "metering_misconfigured",
-                f"meterline refused the proxy's request ({exc.status} {exc.code}): {exc.detail}",
-                account_id=account_id,
-            ) from exc
+            raise _misconfigured(exc, account_id) from exc
         return Hold(account_id, res.reservation_id, res.amount, time.monotonic())
 
     async def release(self, hold: Hold) -> None:

@@ -349,3 +349,32 @@ async def test_a_sync_completion_is_metered_after_the_call(
     assert sorted(await usage_debits(db, "acme")) == costs
     assert MOCK_COST in costs  # the non-streamed call: LiteLLM's mock usage, meterline's price
     assert await balance(db, "acme") == Decimal(5) - sum(costs)
+
+
+@pytest.mark.parametrize(
+    ("model", "user", "field"),
+    [
+        ("openai/" + "m" * 300, "acme", "body.model"),
+        (MODEL, "a" * 200, "query.account_id"),
+    ],
+)
+async def test_a_call_meterline_cannot_meter_is_refused_400_naming_the_field(
+    served: ApiServer,
+    admin_key: str,
+    api_settings: ApiSettings,
+    installed: list[Recording],
+    tmp_path: Path,
+    model: str,
+    user: str,
+    field: str,
+) -> None:
+    """A model name or account id past the event's bounds: the call is refused with 400 and
+    the rule (before: 503 metering_misconfigured, which a client retries for ever)."""
+    use(installed, make_callback(served, admin_key, api_settings, tmp_path))
+    with pytest.raises(CallRefused) as refused:
+        await litellm.acompletion(
+            model=model, messages=MESSAGES, mock_response="x", user=user, max_tokens=5
+        )
+    assert (refused.value.status_code, refused.value.code) == (400, "not_meterable")
+    assert field in refused.value.message and "at most" in refused.value.message
+    assert [e["field"] for e in refused.value.problem["errors"]] == [field]
