@@ -160,8 +160,9 @@ def anthropic_buckets(usage: Mapping[str, Any], path: str = "usage") -> dict[str
             "is an OpenAI field: this usage is OpenAI-shaped, use format 'openai'",
         )
     cache_write = count(usage, "cache_creation_input_tokens", path)
-    if "cache_creation_input_tokens" not in usage:
-        # Only the per-TTL breakdown was sent: its sum is the cache write.
+    if usage.get("cache_creation_input_tokens") is None:
+        # Only the per-TTL breakdown was sent (the total absent or null): its sum is the cache
+        # write. A null total beside the breakdown once left those tokens unbilled.
         ttl, tpath = sub(usage, "cache_creation", path)
         cache_write = sum(count(ttl, k, tpath) for k in sorted(ttl) if k.endswith("_input_tokens"))
     return {

@@ -319,6 +319,19 @@ def test_anthropic_cache_creation_breakdown_alone_is_summed() -> None:
     assert buckets(e) == (5, 0, 120, 7, 0)
 
 
+def test_anthropic_null_cache_creation_total_beside_its_breakdown_bills_the_breakdown() -> None:
+    # SDKs that serialise a typed usage (LiteLLM's, pydantic models) write absent totals as null.
+    usage = {
+        "input_tokens": 5,
+        "output_tokens": 7,
+        "cache_read_input_tokens": None,
+        "cache_creation_input_tokens": None,
+        "cache_creation": {"ephemeral_5m_input_tokens": 100, "ephemeral_1h_input_tokens": 20},
+    }
+    e = to_event(usage, format="anthropic", account_id="a", event_id="e", occurred_at=T0, model="m")
+    assert buckets(e) == (5, 0, 120, 7, 0)
+
+
 def test_envelope_units_win_over_usage_units() -> None:
     line = {"account_id": "a", "occurred_at": T0, "response": MESSAGE, "units": {"web_search": 5}}
     assert to_event(line).units == {"web_search": Decimal(5)}
