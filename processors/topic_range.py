@@ -3,7 +3,7 @@ and reconcile: manual assignment, nothing committed, stops at the end offsets fi
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -50,6 +50,26 @@ def parse_partition_offset(text: str) -> tuple[int, int]:
     if partition < 0 or offset < 0:
         raise RangeError(f"--from-offset {text!r}: partition and offset must be >= 0")
     return partition, offset
+
+
+def parse_partition_offsets(texts: Sequence[str]) -> dict[int, int]:
+    """Each --from-offset PARTITION:OFFSET; RangeError when a partition is named twice."""
+    offsets: dict[int, int] = {}
+    for text in texts:
+        partition, offset = parse_partition_offset(text)
+        if partition in offsets:
+            raise RangeError(
+                f"--from-offset names partition {partition} twice "
+                f"({partition}:{offsets[partition]} and {text!r}); give each partition once"
+            )
+        offsets[partition] = offset
+    return offsets
+
+
+def check_window(start: datetime | None, end: datetime | None) -> None:
+    """--to after --from: a backwards window reads nothing, and saying 'read 0' hides the typo."""
+    if start is not None and end is not None and end <= start:
+        raise RangeError(f"--to ({end.isoformat()}) must be after --from ({start.isoformat()})")
 
 
 def make_consumer(

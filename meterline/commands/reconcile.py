@@ -126,7 +126,7 @@ def register(app: typer.Typer) -> None:
         from processors.metering import DLQ_REASONS
         from processors.replay import DEFAULT_RETRY, ReplaySummary
         from processors.replay import replay as run_replay
-        from processors.topic_range import RangeError, parse_partition_offset
+        from processors.topic_range import RangeError, check_window, parse_partition_offsets
         from schemas.money import format_micros
 
         for reason in retry:
@@ -157,7 +157,10 @@ def register(app: typer.Typer) -> None:
             )
 
         try:
-            offsets = dict(parse_partition_offset(x) for x in from_offset)
+            offsets = parse_partition_offsets(from_offset)
+            t0 = parse_time(start, "--from") if start else None
+            t1 = parse_time(end, "--to") if end else None
+            check_window(t0, t1)
             with _progress("replaying") as progress:
                 summary = _run(
                     s,
@@ -167,8 +170,8 @@ def register(app: typer.Typer) -> None:
                         topic=name,
                         dlq=dlq,
                         policy=s.ledger_policy(),
-                        start=parse_time(start, "--from") if start else None,
-                        end=parse_time(end, "--to") if end else None,
+                        start=t0,
+                        end=t1,
                         from_offsets=offsets or None,
                         group=group,
                         batch_size=s.batch_max,
@@ -224,8 +227,8 @@ def register(app: typer.Typer) -> None:
         from schemas.money import format_micros
 
         s = _settings()
-        if report is not None and report.suffix.lower() not in (".json", ".csv"):
-            fail(f"--report must end in .json or .csv, got {report.name!r}", code=2)
+        if report is not None:
+            _check_report(report)
         t0, t1 = parse_time(start, "--from"), parse_time(end, "--to")
         try:
             with _progress("reading") as progress:
@@ -248,7 +251,10 @@ def register(app: typer.Typer) -> None:
             fail(str(exc), code=2)
         _print_result(result)
         if report is not None:
-            result.write_report(report)
+            try:
+                result.write_report(report)
+            except OSError as exc:
+                fail(f"--report {report}: {exc}; nothing was fixed")
             out.print(f"report written to {report}")
         if fix and result.findings:
             fixed = FixResult()
@@ -293,6 +299,22 @@ def register(app: typer.Typer) -> None:
                 raise typer.Exit(1)
         elif not result.clean:
             raise typer.Exit(3)
+
+
+def _check_report(report: Path) -> None:
+    """--report before any work: a name that ends in .json or .csv, in a directory that exists
+    and can be written (else the whole run was done for a report that could not be written)."""
+    import os
+
+    if report.suffix.lower() not in (".json", ".csv"):
+        fail(f"--report must end in .json or .csv, got {report.name!r}", code=2)
+    folder = report.parent
+    if not folder.is_dir():
+        fail(f"--report {report}: directory {str(folder)!r} does not exist", code=2)
+    if not os.access(folder, os.W_OK) or (report.exists() and not os.access(report, os.W_OK)):
+        fail(f"--report {report}: cannot write there (permission denied)", code=2)
+    if report.is_dir():
+        fail(f"--report {report} is a directory; name a file", code=2)
 
 
 def _by_reason(counts: dict[str, int]) -> str:

@@ -22,7 +22,7 @@ from processors.reconcile import queries as q
 from processors.reconcile.keys import parse_adjustment_key
 from processors.reconcile.report import Finding, OnProgress, ReconcileResult
 from processors.replay import to_raw
-from processors.topic_range import make_consumer, read_range, resolve_range
+from processors.topic_range import check_window, make_consumer, read_range, resolve_range
 from schemas import topics
 from schemas.bounds import CostOutOfBounds, check_cost_micros
 from schemas.event import UsageEvent
@@ -90,8 +90,7 @@ async def reconcile(
     The topic is read from `grace` before `start` to `grace` after `end` (by record
     timestamp), so events published a little after they occurred are still seen.
     """
-    if end <= start:
-        raise ValueError(f"--to ({end.isoformat()}) must be after --from ({start.isoformat()})")
+    check_window(start, end)
     result = ReconcileResult(topic=topic, start=start, end=end)
     began = time.monotonic()
     consumer = make_consumer(bootstrap)

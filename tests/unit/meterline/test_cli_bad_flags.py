@@ -26,6 +26,36 @@ from tests.unit.meterline.test_cli_times import _meterline
         # produce --synthetic used to end in a pydantic traceback on the first event.
         (["produce", "--synthetic", "1", "--source", "s\x01"], "--source"),
         (["produce", "--synthetic", "1", "--source", "s" * 65], "--source"),
+        # A backwards window read nothing and said 'read 0'; a partition named twice kept the
+        # last; a --report nobody could write was found after the whole reconcile ran.
+        (
+            [
+                "replay",
+                "--topic",
+                "usage.events",
+                "--from",
+                "2026-02-01T00:00:00Z",
+                "--to",
+                "2026-01-01T00:00:00Z",
+            ],
+            "--to",
+        ),
+        (
+            ["replay", "--topic", "usage.events", "--from-offset", "0:5", "--from-offset", "0:7"],
+            "--from-offset",
+        ),
+        (
+            [
+                "reconcile",
+                "--from",
+                "2026-01-01T00:00:00Z",
+                "--to",
+                "2026-02-01T00:00:00Z",
+                "--report",
+                "/nonexistent-dir/r.json",
+            ],
+            "--report",
+        ),
     ],
 )
 def test_a_bad_flag_exits_2_naming_it(tmp_path: Path, args: list[str], flag: str) -> None:
