@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Coroutine
 from datetime import datetime
-from typing import TYPE_CHECKING, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
@@ -12,6 +13,7 @@ if TYPE_CHECKING:
     from schemas.settings import CommonSettings
 
 S = TypeVar("S", bound="CommonSettings")
+T = TypeVar("T")
 
 console = Console(stderr=True)
 # Results go to stdout unwrapped, so a pipe or a script reads whole lines.
@@ -42,6 +44,28 @@ def bounded_time(at: datetime, flag: str) -> datetime:
         return check_time(at)
     except ValueError as exc:
         fail(f"{flag} {at.isoformat()} {exc}", code=2)
+
+
+def run_work(work: Coroutine[Any, Any, T], *, done: Callable[[], str] | None = None) -> T:
+    """Run a command's async work; a Kafka or Postgres that cannot be reached ends it with exit
+    1 naming the address and its setting (and what `done` says was done), never a traceback.
+    With `done`, Ctrl-C exits 130 saying what was done."""
+    import asyncio
+
+    from schemas.settings import CommonSettings, get_settings
+
+    try:
+        return asyncio.run(work)
+    except KeyboardInterrupt:
+        if done is None:
+            raise
+        console.print(f"[yellow]interrupted[/]: {done()}")
+        raise typer.Exit(130) from None
+    except Exception as exc:
+        message = unreachable(exc, get_settings(CommonSettings))
+        if message is None:
+            raise
+        fail(message + (f"\n{done()}" if done is not None else ""))
 
 
 def unreachable(exc: BaseException, settings: CommonSettings) -> str | None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -10,7 +9,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 import typer
 
-from meterline.commands._common import addresses, console, fail, out
+from meterline.commands._common import addresses, console, fail, out, run_work
 
 if TYPE_CHECKING:
     import asyncpg
@@ -63,7 +62,7 @@ def create_key(
         finally:
             await conn.close()
 
-    key_id, key = asyncio.run(run())
+    key_id, key = run_work(run())
     console.print(
         f"created {scope} key {key_id}"
         + (f" for {account}" if account else "")
@@ -147,7 +146,7 @@ def _post_credit(
             await conn.close()
 
     try:
-        return asyncio.run(run())
+        return run_work(run())
     except IdempotencyConflict as exc:
         fail(str(exc))
 
@@ -238,7 +237,7 @@ def grant_monthly(
         finally:
             await conn.close()
 
-    g = asyncio.run(run(first))
+    g = run_work(run(first))
     total = Decimal(g.granted_micros) / 1_000_000
     out.print(
         f"{g.month}: granted {g.granted} account(s) {total:f} credits in all; "

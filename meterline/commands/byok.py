@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import typer
 
-from meterline.commands._common import addresses, console, fail
+from meterline.commands._common import addresses, console, fail, run_work
 
 
 def rotate_keys(
@@ -42,7 +40,7 @@ def rotate_keys(
         finally:
             await conn.close()
 
-    count = asyncio.run(run())
+    count = run_work(run())
     console.print(f"re-encrypted {count} stored key(s) under the first encryption key")
 
 

@@ -3,25 +3,15 @@ the work is in processors.replay and processors.reconcile."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING
 
 import typer
 
-from meterline.commands._common import (
-    addresses,
-    bounded_time,
-    console,
-    fail,
-    out,
-    unreachable,
-)
-
-T = TypeVar("T")
+from meterline.commands._common import addresses, bounded_time, console, fail, out, run_work
 
 if TYPE_CHECKING:
     from processors.reconcile import ReconcileResult
@@ -68,26 +58,6 @@ def _progress(label: str) -> Iterator[Callable[[int, int], None]]:
             progress.update(task, completed=done, total=total or None, rate=rate)
 
         yield update
-
-
-def _run(
-    s: WorkerSettings,
-    work: Coroutine[Any, Any, T],
-    *,
-    done: Callable[[], str],
-) -> T:
-    """Run the long work; Ctrl-C (exit 130) or a Kafka or Postgres that cannot be reached
-    (exit 1, naming its setting) end it with what `done` says was done, never a traceback."""
-    try:
-        return asyncio.run(work)
-    except KeyboardInterrupt:
-        console.print(f"[yellow]interrupted[/]: {done()}")
-        raise typer.Exit(130) from None
-    except Exception as exc:
-        message = unreachable(exc, s)
-        if message is None:
-            raise
-        fail(f"{message}\n{done()}")
 
 
 def _settings() -> WorkerSettings:
@@ -162,8 +132,7 @@ def register(app: typer.Typer) -> None:
             t1 = parse_time(end, "--to") if end else None
             check_window(t0, t1)
             with _progress("replaying") as progress:
-                summary = _run(
-                    s,
+                summary = run_work(
                     run_replay(
                         bootstrap=s.kafka_bootstrap,
                         database_url=s.database_url,
@@ -232,8 +201,7 @@ def register(app: typer.Typer) -> None:
         t0, t1 = parse_time(start, "--from"), parse_time(end, "--to")
         try:
             with _progress("reading") as progress:
-                result = _run(
-                    s,
+                result = run_work(
                     run_reconcile(
                         bootstrap=s.kafka_bootstrap,
                         database_url=s.database_url,
@@ -268,8 +236,7 @@ def register(app: typer.Typer) -> None:
                 )
 
             with _progress("fixing") as progress:
-                fixed = _run(
-                    s,
+                fixed = run_work(
                     apply_fixes(
                         result,
                         bootstrap=s.kafka_bootstrap,

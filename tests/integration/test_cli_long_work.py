@@ -62,6 +62,28 @@ async def test_an_unreachable_dependency_is_named_not_a_traceback(
     assert "s3cret-pw" not in output
 
 
+ADMIN = {
+    "create-key": ["admin", "create-key", "--scope", "admin"],
+    "allocate": ["admin", "allocate", "--account", "a", "--amount", "5", "--reason", "r"],
+    "grant": ["admin", "grant", "--account", "a", "--amount", "5", "--reason", "r"],
+    "grant-monthly": ["admin", "grant-monthly"],
+}
+
+
+@pytest.mark.parametrize("command", sorted(ADMIN))
+async def test_an_admin_helper_names_an_unreachable_postgres(
+    test_settings: CommonSettings, command: str
+) -> None:
+    port = free_port()
+    dsn = f"postgresql://meterline:s3cret-pw@127.0.0.1:{port}/nowhere"
+    settings = test_settings.model_copy(update={"database_url": dsn})
+    code, output = await asyncio.to_thread(cli, settings, *ADMIN[command])
+    assert code == 1, output
+    named = f"cannot reach Postgres at 127.0.0.1:{port}/nowhere (METERLINE_DATABASE_URL)"
+    assert named in " ".join(output.split()), output
+    assert "Traceback" not in output and "s3cret-pw" not in output
+
+
 def _interrupt_when(
     args: list[str], settings: CommonSettings, started: object, **env: str
 ) -> tuple[int, str]:
