@@ -19,8 +19,9 @@ Formats (``detect_format`` tells them apart; ``to_event`` converts):
     the response: ``event_id`` ← ``id`` (``chatcmpl-…``, ``resp_…``, ``msg_…``), ``model`` ←
     ``model``, ``occurred_at`` ← ``created`` / ``created_at`` (epoch seconds; Anthropic
     responses carry no time, so the envelope must). The envelope may also carry the optional
-    event fields ``provider``, ``byok``, ``requests``, ``units``, ``metadata`` and
-    ``reported_cost``; they pass through. Other keys of a response (``choices``, ``content``…)
+    event fields ``provider``, ``byok``, ``requests``, ``units``, ``metadata``,
+    ``reported_cost`` and ``reservation_id`` (the hold the call ran under, which debiting the
+    event settles); they pass through. Other keys of a response (``choices``, ``content``…)
     are ignored. A bare ``usage`` object is accepted when the caller supplies the rest as
     defaults (``to_event(usage, account_id=..., event_id=..., ...)``).
 
@@ -67,7 +68,15 @@ FORMATS: Final[tuple[Format, ...]] = ("event", "openai", "anthropic", "litellm",
 _EVENT_FIELDS = frozenset(UsageEvent.model_fields)
 # Keys only the canonical event has (a bare provider usage object has none of them).
 _EVENT_ONLY = _EVENT_FIELDS - USAGE_KEYS - {"model"}
-_PASSTHROUGH = ("source", "provider", "byok", "requests", "metadata", "reported_cost")
+_PASSTHROUGH = (
+    "source",
+    "provider",
+    "byok",
+    "requests",
+    "metadata",
+    "reported_cost",
+    "reservation_id",
+)
 _CE_ATTRS = {"id": "event_id", "source": "source", "subject": "account_id", "time": "occurred_at"}
 
 

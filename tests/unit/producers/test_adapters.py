@@ -184,6 +184,17 @@ def test_envelope_with_usage_and_meterline_fields() -> None:
     assert e.reported_cost == Decimal("0.0042") and e.metadata == {"team": "r"}
 
 
+@pytest.mark.parametrize(
+    "provider",
+    [{"usage": CHAT["usage"], "model": "openai/gpt-4o", "event_id": "e"}, {"response": MESSAGE}],
+    ids=["openai", "anthropic"],
+)
+def test_envelope_carries_the_reservation_id(provider: dict[str, Any]) -> None:
+    # Dropped before: the event was debited but its hold never settled (held until its TTL).
+    line = {"account_id": "a", "occurred_at": T0, "reservation_id": "rsv_1", **provider}
+    assert to_event(line).reservation_id == "rsv_1"
+
+
 def test_envelope_fields_win_over_the_response() -> None:
     line = {
         "account_id": "a",
