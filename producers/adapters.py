@@ -270,4 +270,24 @@ def to_event(
     try:
         return UsageEvent.model_validate(fields)
     except ValidationError as exc:
-        raise AdapterError.from_validation(exc) from None
+        error = AdapterError.from_validation(exc)
+        if fmt == "cloudevents":
+            error = _cloudevent_paths(error, obj)
+        raise error from None
+
+
+def _cloudevent_paths(error: AdapterError, obj: Mapping[str, Any]) -> AdapterError:
+    """A CloudEvent's errors named by its own fields: `time`, not occurred_at; `data.model`,
+    not model (a sender looking for `occurred_at` in its CloudEvent finds nothing)."""
+    attr_of = {field: attr for attr, field in _CE_ATTRS.items()}
+    data = obj.get("data")
+    in_data = set(data) if isinstance(data, Mapping) else set()
+    problems: list[tuple[str, str]] = []
+    for path, rule in error.problems:
+        head, dot, rest = path.partition(".")
+        if head in attr_of and (obj.get(attr_of[head]) is not None or head not in in_data):
+            path = attr_of[head] + dot + rest  # the attribute gave it, or should have
+        elif head != "event":
+            path = f"data.{path}"
+        problems.append((path, rule))
+    return AdapterError(problems[0][0], problems[0][1], problems=problems, codes=error.codes)

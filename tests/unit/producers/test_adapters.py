@@ -524,6 +524,34 @@ def test_cloudevent_with_provider_data(data: dict[str, Any], expected: tuple[int
     assert e.event_id == "ce-0001"  # the CloudEvent id, not the response's
 
 
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"time": "2025-03-01T12:00:00"}, "time"),  # no offset
+        ({"subject": "a" * 129}, "subject"),
+        ({"data": {"model": "m" * 257, "input_tokens": 1}}, "data.model"),
+        ({"data": {"input_tokens": 1}}, "data.model"),  # missing
+        ({"data": {"model": "m", "input_tokens": 10**13}}, "data.input_tokens"),
+    ],
+)
+def test_cloudevent_errors_name_the_cloudevents_own_fields(
+    change: dict[str, Any], field: str
+) -> None:
+    # Named occurred_at, account_id, model, input_tokens before: fields the sender never wrote.
+    ce = {
+        "specversion": "1.0",
+        "id": "c1",
+        "source": "/proxy",
+        "subject": "acct",
+        "time": "2025-03-01T12:00:00Z",
+        "data": {"model": "m", "input_tokens": 1},
+        **change,
+    }
+    with pytest.raises(AdapterError) as exc:
+        to_event(ce)
+    assert exc.value.field == field
+
+
 def test_cloudevent_conflicting_data_is_refused() -> None:
     bad = {**CLOUDEVENT, "data": {**CLOUDEVENT["data"], "account_id": "acct-other"}}  # type: ignore[dict-item]
     with pytest.raises(AdapterError) as exc:
