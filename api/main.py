@@ -129,9 +129,10 @@ async def _create_pool(settings: ApiSettings) -> asyncpg.Pool:
         "timeout": settings.pg_connect_timeout_seconds,
         "command_timeout": settings.pg_command_timeout_seconds,
         "reset": _keep_session,
+        "acquire_timeout": settings.pg_acquire_timeout_seconds,
     }
     try:
-        return await asyncpg.create_pool(
+        return await BoundedPool.create(
             settings.database_url, min_size=settings.pg_pool_min, **options
         )
     except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
@@ -140,7 +141,42 @@ async def _create_pool(settings: ApiSettings) -> asyncpg.Pool:
             type(exc).__name__,
             exc,
         )
-        return await asyncpg.create_pool(settings.database_url, min_size=0, **options)
+        return await BoundedPool.create(settings.database_url, min_size=0, **options)
+
+
+class BoundedPool(asyncpg.Pool):  # type: ignore[misc]  # asyncpg has no type stubs
+    """An asyncpg pool whose connections are waited for at most `acquire_timeout` seconds.
+
+    asyncpg's acquire waits without end by default, and every pool.fetch* and pool.acquire()
+    goes through it: with each connection held (slow queries, rows locked by a long writer),
+    every other request queued until one came back. A wait past the bound raises TimeoutError,
+    which answers 503 with Retry-After like the other ways the database can be away.
+    """
+
+    __slots__ = ("_acquire_timeout",)
+
+    def __init__(self, *args: Any, acquire_timeout: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._acquire_timeout = acquire_timeout
+
+    def acquire(self, *, timeout: float | None = None) -> Any:
+        return super().acquire(timeout=self._acquire_timeout if timeout is None else timeout)
+
+    @classmethod
+    def create(cls, dsn: str, *, min_size: int, max_size: int, **options: Any) -> BoundedPool:
+        """As asyncpg.create_pool (its defaults), with acquire_timeout among the options;
+        await the result to open it."""
+        return cls(
+            dsn,
+            connection_class=asyncpg.Connection,
+            record_class=asyncpg.Record,
+            min_size=min_size,
+            max_size=max_size,
+            max_queries=50000,
+            max_inactive_connection_lifetime=300.0,
+            loop=None,
+            **options,
+        )
 
 
 def _problem_media_types(schema: dict[str, Any]) -> dict[str, Any]:

@@ -43,6 +43,13 @@ class ApiSettings(LedgerSettings):
         gt=0,
         description="How long one query may take before the request answers 503 (never a hang)",
     )
+    pg_acquire_timeout_seconds: float = Field(
+        default=10,
+        gt=0,
+        le=300,
+        description="How long a request waits for a free pool connection before it answers 503 "
+        "(every connection busy: slow queries, rows locked by a long writer)",
+    )
     kafka_publish_timeout_seconds: float = Field(
         default=10,
         gt=0,

@@ -198,3 +198,44 @@ async def test_the_csv_export_never_starts_a_200_it_cannot_finish(
             assert r.status_code == 200 and r.text.count("\r\n") == 2, r.text
     finally:
         await proxy.close()
+
+
+async def test_a_request_that_finds_every_connection_busy_answers_503_not_waits(
+    api_settings: ApiSettings, db: asyncpg.Pool, admin_key: str
+) -> None:
+    # One pool connection, held by a deduction that waits on a row another writer has locked:
+    # asyncpg's acquire waits without end by default, so every other request queued behind it.
+    await allocate(db, "acme", 10_000_000)
+    await allocate(db, "other", 10_000_000)
+    settings = api_settings.model_copy(
+        update={
+            "pg_pool_min": 1,
+            "pg_pool_max": 1,
+            "pg_acquire_timeout_seconds": 1,
+            "api_key_cache_seconds": 600,  # the key check needs no connection either
+        }
+    )
+    h = auth(admin_key)
+    deduct = {"amount": "1", "reason": "behind a lock", "idempotency_key": "busy-1"}
+    async with running(create_app(settings)) as client, db.acquire() as locker:
+        assert (await client.get(BALANCE, params={"account_id": "other"}, headers=h)).is_success
+        tx = locker.transaction()
+        await tx.start()
+        await locker.execute("SELECT 1 FROM user_credits WHERE account_id = 'acme' FOR UPDATE")
+        held = asyncio.create_task(
+            client.post(
+                "/api/v1/credits/deduct", params={"account_id": "acme"}, json=deduct, headers=h
+            )
+        )
+        await asyncio.sleep(0.5)  # the deduction has the connection and waits on the lock
+        started = time.monotonic()
+        r = await asyncio.wait_for(
+            client.get(BALANCE, params={"account_id": "other"}, headers=h), 10
+        )
+        waited = time.monotonic() - started
+        _dependency_down(r, "database_unavailable", "postgres")
+        assert 0.9 < waited < 5, waited
+        await tx.rollback()  # the writer lets go: the deduction and the next read go through
+        assert (await held).status_code == 200
+        r = await client.get(BALANCE, params={"account_id": "other"}, headers=h)
+        assert r.status_code == 200, r.text
