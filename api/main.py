@@ -160,7 +160,13 @@ class BoundedPool(asyncpg.Pool):  # type: ignore[misc]  # asyncpg has no type st
         self._acquire_timeout = acquire_timeout
 
     def acquire(self, *, timeout: float | None = None) -> Any:
-        return super().acquire(timeout=self._acquire_timeout if timeout is None else timeout)
+        if timeout is None:
+            # A free connection is taken at once: asyncpg bounds a wait with asyncio.wait_for,
+            # a task per acquire (13 us of a 210 us pool.fetchval here), so only a wait pays it.
+            # Nothing runs between this check and the take (`async with` / `await` follow it).
+            free = getattr(self, "_queue", None)
+            timeout = None if free is not None and not free.empty() else self._acquire_timeout
+        return super().acquire(timeout=timeout)
 
     @classmethod
     def create(cls, dsn: str, *, min_size: int, max_size: int, **options: Any) -> BoundedPool:
