@@ -16,6 +16,7 @@ async def test_every_write_runs_against_the_current_schema(database_url: str) ->
     assert set(f.writes_us) == {w.name for w in WRITES}
     assert all(us > 0 for us in f.writes_us.values())
     assert f.reference_us > 0
+    assert 0 < f.invariants_us < f.total_us  # the usage row, spend and rollup are left out
     lines = report(f)
     assert any(line.strip().startswith("all of them") for line in lines)
     assert lines[-1].startswith("ratio")
