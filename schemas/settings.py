@@ -120,7 +120,27 @@ class CommonSettings(BoundsSettings):
             raise ValueError(
                 "METERLINE_KAFKA_SSL_CERTFILE and METERLINE_KAFKA_SSL_KEYFILE go together"
             )
+        if tls:
+            self._ssl_context()  # a file that is no PEM, or a key of another certificate
         return self
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        try:
+            context = ssl.create_default_context(cafile=self.kafka_ssl_cafile or None)
+        except (ssl.SSLError, OSError) as exc:
+            raise ValueError(
+                f"METERLINE_KAFKA_SSL_CAFILE {self.kafka_ssl_cafile!r}: no CA certificates "
+                f"in PEM can be read from it ({exc})"
+            ) from None
+        if self.kafka_ssl_certfile:
+            try:
+                context.load_cert_chain(self.kafka_ssl_certfile, self.kafka_ssl_keyfile)
+            except (ssl.SSLError, OSError) as exc:
+                raise ValueError(
+                    "METERLINE_KAFKA_SSL_CERTFILE / METERLINE_KAFKA_SSL_KEYFILE: not a PEM "
+                    f"certificate and its private key ({exc})"
+                ) from None
+        return context
 
     def kafka_options(self) -> dict[str, Any]:
         """Keyword arguments for every aiokafka client (producer, consumer, admin): the security
@@ -130,10 +150,7 @@ class CommonSettings(BoundsSettings):
             return {}
         options: dict[str, Any] = {"security_protocol": protocol}
         if protocol.endswith("SSL"):
-            context = ssl.create_default_context(cafile=self.kafka_ssl_cafile or None)
-            if self.kafka_ssl_certfile:
-                context.load_cert_chain(self.kafka_ssl_certfile, self.kafka_ssl_keyfile)
-            options["ssl_context"] = context
+            options["ssl_context"] = self._ssl_context()
         if protocol.startswith("SASL_"):
             options["sasl_mechanism"] = self.kafka_sasl_mechanism
             options["sasl_plain_username"] = self.kafka_sasl_username

@@ -81,3 +81,16 @@ def test_a_bad_variable_stops_a_service_with_its_name(monkeypatch: pytest.Monkey
     assert str(refused.value).startswith(
         "METERLINE_KAFKA_SECURITY_PROTOCOL=SASL_SSL needs METERLINE_KAFKA_SASL_USERNAME"
     )
+
+
+def test_a_file_that_is_no_pem_is_refused_by_name(tmp_path: Path) -> None:
+    not_pem = tmp_path / "ca.pem"
+    not_pem.write_text("this is no certificate\n")
+    with pytest.raises(ValidationError, match="METERLINE_KAFKA_SSL_CAFILE .*no CA certificates"):
+        _settings(kafka_security_protocol="SSL", kafka_ssl_cafile=str(not_pem))
+    with pytest.raises(ValidationError, match="METERLINE_KAFKA_SSL_CERTFILE / .*not a PEM"):
+        _settings(
+            kafka_security_protocol="SSL",
+            kafka_ssl_certfile=str(not_pem),
+            kafka_ssl_keyfile=str(not_pem),
+        )
