@@ -24,6 +24,8 @@ class TcpProxy:
         self._server: asyncio.Server | None = None
         self._pipes: set[asyncio.Task[None]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
+        self._flowing = asyncio.Event()
+        self._flowing.set()
 
     @property
     def address(self) -> str:
@@ -34,6 +36,15 @@ class TcpProxy:
         self._server = await asyncio.start_server(
             self._accept, "127.0.0.1", self.port, reuse_address=True
         )
+
+    def freeze(self) -> None:
+        """Stop answering without closing anything, as a hung server or a network that drops
+        packets does: connections stay open, bytes are held, new connections wait."""
+        self._flowing.clear()
+
+    def thaw(self) -> None:
+        """Pass the held bytes and connections on again."""
+        self._flowing.set()
 
     async def close(self) -> None:
         """Stop listening and cut every forwarded connection, as a restart would."""
@@ -50,6 +61,7 @@ class TcpProxy:
         self._writers.clear()
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await self._flowing.wait()
         try:
             up_reader, up_writer = await asyncio.open_connection(*self.target)
         except OSError:
@@ -64,6 +76,7 @@ class TcpProxy:
     async def _pipe(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
         try:
             while data := await src.read(65536):
+                await self._flowing.wait()
                 dst.write(data)
                 await dst.drain()
         except (OSError, asyncio.CancelledError):
