@@ -43,7 +43,14 @@ class RawRecord(NamedTuple):
 
 
 # Every reason a record is dead-lettered with (the `meterline.reason` header of usage.dlq).
-DLQ_REASONS = ("invalid_json", "invalid_event", "oversized", "unpriced", "rejected")
+DLQ_REASONS = (
+    "invalid_json",
+    "invalid_event",
+    "oversized",
+    "unpriced",
+    "rejected",
+    "conflicting_event",  # its (source, event_id) was already debited for another account
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +129,7 @@ def validate(record: RawRecord, *, max_bytes: int) -> UsageEvent | DeadLetter:
 
 
 def _merged(a: BatchResult, b: BatchResult) -> BatchResult:
-    # Unpriced positions are already turned into dead letters by each half's _debit.
+    # Unpriced and conflicting positions are already dead letters of each half's _debit.
     return BatchResult(
         debited=a.debited + b.debited,
         duplicates=a.duplicates + b.duplicates,
@@ -295,8 +302,13 @@ class Meter:
             left, left_dead = await self._debit(pairs[:mid])
             right, right_dead = await self._debit(pairs[mid:])
             return _merged(left, right), left_dead + right_dead
-        # debit_batch names unpriced events (a unit with no price) by their position in `rated`.
+        # debit_batch names unpriced events (a unit with no price) and events whose key another
+        # account's event holds by their position in `rated`.
         dead = [DeadLetter(pairs[i][0], "unpriced", message) for i, message in result.unpriced]
+        dead += [
+            DeadLetter(pairs[i][0], "conflicting_event", message)
+            for i, message in result.conflicting
+        ]
         return result, dead
 
     async def _publish_dead(self, dead: list[DeadLetter]) -> None:

@@ -1,11 +1,13 @@
 """Replay: re-read a range of usage.events or usage.dlq through the worker's own Meter.process.
 
 Events already debited come back as duplicates and change nothing (the ledger's
-UNIQUE(source, event_id)). DLQ records of reason ``unpriced`` (and of the reasons the caller
-adds, e.g. ``rejected`` once the cause is fixed) are re-rated as if read from their original
-topic, partition and offset; records of other DLQ reasons are reported, not retried. Retrying
-any reason is safe: a record debited before is a duplicate, and one that fails again is
-counted, never republished.
+UNIQUE(source, event_id)); a record whose key was debited for another account comes back as
+``conflicting_event`` (counted in still_failing). DLQ records of reason ``unpriced`` (and of
+the reasons the caller adds, e.g. ``rejected`` once the cause is fixed) are re-rated as if read
+from their original topic, partition and offset; records of other DLQ reasons are reported, not
+retried. ``conflicting_event`` cannot be asked for (NEVER_RETRIED): its key is another
+account's for good. Retrying any other reason is safe: a record debited before is a duplicate,
+and one that fails again is counted, never republished.
 
 A replay never publishes to the DLQ. Every record it could dead-letter is already there: a
 usage.events record was dead-lettered by the worker when it first read it, and a DLQ record
@@ -33,6 +35,12 @@ from schemas import topics
 
 T = TypeVar("T")
 DEFAULT_RETRY = frozenset({"unpriced"})  # the DLQ reasons re-rated unless told more
+# DLQ reasons a re-rating can never debit, and why: refused as `retry` reasons.
+NEVER_RETRIED = {
+    "conflicting_event": "its (source, event_id) is debited for another account for good"
+    " (UNIQUE(source, event_id)); a re-rating would dead-letter it again. Publish the event"
+    " again with an event_id of its own (or its proxy's own source)",
+}
 _SAMPLES = 20
 
 OnProgress = Callable[[int, int], None]  # (records read so far, records in the range)
@@ -158,6 +166,8 @@ async def replay(
     `summary`, when given, is filled as batches commit, so a caller interrupted mid-run can
     say what was done (each batch is one transaction: whole or not at all).
     """
+    for reason in retry & NEVER_RETRIED.keys():
+        raise ValueError(f"{reason} records cannot be retried: {NEVER_RETRIED[reason]}")
     summary = summary if summary is not None else ReplaySummary(topic=topic)
     began = time.monotonic()
     consumer = make_consumer(bootstrap, group=group)

@@ -87,21 +87,25 @@ def register(app: typer.Typer) -> None:
             [],
             "--retry",
             help="On usage.dlq, also re-rate records of this reason (repeatable): rejected, "
-            "invalid_event, invalid_json or oversized, once what refused them is fixed.",
+            "invalid_event, invalid_json or oversized, once what refused them is fixed "
+            "(never conflicting_event: its key is another account's for good).",
         ),
     ) -> None:
         """Re-read a range through the worker's pricing and ledger path (duplicates change
         nothing); on usage.dlq, re-rate `unpriced` records (and those of each --retry reason)
         and report the rest. Without --from or --from-offset the whole retained topic is read."""
         from processors.metering import DLQ_REASONS
-        from processors.replay import DEFAULT_RETRY, ReplaySummary
+        from processors.replay import DEFAULT_RETRY, NEVER_RETRIED, ReplaySummary
         from processors.replay import replay as run_replay
         from processors.topic_range import RangeError, check_window, parse_partition_offsets
         from schemas.money import format_micros
 
+        retryable = [r for r in DLQ_REASONS if r not in NEVER_RETRIED]
         for reason in retry:
             if reason not in DLQ_REASONS:
-                fail(f"--retry must be one of {', '.join(DLQ_REASONS)}, got {reason!r}", code=2)
+                fail(f"--retry must be one of {', '.join(retryable)}, got {reason!r}", code=2)
+            if reason in NEVER_RETRIED:
+                fail(f"--retry {reason}: cannot succeed: {NEVER_RETRIED[reason]}", code=2)
         s = _settings()
         if topic in ("usage.events", "events", s.topic_usage_events):
             name, dlq = s.topic_usage_events, False
@@ -296,6 +300,7 @@ def _print_result(result: ReconcileResult) -> None:
         f"read {result.read} records, {result.in_range} events in range ({result.duplicates}"
         f" duplicates, {result.outside} outside, {result.unpriced} unpriced"
         + (f", {len(result.unpriceable)} cannot be priced" if result.unpriceable else "")
+        + (f", {len(result.conflicting)} conflicting" if result.conflicting else "")
         + (f", invalid {_by_reason(result.invalid)}" if result.invalid else "")
         + f") in {result.seconds:.2f}s ({result.in_range / max(result.seconds, 1e-9):,.0f}"
         " events/s)"
@@ -304,6 +309,13 @@ def _print_result(result: ReconcileResult) -> None:
         console.print(f"[yellow]cannot price[/] event {source}/{event_id}: {why}")
     if len(result.unpriceable) > 20:
         console.print(f"… {len(result.unpriceable) - 20} more events cannot be priced (--report)")
+    for source, event_id, account in result.conflicting[:20]:
+        console.print(
+            f"[yellow]conflicting[/] event {source}/{event_id} of {account}: its key was debited"
+            " for another account; not debited, in usage.dlq as conflicting_event"
+        )
+    if len(result.conflicting) > 20:
+        console.print(f"… {len(result.conflicting) - 20} more conflicting events (--report)")
     for p, first in sorted(result.truncated.items()):
         console.print(
             f"[yellow]partition {p} starts at offset {first}: older records were "

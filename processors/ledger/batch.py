@@ -82,6 +82,15 @@ def _row(n: int, rated: RatedEvent, cost_micros: int, terms: Terms) -> dict[str,
     return row
 
 
+def conflict_message(event: UsageEvent) -> str:
+    """Why an event is dead-lettered as conflicting_event (never naming the other account)."""
+    return (
+        f"source {event.source!r}, event_id {event.event_id!r}: this idempotency key was already"
+        " used by another account's event; not debited (give each event an event_id of its"
+        " own, or its proxy a source of its own, and publish it again)"
+    )
+
+
 async def debit_batch(
     conn: asyncpg.Connection,
     events: list[RatedEvent],
@@ -91,7 +100,10 @@ async def debit_batch(
 ) -> BatchResult:
     """Debit every event not debited before, in one transaction, in input order per account.
 
-    Duplicates — within the batch or already in usage_events — are counted, not debited.
+    Duplicates — within the batch or already in usage_events, for the same account — are
+    counted, not debited. An event whose (source, event_id) was debited (or comes earlier in
+    the batch) for another account is not a duplicate: it is named in result.conflicting, by
+    position, for the caller to dead-letter as `conflicting_event`, and not debited.
     Accounts seen for the first time are created with the policy's default tier. Usage is a
     fact: it is recorded even when it overdraws or passes the cap; the account is then blocked.
     """
@@ -101,22 +113,26 @@ async def debit_batch(
     at = now or datetime.now(UTC)
     current_month = month_of(at)
     async with conn.transaction():
-        seen: set[tuple[str, str]] = set()
-        batch_dups: list[tuple[str, str]] = []
+        # Only a key's first occurrence in the batch is a candidate; a later one is a duplicate
+        # when the key's owner (below) is its account, else a conflict.
+        seen: dict[tuple[str, str], int] = {}  # key -> its first position
+        later: list[tuple[int, int]] = []  # (position, its key's first position)
         candidates: list[tuple[int, RatedEvent]] = []
         for position, rated in enumerate(events):
             key = (rated.event.source, rated.event.event_id)
-            if key in seen:
-                batch_dups.append(key)
-            else:
-                seen.add(key)
+            first = seen.get(key)
+            if first is None:
+                seen[key] = position
                 candidates.append((position, rated))
+            else:
+                later.append((position, first))
 
         accounts = sorted({r.event.account_id for _, r in candidates})
         await queries.ensure_accounts(conn, account_ids=accounts, tier=policy.default_tier)
         states = await queries.lock_accounts(conn, account_ids=accounts, month=current_month)
 
         priced: list[tuple[RatedEvent, int]] = []
+        priced_at: list[int] = []  # each priced event's position in `events`
         terms_at: dict[Decimal, Terms] = {}  # by tier multiplier: one Terms per batch each
         docs: list[dict[str, Any]] = []
         for position, rated in candidates:
@@ -131,6 +147,7 @@ async def debit_batch(
                 continue
             docs.append(_row(len(priced), rated, cost.cost_micros, terms))
             priced.append((rated, cost.cost_micros))
+            priced_at.append(position)
 
         new_positions: dict[int, int] = {}
         if docs:
@@ -139,10 +156,38 @@ async def debit_batch(
                 rows_json=json_rows(docs),
                 keys=[(r.event.source, r.event.event_id) for r, _ in priced],
             )
+        # A key's owner: the account it was debited for before, else its first occurrence's
+        # (first occurrence wins). A record of the owner is a duplicate, another's a conflict.
+        dups: list[tuple[str, str]] = []
+        conflicting: list[int] = []
+        owner_at: dict[int, str] = {}  # first position -> the key's owner, where not its own
+        taken = [n for n in range(len(priced)) if n not in new_positions]
+        if taken:
+            # The rare path (keys debited before): whose they are, from their usage rows.
+            owners = await queries.debited_accounts(
+                conn,
+                sources=[priced[n][0].event.source for n in taken],
+                event_ids=[priced[n][0].event.event_id for n in taken],
+                occurred_ats=[priced[n][0].event.occurred_utc for n in taken],
+            )
+            for n in taken:
+                ev = priced[n][0].event
+                owner = owners.get((ev.source, ev.event_id), ev.account_id)
+                if owner == ev.account_id:
+                    dups.append((ev.source, ev.event_id))
+                else:
+                    owner_at[priced_at[n]] = owner
+                    conflicting.append(priced_at[n])
+        for position, first in later:
+            ev = events[position].event
+            if ev.account_id == owner_at.get(first, events[first].event.account_id):
+                dups.append((ev.source, ev.event_id))
+            else:
+                conflicting.append(position)
+        result.conflicting = [(p, conflict_message(events[p].event)) for p in sorted(conflicting)]
 
         spend: dict[tuple[str, date], int] = defaultdict(int)
         daily: dict[tuple[str, date, str, str], list[int]] = {}
-        dups = list(batch_dups)
         # One read of the accounts' open grants; the burns are decided here, in order.
         book = await GrantBook.load(conn, account_ids=accounts, at=at) if new_positions else None
         settles: list[tuple[str, str, int, str, str]] = []
@@ -153,8 +198,7 @@ async def debit_batch(
             ev = rated.event
             transaction_id = new_positions.get(n)
             if transaction_id is None:
-                dups.append((ev.source, ev.event_id))
-                continue
+                continue  # a duplicate or a conflict, sorted out above
             state = states[ev.account_id]
             assert book is not None
             if cost_micros:

@@ -117,6 +117,8 @@ class BatchResult:
     duplicates: int = 0
     debited_micros: int = 0
     unpriced: list[tuple[int, str]] = field(default_factory=list)  # (input index, message)
+    # (input index, message): the (source, event_id) was debited for another account.
+    conflicting: list[tuple[int, str]] = field(default_factory=list)
     alerts: int = 0
     settled: int = 0  # holds settled by the batch's events (reservation_id)
 

@@ -300,6 +300,37 @@ async def insert_usage_and_ledger(
     return {n: written[key] for n, key in enumerate(keys) if key in written}
 
 
+async def debited_accounts(
+    conn: asyncpg.Connection,
+    *,
+    sources: Sequence[str],
+    event_ids: Sequence[str],
+    occurred_ats: Sequence[datetime | None],
+) -> dict[tuple[str, str], str]:
+    """The account each of these already-debited (source, event_id) keys was debited for.
+
+    Only for keys insert_usage_and_ledger found taken (the rare path). usage_events is
+    partitioned by occurred_at: a redelivery carries the debited occurred_at, so the first
+    probe is one index lookup in one partition; the second, only when the first finds nothing
+    (another account's event, or a republication at another time), looks in every partition.
+    Each is a correlated subquery, so the plan is index probes per key whatever the statistics.
+    A key with no usage row (it should not happen) is absent from the answer; an occurred_at
+    of None (reconcile: not known) skips the first probe.
+    """
+    rows = await conn.fetch(
+        "SELECT k.s, k.e, coalesce("
+        " (SELECT u.account_id FROM usage_events u WHERE u.source = k.s AND u.event_id = k.e"
+        "  AND u.occurred_at = k.t LIMIT 1),"
+        " (SELECT u.account_id FROM usage_events u WHERE u.source = k.s AND u.event_id = k.e"
+        "  LIMIT 1)) AS account_id"
+        " FROM unnest($1::text[], $2::text[], $3::timestamptz[]) AS k(s, e, t)",
+        list(sources),
+        list(event_ids),
+        list(occurred_ats),
+    )
+    return {(r["s"], r["e"]): r["account_id"] for r in rows if r["account_id"] is not None}
+
+
 async def record_duplicates(
     conn: asyncpg.Connection, *, sources: Sequence[str], event_ids: Sequence[str]
 ) -> None:

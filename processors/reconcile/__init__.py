@@ -18,6 +18,10 @@ version corrected in the past is. Findings:
 - hold: a settled hold whose settling debit is missing, not its account's usage, or shared
   with another hold (invariant 8: a hold settles at most once).
 
+A record in range whose (source, event_id) was debited for another account is no finding: the
+worker dead-lettered it as ``conflicting_event``; it is listed apart (``conflicting``), and
+``duplicates`` counts only records of the same key and account.
+
 Corrections (``fix``) are idempotent: adjustments go through post_entry with a key derived
 from what they correct, and reconcile counts its own earlier adjustments as part of an
 event's charge, so a second run finds nothing left to correct.

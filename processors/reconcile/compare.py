@@ -16,6 +16,7 @@ import asyncpg
 
 from processors import catalog as catalog_db
 from processors.ledger import LedgerPolicy
+from processors.ledger.queries import debited_accounts
 from processors.metering import DeadLetter, validate
 from processors.pricing import Catalog, Terms, Unpriced, price_event
 from processors.reconcile import queries as q
@@ -138,6 +139,7 @@ async def reconcile(
                 )
             )
         result.findings.extend(await _state_findings(conn))
+        await _set_conflicting_apart(conn, result)
         missing = [f for f in result.findings if f.kind == "missing"]
         if missing:
             metered = await q.fetch_metered_keys(
@@ -157,6 +159,28 @@ async def reconcile(
         await consumer.stop()
     result.seconds = time.monotonic() - began
     return result
+
+
+async def _set_conflicting_apart(conn: asyncpg.Connection, result: ReconcileResult) -> None:
+    """A missing debit whose (source, event_id) was debited for another account is no finding:
+    the worker dead-lettered that record as conflicting_event (DESIGN invariant 4)."""
+    missing = [f for f in result.findings if f.kind == "missing"]
+    if not missing:
+        return
+    owners = await debited_accounts(
+        conn,
+        sources=[f.source or "" for f in missing],
+        event_ids=[f.event_id or "" for f in missing],
+        occurred_ats=[None] * len(missing),
+    )
+    kept = []
+    for f in result.findings:
+        owner = owners.get((f.source or "", f.event_id or ""))
+        if f.kind == "missing" and owner is not None and owner != f.account_id:
+            result.conflicting.append((f.source or "", f.event_id or "", f.account_id))
+        else:
+            kept.append(f)
+    result.findings = kept
 
 
 async def _state_findings(conn: asyncpg.Connection) -> list[Finding]:
@@ -233,13 +257,13 @@ async def _expect(
         rows.append((ev.source, ev.event_id, ev.account_id, expected, rec.partition, rec.offset))
 
 
-async def _earlier_adjustments(conn: asyncpg.Connection) -> list[tuple[str, str, int]]:
+async def _earlier_adjustments(conn: asyncpg.Connection) -> list[tuple[str, str, str, int]]:
     out = []
     for r in await q.fetch_reconcile_adjustments(conn):
         parsed = parse_adjustment_key(r["idempotency_key"])
         if parsed is not None:
             _, source, event_id = parsed
-            out.append((source, event_id, -int(r["amount_micros"])))
+            out.append((source, event_id, r["account_id"], -int(r["amount_micros"])))
     return out
 
 

@@ -33,7 +33,7 @@ async def create_work_tables(conn: asyncpg.Connection) -> None:
     )
     await conn.execute(
         "CREATE TEMP TABLE IF NOT EXISTS reconcile_adjusted (source text NOT NULL,"
-        " event_id text NOT NULL, charged_micros bigint NOT NULL)"
+        " event_id text NOT NULL, account_id text NOT NULL, charged_micros bigint NOT NULL)"
     )
     await conn.execute("TRUNCATE reconcile_expected, reconcile_adjusted")
 
@@ -43,10 +43,14 @@ async def copy_expected(conn: asyncpg.Connection, *, rows: Sequence[tuple[Any, .
     await conn.copy_records_to_table(EXPECTED_TABLE, records=rows, columns=EXPECTED_COLUMNS)
 
 
-async def copy_adjusted(conn: asyncpg.Connection, *, rows: Sequence[tuple[str, str, int]]) -> None:
-    """COPY reconcile's earlier adjustments as (source, event_id, micros charged by them)."""
+async def copy_adjusted(
+    conn: asyncpg.Connection, *, rows: Sequence[tuple[str, str, str, int]]
+) -> None:
+    """COPY reconcile's earlier adjustments as (source, event_id, account, micros charged)."""
     await conn.copy_records_to_table(
-        ADJUSTED_TABLE, records=rows, columns=("source", "event_id", "charged_micros")
+        ADJUSTED_TABLE,
+        records=rows,
+        columns=("source", "event_id", "account_id", "charged_micros"),
     )
 
 
@@ -132,7 +136,11 @@ async def compare_with_ledger(
     conn: asyncpg.Connection, *, start: datetime, end: datetime
 ) -> list[asyncpg.Record]:
     """Events whose charge (usage row + earlier reconcile adjustments) ≠ expected, and usage
-    rows in [start, end) with no event (expected 0). One pass: hash joins over the range."""
+    rows in [start, end) with no event (expected 0). One pass: hash joins over the range.
+
+    An event is its (source, event_id) and its account: a record of another account with the
+    same key is compared on its own (it is never debited: the caller finds it missing, then
+    sees the key is another account's, a conflicting_event in the DLQ)."""
     # Temp tables are never auto-analyzed, and ledger statistics lag behind bulk loads: a
     # nested loop picked on stale estimates turns this one pass into minutes. Hash joins only.
     await conn.execute("ANALYZE reconcile_expected, reconcile_adjusted")
@@ -141,25 +149,25 @@ async def compare_with_ledger(
         await conn.execute("SET LOCAL enable_nestloop = off")
         rows: list[asyncpg.Record] = await conn.fetch(
             "WITH exp AS ("
-            "  SELECT source, event_id, min(account_id) AS account_id,"
+            "  SELECT source, event_id, account_id,"
             "         (array_agg(expected_micros ORDER BY kafka_partition, kafka_offset))[1]"
             "           AS expected_micros,"
             "         min(kafka_partition) AS kafka_partition, min(kafka_offset) AS kafka_offset,"
             "         true AS seen"
-            "  FROM reconcile_expected GROUP BY source, event_id),"
+            "  FROM reconcile_expected GROUP BY source, event_id, account_id),"
             " led AS ("
             "  SELECT source, event_id, account_id, -amount_micros AS charged_micros"
             "  FROM credit_transactions"
             "  WHERE type = 'usage' AND occurred_at >= $1 AND occurred_at < $2),"
             " adj AS ("
-            "  SELECT source, event_id, sum(charged_micros) AS charged_micros,"
-            "         count(*) AS n FROM reconcile_adjusted GROUP BY source, event_id)"
-            " SELECT source, event_id, coalesce(l.account_id, e.account_id) AS account_id,"
+            "  SELECT source, event_id, account_id, sum(charged_micros) AS charged_micros,"
+            "         count(*) AS n FROM reconcile_adjusted GROUP BY source, event_id, account_id)"
+            " SELECT source, event_id, account_id,"
             "        coalesce(e.seen, false) AS seen, e.expected_micros,"
             "        l.charged_micros AS usage_micros, a.charged_micros AS adjusted_micros,"
             "        coalesce(a.n, 0) AS adjustments, e.kafka_partition, e.kafka_offset"
-            " FROM exp e FULL JOIN led l USING (source, event_id)"
-            " LEFT JOIN adj a USING (source, event_id)"
+            " FROM exp e FULL JOIN led l USING (source, event_id, account_id)"
+            " LEFT JOIN adj a USING (source, event_id, account_id)"
             " WHERE NOT (coalesce(e.seen, false) AND e.expected_micros IS NULL)"
             # numeric: a sum of two BIGINT charges may not fit a BIGINT.
             "   AND coalesce(e.expected_micros, 0)"
@@ -172,9 +180,10 @@ async def compare_with_ledger(
 
 
 async def count_distinct_expected(conn: asyncpg.Connection) -> int:
-    """How many distinct events the copied rows hold (the rows themselves are in_range)."""
+    """How many distinct events (key and account) the copied rows hold (rows are in_range)."""
     value = await conn.fetchval(
-        "SELECT count(*) FROM (SELECT DISTINCT source, event_id FROM reconcile_expected) d"
+        "SELECT count(*) FROM"
+        " (SELECT DISTINCT source, event_id, account_id FROM reconcile_expected) d"
     )
     return int(value)
 

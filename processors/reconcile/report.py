@@ -65,12 +65,16 @@ class ReconcileResult:
     # (source, event_id, why), reported instead of stopping the whole reconcile.
     unpriceable: list[tuple[str, str, str]] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
+    # Records in range never debited because their (source, event_id) was debited for another
+    # account: (source, event_id, account), accounted in usage.dlq as conflicting_event.
+    conflicting: list[tuple[str, str, str]] = field(default_factory=list)
     truncated: dict[int, int] = field(default_factory=dict)
     seconds: float = 0.0
 
     @property
     def duplicates(self) -> int:
-        """Events in range seen more than once on the topic (counted once)."""
+        """Events in range seen more than once on the topic (counted once): same key, same
+        account (a record of another account with the key is no duplicate: `conflicting`)."""
         return self.in_range - self.distinct
 
     @property
@@ -111,6 +115,9 @@ class ReconcileResult:
             "unpriced": self.unpriced,
             "unpriceable": [
                 {"source": s, "event_id": e, "reason": why} for s, e, why in self.unpriceable
+            ],
+            "conflicting": [
+                {"source": s, "event_id": e, "account_id": a} for s, e, a in self.conflicting
             ],
             "findings": self.counts(),
             "truncated_partitions": {str(p): o for p, o in self.truncated.items()},

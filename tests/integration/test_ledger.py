@@ -134,6 +134,49 @@ async def test_duplicates_in_and_across_batches_debit_once(db: asyncpg.Pool) -> 
         await ledger_matches_balances(conn)
 
 
+async def test_a_key_debited_for_another_account_is_a_conflict_not_a_duplicate(
+    db: asyncpg.Pool,
+) -> None:
+    async with db.acquire() as conn:
+        # One batch: a's event, b's with the same key (twice), a's redelivery, a valid event.
+        first = await debit_batch(
+            conn,
+            [
+                ev("1", "a", inp=10**6),
+                ev("1", "b", inp=10**6),
+                ev("1", "b", inp=10**6),
+                ev("1", "a", inp=10**6),
+                ev("2", "b", inp=10**6),
+            ],
+            policy=POLICY,
+        )
+        assert (first.debited, first.duplicates) == (2, 1)
+        assert [p for p, _ in first.conflicting] == [1, 2]
+        message = first.conflicting[0][1]
+        assert "'default'" in message and "'1'" in message and "another account" in message
+        assert "'a'" not in message  # the other customer's id is not told
+        # Later batches: b's event with a's key again, a's redelivery, a third valid event.
+        later = await debit_batch(
+            conn,
+            [ev("1", "b", inp=10**6), ev("1", "a", inp=10**6), ev("3", "b", inp=10**6)],
+            policy=POLICY,
+        )
+        assert (later.debited, later.duplicates) == (1, 1)
+        assert [p for p, _ in later.conflicting] == [0]
+        # b's event published at another time (another partition of usage_events) too.
+        moved = await debit_batch(
+            conn, [ev("1", "b", inp=10**6, when=NOW - timedelta(days=40))], policy=POLICY
+        )
+        assert (moved.debited, moved.duplicates, len(moved.conflicting)) == (0, 0, 1)
+        balances = dict(await conn.fetch("SELECT account_id, balance_micros FROM user_credits"))
+        assert balances == {"a": -2_000_000, "b": -4_000_000}
+        usage = await conn.fetch("SELECT account_id, event_id FROM credit_transactions ORDER BY id")
+        assert [tuple(r) for r in usage] == [("a", "1"), ("b", "2"), ("b", "3")]
+        # Only a's redeliveries are recorded as duplicates of the key.
+        assert await conn.fetchval("SELECT times_seen FROM duplicate_events") == 2
+        await ledger_matches_balances(conn)
+
+
 async def test_overdraw_is_recorded_blocks_and_alerts_once(db: asyncpg.Pool) -> None:
     async with db.acquire() as conn:
         await allocate(conn, "a", 3_000_000, reason=None, policy=POLICY)

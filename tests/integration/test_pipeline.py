@@ -142,6 +142,52 @@ async def test_bad_records_go_to_the_dlq_with_their_reason_and_good_ones_are_deb
     assert await db.fetchval("SELECT balance_micros FROM user_credits") == -6_000_000
 
 
+@pytest.mark.parametrize("batches", ["one batch", "two batches"])
+async def test_a_key_debited_for_another_account_goes_to_the_dlq_not_to_duplicates(
+    test_settings: CommonSettings, db: asyncpg.Pool, batches: str
+) -> None:
+    async with db.acquire() as conn:
+        await add_test_price(conn)
+    # Both customers leave source at "default" and number their events 1, 2, 3.
+    alice = event("1", "alice", input_tokens=500_000)  # 1.0
+    bob = event("1", "bob", input_tokens=1_500_000)  # 3.0, never debited: alice holds the key
+    after = [alice, event("2", "bob", input_tokens=250_000)]  # a redelivery, a valid event
+    # One Kafka key: one partition, so the records keep this order.
+    raw = [(b"same", json.dumps(e).encode()) for e in (alice, bob, *after)]
+    bootstrap, topic = test_settings.kafka_bootstrap, test_settings.topic_usage_events
+    worker = Worker(test_settings)
+    try:
+        if batches == "one batch":
+            await publish_raw(bootstrap, topic, raw)  # before the worker starts: one fetch
+            worker.start()
+        else:
+            worker.start()
+            await publish_raw(bootstrap, topic, raw[:1])
+            await wait_for(db, "SELECT count(*) FROM credit_transactions", 1, worker=worker)
+            await publish_raw(bootstrap, topic, raw[1:])
+        dead = await consume_all(bootstrap, test_settings.topic_usage_dlq, expected=1)
+        await wait_for(db, "SELECT count(*) FROM credit_transactions", 2, worker=worker)
+    finally:
+        worker.stop()
+    assert len(dead) == 1
+    headers = dict(dead[0].headers)
+    assert headers[topics.DLQ_HEADER_REASON] == b"conflicting_event"
+    assert json.loads(dead[0].value) == bob
+    message = headers[topics.DLQ_HEADER_MESSAGE].decode()
+    assert "source 'default', event_id '1'" in message
+    assert "already used by another account" in message
+    assert "alice" not in message  # another customer's id is not told
+    rows = await db.fetch(
+        "SELECT account_id, event_id, amount_micros FROM credit_transactions ORDER BY id"
+    )
+    assert [tuple(r) for r in rows] == [("alice", "1", -1_000_000), ("bob", "2", -500_000)]
+    balances = dict(await db.fetch("SELECT account_id, balance_micros FROM user_credits"))
+    assert balances["alice"] == -1_000_000 and balances["bob"] == -500_000
+    # Only alice's redelivery is a duplicate; bob's record is accounted in the DLQ.
+    assert await db.fetchval("SELECT sum(times_seen) FROM duplicate_events") == 1
+    await ledger_matches_balances(db)
+
+
 @pytest.mark.parametrize("disruption", ["sigkill", "sigterm", "rebalance"])
 async def test_disruption_mid_stream_loses_nothing_and_debits_nothing_twice(
     test_settings: CommonSettings, db: asyncpg.Pool, disruption: str

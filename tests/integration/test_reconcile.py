@@ -12,6 +12,7 @@ import asyncpg
 from processors.catalog import insert_price_version
 from processors.ledger import ensure_account
 from processors.reconcile import apply_fixes
+from schemas import topics
 from schemas.settings import CommonSettings
 from tests.integration.ledger_helpers import allocate, ledger_matches_balances
 from tests.integration.reconcile_helpers import (
@@ -22,7 +23,17 @@ from tests.integration.reconcile_helpers import (
     run_replay,
     window,
 )
-from tests.integration.worker import TEST_MODEL, add_test_price, event, meter_with_worker
+from tests.integration.worker import (
+    TEST_MODEL,
+    USAGE_ROWS,
+    Worker,
+    add_test_price,
+    consume_all,
+    event,
+    meter_with_worker,
+    publish_raw,
+    wait_for,
+)
 
 
 async def test_tampered_ledger_is_found_exactly_and_fixed_once(
@@ -317,3 +328,68 @@ async def test_debit_with_no_event_in_the_topic_is_reported_as_extra(
     }
     (extra,) = found.findings
     assert (extra.account_id, extra.event_id, extra.charged_micros) == ("dave", "ghost-1", 2000)
+
+
+async def test_record_whose_key_another_account_holds_is_conflicting_not_a_finding(
+    test_settings: CommonSettings, db: asyncpg.Pool, tmp_path: Path
+) -> None:
+    """bob's record reuses alice's (source, event_id): the worker dead-letters it, and reconcile
+    says so, rather than call it missing or compare it with alice's debit."""
+    async with db.acquire() as conn:
+        await add_test_price(conn)
+    alice = event("1", "alice", input_tokens=500_000)  # 1.0
+    bob = event("1", "bob", input_tokens=1_500_000)  # 3.0 if it were debited
+    # Kafka keys chosen for their partitions: bob's record (partition 0) comes before alice's
+    # (partition 1) in partition order, which is how reconcile picks among equal keys.
+    records = [
+        (b"alice", json.dumps(alice).encode()),
+        (b"alice", json.dumps(alice).encode()),  # a true redelivery of alice's event
+        (b"k3", json.dumps(bob).encode()),
+        (b"bob", json.dumps(event("2", "bob", input_tokens=250_000)).encode()),
+    ]
+    worker = Worker(test_settings).start()
+    try:
+        bootstrap, topic = test_settings.kafka_bootstrap, test_settings.topic_usage_events
+        await publish_raw(bootstrap, topic, records[:2])
+        await wait_for(db, USAGE_ROWS, 1, worker=worker)
+        await publish_raw(bootstrap, topic, records[2:])
+        await wait_for(db, USAGE_ROWS, 2, worker=worker)
+        dead = await consume_all(bootstrap, test_settings.topic_usage_dlq, expected=1)
+    finally:
+        worker.stop()
+    assert [dict(r.headers)[topics.DLQ_HEADER_REASON] for r in dead] == [b"conflicting_event"]
+    before = await balances(db)
+    assert before == {"alice": -1_000_000, "bob": -500_000}
+
+    start, end = window()
+    found = await run_reconcile(test_settings, start, end)
+    assert found.clean, found.findings
+    assert found.conflicting == [("default", "1", "bob")]
+    assert (found.in_range, found.distinct, found.duplicates) == (4, 3, 1)
+    report = tmp_path / "r.json"
+    code, output = cli(
+        test_settings,
+        "reconcile",
+        "--from",
+        start.isoformat(),
+        "--to",
+        end.isoformat(),
+        "--fix",
+        "--report",
+        str(report),
+    )
+    assert code == 0, output
+    assert "1 duplicates" in output and "1 conflicting" in output and "clean" in output
+    assert "conflicting event default/1 of bob" in output
+    doc = json.loads(report.read_text())
+    assert doc["summary"]["conflicting"] == [
+        {"source": "default", "event_id": "1", "account_id": "bob"}
+    ]
+    assert await balances(db) == before  # --fix charged nobody for bob's record
+    assert await db.fetchval("SELECT count(*) FROM credit_transactions") == 2
+    # A replay of the topic: alice's records and bob's own event are duplicates, bob's record
+    # with alice's key fails again as what it is.
+    replayed = await run_replay(test_settings)
+    assert (replayed.debited, replayed.duplicates) == (0, 3)
+    assert replayed.still_failing == {"conflicting_event": 1}
+    assert await balances(db) == before

@@ -56,6 +56,8 @@ from tests.unit.meterline.test_cli_times import _meterline
             ],
             "--report",
         ),
+        # Its key is another account's for good: a retry could only dead-letter it again.
+        (["replay", "--topic", "usage.dlq", "--retry", "conflicting_event"], "--retry"),
     ],
 )
 def test_a_bad_flag_exits_2_naming_it(tmp_path: Path, args: list[str], flag: str) -> None:
