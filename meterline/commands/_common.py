@@ -20,6 +20,34 @@ console = Console(stderr=True)
 out = Console(soft_wrap=True)
 
 
+PLAIN_PROGRESS_EVERY_S = 10.0
+
+
+def plain_progress(
+    label: str, every_s: float = PLAIN_PROGRESS_EVERY_S
+) -> Callable[[int, int], None]:
+    """Progress as a plain line on stderr (after the first step, then every `every_s`) for
+    when stderr is not a terminal: rich draws its bar there only once, at the end, so a long
+    run in a log, a pipe or a Kubernetes Job showed nothing for as long as it ran."""
+    import time
+
+    began = time.monotonic()
+    last: float | None = None
+
+    def update(done: int, total: int) -> None:
+        nonlocal last
+        now = time.monotonic()
+        if last is not None and now - last < every_s:
+            return
+        last = now
+        secs = now - began
+        rate = f"{done / secs:,.0f}/s" if secs > 0 else "-"
+        of = f" of {total:,} ({done * 100 // total}%)" if total else ""
+        console.print(f"{label}: {done:,}{of}, {rate}, {secs:,.0f} s", highlight=False)
+
+    return update
+
+
 def fail(message: str, code: int = 1) -> NoReturn:
     """Print an error the user can act on and exit non-zero."""
     console.print(f"[bold red]error:[/] {message}")

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from meterline.commands._common import addresses, console, fail, out
+from meterline.commands._common import addresses, console, fail, out, plain_progress
 
 if TYPE_CHECKING:
     from producers.pump import ProduceSummary
@@ -196,6 +196,16 @@ def _run(
         transient=False,
     ) as progress:
         task = progress.add_task("produce", total=total)
+        # Off a terminal rich draws the bar once, at the end: say how far it got meanwhile.
+        plain = None if console.is_terminal else plain_progress("producing")
+        sent = 0
+
+        def advance(n: int) -> None:
+            nonlocal sent
+            progress.advance(task, n)
+            sent += n
+            if plain is not None:
+                plain(sent, total or 0)
 
         def on_bad(bad: BadLine) -> None:
             nonlocal shown
@@ -213,7 +223,7 @@ def _run(
                     bootstrap=bootstrap,
                     topic=topic,
                     rate=rate,
-                    on_progress=lambda n: progress.advance(task, n),
+                    on_progress=advance,
                     on_bad=on_bad,
                     summary=summary,
                 )

@@ -11,7 +11,15 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from meterline.commands._common import addresses, bounded_time, console, fail, out, run_work
+from meterline.commands._common import (
+    addresses,
+    bounded_time,
+    console,
+    fail,
+    out,
+    plain_progress,
+    run_work,
+)
 
 if TYPE_CHECKING:
     from processors.reconcile import ReconcileResult
@@ -31,6 +39,9 @@ def parse_time(text: str, flag: str) -> datetime:
 
 @contextmanager
 def _progress(label: str) -> Iterator[Callable[[int, int], None]]:
+    if not console.is_terminal:
+        yield plain_progress(label)
+        return
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,

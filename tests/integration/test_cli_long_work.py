@@ -139,6 +139,8 @@ async def test_replay_interrupted_says_what_it_debited_and_running_it_again_fini
     code, output = await asyncio.to_thread(cli, test_settings, *args)
     assert code == 0, output
     assert f"debited {n - debited} " in output and f"duplicates {debited} " in output
+    # Not on a terminal: the progress is a plain line (rich drew nothing until the end).
+    assert re.search(r"replaying: [\d,]+ of 20,000 \(\d+%\)", output), output
     assert await db.fetchval(USAGE_ROWS) == n
     await ledger_matches_balances(db)
 
@@ -157,5 +159,6 @@ async def test_produce_interrupted_says_how_many_it_published(
     found = re.search(r"interrupted: published (\d+) events \(acknowledged by Kafka\)", output)
     assert found, output
     assert "the same --seed 5 again is safe" in output
+    assert re.search(r"producing: [\d,]+ of 2,000,000 \(\d+%\)", output), output
     on_topic = sum((await end_offsets(test_settings.kafka_bootstrap, topic)).values())
     assert 0 < int(found.group(1)) <= on_topic < 2_000_000
