@@ -157,8 +157,11 @@ async def authenticate(request: Request) -> Principal:
     epoch = cache.epoch
     principal = cache.get(digest)
     if principal is None:
+        if cache.refused(digest):
+            raise _unauthorized("the API key is invalid or revoked")
         principal = await authenticate_key(pool, key, default_tier=settings.default_tier)
         if principal is None:
+            cache.refuse(digest)
             raise _unauthorized("the API key is invalid or revoked")
         cache.put(digest, principal, epoch=epoch)
     else:

@@ -17,6 +17,11 @@ clear) stayed in step for good, each renewal putting them back together: under
 `meterline bench api` at 1,500 balance reads/s the 50 keys' re-checks came as one burst of 50
 lookups within ~30 ms every 3.75 s, and the requests around each burst queued behind them.
 Drawn at random, the same re-checks arrive one at a time.
+
+A key the database refused (unknown, wrong secret, revoked) is remembered as refused for the
+same TTL: a proxy left with a revoked key, retrying in a loop, costs one lookup per TTL instead
+of one per request. No refused key can turn good: a new key has a new random secret, so a new
+hash, and a revoked key stays revoked.
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ class KeyCache:
         self.max_entries = max_entries
         self.refresh_window = refresh_window
         self._entries: dict[bytes, tuple[float, float, Principal]] = {}
+        self._refused: dict[bytes, float] = {}  # key hash -> until when it is answered 401
         self._refreshing: set[bytes] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         # Bumped by every forget and clear: a lookup that began before one does not put back
@@ -75,6 +81,29 @@ class KeyCache:
         now = time.monotonic()
         refresh_at = now + self.ttl_s * random.uniform(*self.refresh_window)  # noqa: S311 - spread, not secret
         self._entries[key_hash] = (refresh_at, now + self.ttl_s, principal)
+
+    def refused(self, key_hash: bytes) -> bool:
+        """Whether the key was refused by the database less than `ttl_s` ago."""
+        until = self._refused.get(key_hash)
+        if until is None:
+            return False
+        if until <= time.monotonic():
+            self._refused.pop(key_hash, None)
+            return False
+        return True
+
+    def refuse(self, key_hash: bytes) -> None:
+        """Remember that the database refused this key (for `ttl_s`)."""
+        if self.ttl_s <= 0:
+            return
+        now = time.monotonic()
+        if len(self._refused) >= self.max_entries:
+            for digest in [d for d, until in self._refused.items() if until <= now]:
+                del self._refused[digest]
+            if len(self._refused) >= self.max_entries:
+                for digest in list(self._refused)[: self.max_entries // 2]:
+                    del self._refused[digest]
+        self._refused[key_hash] = now + self.ttl_s
 
     def refresh_due(
         self, key_hash: bytes, lookup: Callable[[], Awaitable[Principal | None]]
@@ -117,6 +146,7 @@ class KeyCache:
         """Drop everything."""
         self.epoch += 1
         self._entries.clear()
+        self._refused.clear()
 
     def _drop(self, match: _Match) -> None:
         self.epoch += 1

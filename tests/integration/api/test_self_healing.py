@@ -239,3 +239,31 @@ async def test_a_request_that_finds_every_connection_busy_answers_503_not_waits(
         assert (await held).status_code == 200
         r = await client.get(BALANCE, params={"account_id": "other"}, headers=h)
         assert r.status_code == 200, r.text
+
+
+async def test_a_refused_key_is_answered_401_without_a_lookup_for_the_cache_ttl(
+    api_settings: ApiSettings, database_url: str, user_key_for: UserKeyFactory, db: asyncpg.Pool
+) -> None:
+    # A proxy left with a revoked key retries in a loop: after the first refusal, its requests
+    # are answered from the cache, so they keep getting 401 even with the database away.
+    key = await user_key_for("acme")
+    await db.execute("UPDATE api_keys SET revoked_at = now()")
+    target = urlsplit(database_url)
+    proxy = TcpProxy(target.hostname or "127.0.0.1", target.port or 5432)
+    await proxy.open()
+    settings = api_settings.model_copy(
+        update={"database_url": _proxied_dsn(database_url, proxy), "api_key_cache_seconds": 600}
+    )
+    try:
+        async with running(create_app(settings)) as client:
+            assert_problem(await client.get(BALANCE, headers=auth(key)), 401, "unauthorized")
+            await proxy.close()  # every further lookup would be a 503
+            for _ in range(5):
+                r = await client.get(BALANCE, headers=auth(key))
+                assert_problem(r, 401, "unauthorized")
+            other = "ml_" + "0" * 16 + "_" + "x" * 43  # well formed, never seen: looked up
+            _dependency_down(
+                await client.get(BALANCE, headers=auth(other)), "database_unavailable", "postgres"
+            )
+    finally:
+        await proxy.close()

@@ -59,6 +59,26 @@ def test_the_cache_stays_bounded(clock: list[float]) -> None:
     assert cache.get(b"h99") is ALICE  # the newest survive
 
 
+def test_a_refused_key_is_remembered_for_the_ttl_and_the_record_stays_bounded(
+    clock: list[float],
+) -> None:
+    cache = KeyCache(ttl_s=5, max_entries=10)
+    assert not cache.refused(b"h-revoked")
+    cache.refuse(b"h-revoked")
+    clock[0] += 4.9
+    assert cache.refused(b"h-revoked")
+    clock[0] += 0.1
+    assert not cache.refused(b"h-revoked")  # looked up again after the TTL
+    for i in range(100):
+        cache.refuse(f"r{i}".encode())
+    assert len(cache._refused) <= 10 and cache.refused(b"r99")
+    cache.clear()
+    assert not cache.refused(b"r99")
+    off = KeyCache(ttl_s=0)
+    off.refuse(b"h-revoked")
+    assert not off.refused(b"h-revoked")
+
+
 def test_keys_cached_together_are_rechecked_at_spread_moments(clock: list[float]) -> None:
     cache = KeyCache(ttl_s=4)
     low, high = key_cache.REFRESH_WINDOW
