@@ -121,7 +121,7 @@ Reason = Annotated[str, bounds.Text(500, free=True)]
 IdempotencyKey = Annotated[str, bounds.Text(200)]
 ModelName = Annotated[str, bounds.Text(256)]
 UnitName = Annotated[str, bounds.Text(64)]
-CouponCode = Annotated[str, bounds.Text(64)]
+CouponCode = Annotated[str, bounds.Text(64, trimmed=True)]
 UnitCount = bounds.UnitCount
 
 

@@ -21,7 +21,7 @@ from schemas.api_credits import EntryOut, IdempotencyKey, Money, PositiveCredits
 from schemas.bounds import Timestamp
 from schemas.event import METADATA_MAX_BYTES, AccountId, check_metadata
 
-Prefix = Annotated[str, bounds.Text(256)]
+Prefix = Annotated[str, bounds.Text(256, trimmed=True)]
 # Reservation metadata: JSON whose keys are identifiers and strings free text, typed so that a
 # refused value is named by its path (body.metadata.request_id), not by the whole object.
 MetaKey = Annotated[str, bounds.Text(256)]

@@ -31,7 +31,7 @@ from __future__ import annotations
 import math
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -135,17 +135,23 @@ def check_free_text(value: str) -> str:
 class Text:
     """A bounded string: ``Annotated[str, Text(500, free=True)]``.
 
-    Lengths, and no control characters (``free``: tab, LF and CR allowed).
+    Lengths, and no control characters (``free``: tab, LF and CR allowed). ``trimmed``: no
+    whitespace at either end either, for values people type and compare as they see them (a
+    coupon code " SP " was stored, and "SP" was then unknown; an applies_to prefix " " matched
+    no model).
     """
 
     max_length: int
     min_length: int = 1
     free: bool = False
+    trimmed: bool = False
 
     def __get_pydantic_core_schema__(
         self, source: Any, handler: GetCoreSchemaHandler
     ) -> core_schema.CoreSchema:
-        check = check_free_text if self.free else check_identifier
+        check: Callable[[str], str] = check_free_text if self.free else check_identifier
+        if self.trimmed:
+            check = _trimmed(check)
         return core_schema.no_info_after_validator_function(
             check,
             core_schema.str_schema(min_length=self.min_length, max_length=self.max_length),
@@ -157,6 +163,18 @@ class Text:
         out = handler(schema)
         out["pattern"] = FREE_TEXT_PATTERN if self.free else IDENTIFIER_PATTERN
         return out
+
+
+def _trimmed(check: Callable[[str], str]) -> Callable[[str], str]:
+    def checked(value: str) -> str:
+        value = check(value)
+        if value != value.strip():
+            raise PydanticCustomError(
+                "surrounding_space", "must not start or end with a space or other whitespace", {}
+            )
+        return value
+
+    return checked
 
 
 def check_json_strings(value: Any, *, depth: int = 0) -> Any:

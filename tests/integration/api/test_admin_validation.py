@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import asyncpg
 import httpx
@@ -45,3 +46,39 @@ async def test_grant_monthly_refuses_a_future_month(api_settings: ApiSettings) -
     proc = _run(api_settings, "grant-monthly", "--month", nxt)
     assert proc.returncode != 0
     assert "in the future" in proc.stderr
+
+
+async def test_codes_and_prefixes_with_surrounding_whitespace_are_refused(
+    client: httpx.AsyncClient, admin_key: str, user_key_for: Any, db: asyncpg.Pool
+) -> None:
+    # " SP " was stored as it came, and then "SP" (what anyone reads off a voucher) was unknown;
+    # an applies_to prefix " " made a grant that applies to no model, a credit nothing burns.
+    h = auth(admin_key)
+    r = await client.post(
+        f"{A}/coupons", headers=h, json={"code": " SP ", "amount": "5", "max_redemptions": 3}
+    )
+    assert "surrounding_space" in str(assert_problem(r, 422)["errors"])
+    r = await client.post(
+        "/api/v1/credits/coupons/redeem",
+        headers=auth(await user_key_for("acme")),
+        json={"code": "SP "},
+    )
+    assert "body.code" in str(assert_problem(r, 422)["errors"])
+    for prefixes in ([" "], ["openai/ "], ["\u00a0anthropic/"]):
+        r = await client.post(
+            f"{A}/credits/grants",
+            headers=h,
+            json={
+                "account_id": "acme",
+                "amount": "1",
+                "applies_to": prefixes,
+                "reason": "promo",
+                "idempotency_key": f"g-{prefixes[0]!r}",
+            },
+        )
+        problem = assert_problem(r, 422)
+        assert "body.applies_to.0" in str(problem["errors"]) and "surrounding_space" in str(
+            problem["errors"]
+        ), problem
+    assert await db.fetchval("SELECT count(*) FROM coupon_codes") == 0
+    assert await db.fetchval("SELECT count(*) FROM credit_grants") == 0
