@@ -2,7 +2,11 @@
 
 Mapping (see litellm/types/utils.py, StandardLoggingPayload):
 
-- event_id      ← ``id`` (LiteLLM's call id); source defaults to ``"litellm"``.
+- event_id      ← ``id``: the provider response's id (``chatcmpl-…``, ``msg_…``), which LiteLLM
+  puts there when the response has one, else LiteLLM's ``litellm_call_id``
+  (litellm_logging.get_standard_logging_object_payload); source defaults to ``"litellm"``.
+  A client may choose the call id (``x-litellm-call-id``), so it is not the key when the
+  provider gives one.
 - account_id    ← the field chosen by ``account_field``. The default is
   ``user_api_key_user_id``: the owner of the virtual key that authenticated the call, set by the
   proxy from the key. ``end_user`` is what the client wrote in the request's ``user`` field, so
@@ -89,7 +93,7 @@ def litellm_fields(
             "status", "is 'failure': a failed call carries no billable usage; send successes only"
         )
     if payload.get("id") in (None, ""):
-        raise AdapterError("id", "is required: LiteLLM's call id becomes the event_id")
+        raise AdapterError("id", "is required: the call's id (LiteLLM's) becomes the event_id")
     found = _usage(payload)
     if found is not None:
         bucket = openai_buckets(*found)

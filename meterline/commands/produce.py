@@ -10,7 +10,14 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from meterline.commands._common import addresses, console, fail, out, plain_progress
+from meterline.commands._common import (
+    addresses,
+    console,
+    fail,
+    out,
+    plain_progress,
+    quiet_repeated_warnings,
+)
 
 if TYPE_CHECKING:
     from producers.pump import ProduceSummary
@@ -216,6 +223,7 @@ def _run(
                 progress.console.print("[yellow]more bad lines: only counted from here[/]")
 
         summary = ProduceSummary()
+        quiet_repeated_warnings()
         try:
             return asyncio.run(
                 produce(
