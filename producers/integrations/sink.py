@@ -9,7 +9,7 @@ import time
 from typing import Any
 
 from producers.client import MeterlineClient
-from producers.client_types import MeterlineError
+from producers.client_types import MeterlineError, ValidationFailed
 from producers.integrations.spool import Spool
 from producers.publisher import PublishError, UsagePublisher
 from schemas.event import UsageEvent
@@ -71,20 +71,54 @@ class UsageSink:
                 return events
             result = await publisher.publish_many(events)
             return [f.event for f in result.failed]
-        assert self.client is not None
         failed: list[UsageEvent] = []
         for i in range(0, len(events), HTTP_BATCH):
-            batch = events[i : i + HTTP_BATCH]
+            failed.extend(await self._post(events[i : i + HTTP_BATCH]))
+        return failed
+
+    async def _post(self, batch: list[UsageEvent]) -> list[UsageEvent]:
+        """HTTP ingest of one batch; the events to keep for later.
+
+        The route publishes nothing of a batch with one invalid event (422 naming its index):
+        that event is dropped, logged, and the rest is posted again — dropping the whole batch
+        lost every valid event of a spool drained 1,000 at a time. A key the API refuses (401,
+        403) is the proxy's setting to fix, not the usage's fault: the events wait in the
+        spool until it is fixed.
+        """
+        assert self.client is not None
+        while batch:
             try:
                 await self.client.publish(batch)
-            except MeterlineError as exc:
-                if exc.status is not None and exc.status < 500 and exc.status != 429:
-                    # The API refused these events for good (422/403): spooling cannot help.
+                return []
+            except ValidationFailed as exc:
+                bad = {e.get("index") for e in exc.errors}
+                bad_positions = {n for n in bad if isinstance(n, int) and 0 <= n < len(batch)}
+                if not bad_positions:
                     log.error("usage refused by meterline, not retried: %s", exc)
-                    continue
+                    return []
+                for n in sorted(bad_positions):
+                    log.error(
+                        "usage event %s refused by meterline, not retried: %s",
+                        batch[n].event_id,
+                        "; ".join(
+                            f"{e.get('field')}: {e.get('message')}"
+                            for e in exc.errors
+                            if e.get("index") == n
+                        ),
+                    )
+                batch = [e for n, e in enumerate(batch) if n not in bad_positions]
+            except MeterlineError as exc:
+                if exc.status in (401, 403):
+                    log.error(
+                        "meterline refused the usage key (%s); usage spooled until fixed", exc
+                    )
+                    return batch
+                if exc.status is not None and exc.status < 500 and exc.status != 429:
+                    log.error("usage refused by meterline, not retried: %s", exc)
+                    return []
                 log.warning("usage not published, spooled: %s", exc)
-                failed.extend(batch)
-        return failed
+                return batch
+        return []
 
     async def send(self, event: UsageEvent) -> bool:
         """Publish one event (True), or spool it (False); SpoolFull when neither is possible."""

@@ -1,0 +1,79 @@
+"""The proxy plug-in's usage sink over HTTP ingest (no Kafka configured) against the real API:
+an event the API refuses is dropped alone, not with the valid events of its batch, and a key
+the API refuses keeps the usage in the spool until the key is fixed — never lost."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from api.settings import ApiSettings
+from producers.client import MeterlineClient
+from producers.integrations.sink import UsageSink
+from producers.integrations.spool import Spool
+from schemas.event import UsageEvent
+from tests.integration.api.conftest import UserKeyFactory
+from tests.integration.api_server import ApiServer
+from tests.integration.worker import consume_to_end
+
+
+@pytest.fixture
+async def strict_api(api_settings: ApiSettings) -> AsyncIterator[ApiServer]:
+    """The real API accepting no occurred_at ahead of its clock (the plug-in allows 5 min)."""
+    server = await ApiServer(api_settings, METERLINE_MAX_CLOCK_SKEW_SECONDS="0").start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _event(n: int, account: str = "acme", ahead_s: float = 0) -> UsageEvent:
+    return UsageEvent(
+        event_id=f"sink-{n}",
+        source="litellm",
+        account_id=account,
+        occurred_at=datetime.now(UTC) + timedelta(seconds=ahead_s),
+        model="openai/gpt-4o-mini",
+        input_tokens=10,
+    )
+
+
+def _sink(server: ApiServer, key: str, spool: Spool) -> tuple[UsageSink, MeterlineClient]:
+    client = MeterlineClient(server.url, key, retries=0)
+    return UsageSink(client=client, kafka_bootstrap="", topic="unused", spool=spool), client
+
+
+async def test_one_refused_event_does_not_drop_the_rest_of_its_batch(
+    strict_api: ApiServer, admin_key: str, api_settings: ApiSettings, tmp_path: Path
+) -> None:
+    spool = Spool(tmp_path / "spool.jsonl", 1 << 20)
+    waiting = [_event(1), _event(2, ahead_s=120), _event(3)]  # 2: ahead of the API's clock
+    spool.append([e.model_dump(mode="json", exclude_none=True) for e in waiting])
+    sink, client = _sink(strict_api, admin_key, spool)
+    try:
+        await sink.drain()
+    finally:
+        await client.aclose()
+    # Before, the 422 naming event 2 dropped all three: nothing reached the topic.
+    records = await consume_to_end(api_settings.kafka_bootstrap, api_settings.topic_usage_events, 2)
+    assert sorted(UsageEvent.model_validate_json(r.value).event_id for r in records) == [
+        "sink-1",
+        "sink-3",
+    ]
+    assert not spool.pending()
+
+
+async def test_usage_a_key_may_not_publish_waits_in_the_spool(
+    strict_api: ApiServer, user_key_for: UserKeyFactory, tmp_path: Path
+) -> None:
+    spool = Spool(tmp_path / "spool.jsonl", 1 << 20)
+    key = await user_key_for("acme")  # a user key: it may not publish bob's usage (403)
+    sink, client = _sink(strict_api, key, spool)
+    try:
+        assert await sink.send(_event(1, account="bob")) is False  # was True: dropped
+    finally:
+        await client.aclose()
+    assert [e["event_id"] for e in spool.take()] == ["sink-1"]
