@@ -59,15 +59,18 @@ def replication_for(brokers: int, wanted: int | None) -> tuple[int, dict[str, st
     return replicas, ({"min.insync.replicas": "2"} if replicas >= 3 else {})
 
 
-def _refusals(response: object) -> list[str]:
-    """What the broker refused in a CreateTopics answer (an existing topic is no refusal)."""
-    refused = []
+def _answer(response: object) -> tuple[list[str], set[str]]:
+    """A CreateTopics answer: what the broker refused (name: reason), and the names that
+    already existed (created meanwhile by another process: no refusal, and not created here)."""
+    refused, existed = [], set()
     for err in getattr(response, "topic_errors", ()):
         name, code = err[0], err[1]
-        if code not in (0, _ALREADY_EXISTS):
+        if code == _ALREADY_EXISTS:
+            existed.add(name)
+        elif code != 0:
             message = err[2] if len(err) > 2 and err[2] else f"error code {code}"
             refused.append(f"{name}: {message}")
-    return refused
+    return refused, existed
 
 
 async def _warn_few_replicas(admin: AIOKafkaAdminClient, names: list[str], wanted: int) -> None:
@@ -123,12 +126,13 @@ async def ensure_topics(
                     for name, n in missing.items()
                 ]
                 try:
-                    refused = _refusals(await admin.create_topics(wanted))
+                    refused, existed = _answer(await admin.create_topics(wanted))
                 except TopicAlreadyExistsError:
-                    refused = []  # another process created them meanwhile
+                    refused, existed = [], set(missing)  # another process created them meanwhile
                 if refused:
                     raise TopicSetupError("Kafka refused to create " + "; ".join(refused))
-            return list(missing)
+                return [name for name in missing if name not in existed]
+            return []
         except KafkaError:
             if time.monotonic() > deadline:
                 raise

@@ -417,12 +417,13 @@ async def test_rating_terms_are_found_by_event_whatever_occurred_at_a_record_car
     assert set(terms.values()) == {POLICY.terms(Decimal(1))}
 
 
-async def test_a_concurrent_writer_of_the_same_event_waits_on_its_key_then_sees_a_duplicate(
+async def test_a_concurrent_writer_of_the_same_key_waits_on_it_then_sees_it_taken(
     db: asyncpg.Pool,
 ) -> None:
     """Invariant 3 without the account lock to serialise them: the same (source, event_id)
     published for two accounts, debited by two batches at once. The second waits on
-    debited_events' key until the first commits, then counts a duplicate."""
+    debited_events' key until the first commits, then finds the key another account's: a
+    conflicting event (dead-lettered by the worker), neither debited nor a duplicate."""
     async with db.acquire() as first, db.acquire() as second:
         tx = first.transaction()
         await tx.start()
@@ -437,7 +438,8 @@ async def test_a_concurrent_writer_of_the_same_event_waits_on_its_key_then_sees_
         finally:
             await tx.commit()
         two = await asyncio.wait_for(other, 10)
-    assert (two.debited, two.duplicates) == (0, 1)
+    assert (two.debited, two.duplicates, len(two.conflicting)) == (0, 0, 1)
+    assert "already used by another account" in two.conflicting[0][1]
     rows = await db.fetch("SELECT account_id, amount_micros FROM credit_transactions")
     assert [tuple(r) for r in rows] == [("acct-1", -10)]
     assert await db.fetchval("SELECT count(*) FROM usage_events") == 1

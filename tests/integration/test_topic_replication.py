@@ -80,11 +80,16 @@ async def _replicas(admin: AIOKafkaAdminClient, topic: str) -> set[int]:
 
 
 async def _min_isr(admin: AIOKafkaAdminClient, topic: str) -> str | None:
-    """The topic's min.insync.replicas (its own, or the broker's default of 1)."""
-    (resp,) = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
-    (resource,) = resp.resources
-    configs = {entry[0]: entry[1] for entry in resource[4]}
-    return configs.get("min.insync.replicas")
+    """The topic's min.insync.replicas (its own, or the broker's default of 1), once the
+    broker asked knows the new topic (configs reach the brokers a moment after creation)."""
+    deadline = time.monotonic() + 30
+    while True:
+        (resp,) = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
+        (resource,) = resp.resources
+        configs = {entry[0]: entry[1] for entry in resource[4]}
+        if "min.insync.replicas" in configs or time.monotonic() > deadline:
+            return configs.get("min.insync.replicas")
+        await asyncio.sleep(0.2)
 
 
 async def test_new_topics_get_three_replicas_and_two_in_sync(
@@ -134,6 +139,7 @@ async def test_an_existing_topic_with_one_replica_is_named_in_a_warning(
 ) -> None:
     name = f"usage.events.{uuid.uuid4().hex[:8]}"
     await admin.create_topics([NewTopic(name, num_partitions=2, replication_factor=1)])
+    assert await _replicas(admin, name) == {1}  # and the brokers' metadata has it
 
     with caplog.at_level(logging.WARNING, logger="processors.topic_admin"):
         created = await ensure_topics(three_brokers, {name: 2}, timeout_s=60)
