@@ -53,6 +53,10 @@ class Resources(Service):
         s = self.settings
         from processors.topic_admin import ensure_topics, wanted_topics
 
+        # One set of Kafka security options (its TLS context reads the CA and key files) for
+        # the topic admin, the producer and the consumer alike.
+        security = s.kafka_options()
+
         if s.worker_metrics_port:
             from prometheus_client import start_http_server
 
@@ -63,7 +67,7 @@ class Resources(Service):
             wanted_topics(s),
             timeout_s=3600,
             replication=s.topic_replication_factor,
-            security=s.kafka_options(),
+            security=security,
         )
         if created:
             log.info("created topics %s", ", ".join(created))
@@ -81,7 +85,7 @@ class Resources(Service):
                 acks="all",
                 enable_idempotence=True,
                 linger_ms=5,
-                **s.kafka_options(),
+                **security,
             )
             try:
                 await producer.start()
@@ -123,7 +127,7 @@ class Resources(Service):
                 batch_within_s=s.batch_within_s,
                 shutdown_timeout_s=s.shutdown_timeout_s,
                 lanes=s.worker_lanes,
-                security=s.kafka_options(),
+                security=security,
             )
             try:
                 await metering.start()
