@@ -31,12 +31,14 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from processors.api_keys import Principal
 
 log = logging.getLogger("meterline.api")
 
 _Match = Callable[[Principal], bool]
+V = TypeVar("V")
 # Shares of the TTL between which an entry's background re-check becomes due (drawn per entry).
 REFRESH_WINDOW = (0.5, 0.9)
 
@@ -96,14 +98,9 @@ class KeyCache:
         """Remember that the database refused this key (for `ttl_s`)."""
         if self.ttl_s <= 0:
             return
-        now = time.monotonic()
         if len(self._refused) >= self.max_entries:
-            for digest in [d for d, until in self._refused.items() if until <= now]:
-                del self._refused[digest]
-            if len(self._refused) >= self.max_entries:
-                for digest in list(self._refused)[: self.max_entries // 2]:
-                    del self._refused[digest]
-        self._refused[key_hash] = now + self.ttl_s
+            _make_room(self._refused, lambda until: until, self.max_entries)
+        self._refused[key_hash] = time.monotonic() + self.ttl_s
 
     def refresh_due(
         self, key_hash: bytes, lookup: Callable[[], Awaitable[Principal | None]]
@@ -154,10 +151,14 @@ class KeyCache:
             self._entries.pop(digest, None)
 
     def _evict(self) -> None:
-        # Expired entries first; if the cache is full of live ones, the oldest half goes.
-        now = time.monotonic()
-        for digest in [d for d, (_, exp, _) in self._entries.items() if exp <= now]:
-            del self._entries[digest]
-        if len(self._entries) >= self.max_entries:
-            for digest in list(self._entries)[: self.max_entries // 2]:
-                del self._entries[digest]
+        _make_room(self._entries, lambda entry: entry[1], self.max_entries)
+
+
+def _make_room(entries: dict[bytes, V], expiry: Callable[[V], float], max_entries: int) -> None:
+    """Expired entries go first; if the record is full of live ones, the oldest half goes."""
+    now = time.monotonic()
+    for digest in [d for d, value in entries.items() if expiry(value) <= now]:
+        del entries[digest]
+    if len(entries) >= max_entries:
+        for digest in list(entries)[: max_entries // 2]:
+            del entries[digest]
