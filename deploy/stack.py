@@ -14,7 +14,7 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -180,6 +180,44 @@ def _java() -> str:
     return java
 
 
+def kafka_java(libs: Path, log4j: Path) -> list[str]:
+    """java with the broker's jars and its log4j configuration (a logging binding declared
+    explicitly); the main class and its arguments follow."""
+    return [_java(), "-cp", f"{libs}/*", f"-Dlog4j.configuration=file:{log4j}"]
+
+
+def new_cluster_id() -> str:
+    """A KRaft cluster id (a base64url UUID, as kafka-storage random-uuid makes)."""
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+
+
+def format_storage(
+    java: list[str], props: Path, cluster_id: str, extra: Sequence[str] = ()
+) -> None:
+    """`kafka.tools.StorageTool format` of a node's log.dirs (extra: e.g. --add-scram)."""
+    proc = subprocess.run(
+        [*java, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props), *extra],
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode != 0:
+        raise StackError(f"kafka-storage format failed:\n{proc.stdout}{proc.stderr}")
+
+
+def broker_command(java: list[str], props: Path, *, heap: str, min_heap: str = "256m") -> list[str]:
+    """The command line of a broker process for `props`."""
+    return [
+        java[0],
+        f"-Xmx{heap}",
+        f"-Xms{min_heap}",
+        "-XX:+UseG1GC",
+        "-Djava.awt.headless=true",
+        *java[1:],
+        "kafka.Kafka",
+        str(props),
+    ]
+
+
 def start_kafka(progress: Progress) -> tuple[str, int]:
     """Start the single-node KRaft broker unless ours already runs; returns (bootstrap, pid)."""
     cfg = get_settings(StackSettings)
@@ -199,31 +237,14 @@ def start_kafka(progress: Progress) -> tuple[str, int]:
     props.write_text(_kafka_properties(cfg, data))
     log4j = _kafka_dir() / "log4j.properties"
     log4j.write_text(resources.files("deploy").joinpath("kafka/log4j.properties").read_text())
-    java = _java()
-    base = [java, "-cp", f"{libs}/*", f"-Dlog4j.configuration=file:{log4j}"]
+    java = kafka_java(libs, log4j)
     if not (data / "meta.properties").exists():
         progress("formatting KRaft storage")
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-        proc = subprocess.run(
-            [*base, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props)],
-            capture_output=True,
-            text=True,
-        )
-        if proc.returncode != 0:
-            raise StackError(f"kafka-storage format failed:\n{proc.stdout}{proc.stderr}")
+        format_storage(java, props, new_cluster_id())
     progress(f"starting Kafka {KAFKA_VERSION} on {bootstrap}")
     log = open(_kafka_dir() / "kafka.log", "ab")  # noqa: SIM115 - handed to the child
     child = subprocess.Popen(
-        [
-            *base[:1],
-            f"-Xmx{cfg.kafka_heap}",
-            "-Xms256m",
-            "-XX:+UseG1GC",
-            "-Djava.awt.headless=true",
-            *base[1:],
-            "kafka.Kafka",
-            str(props),
-        ],
+        broker_command(java, props, heap=cfg.kafka_heap),
         stdout=log,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
