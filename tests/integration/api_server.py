@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,13 +15,9 @@ from cryptography.fernet import Fernet
 
 from schemas.settings import CommonSettings
 from tests.integration.conftest import env_for
+from tests.integration.tcp_proxy import free_port
 
-
-def free_port() -> int:
-    """A TCP port nothing listens on now (the OS picks it)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+__all__ = ["ApiServer", "free_port", "wait_http"]
 
 
 def wait_http(url: str, proc: subprocess.Popen[bytes], log_path: str, timeout: float) -> None:

@@ -5,14 +5,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import socket
+from urllib.parse import urlsplit, urlunsplit
 
 
 def free_port() -> int:
-    """A port nothing listens on (yet)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port nothing listens on (yet), below the ephemeral range: a port the OS hands out
+    for binding to 0 can be taken by an outgoing connection before the test's server binds it
+    (the test suite, the Kafka brokers of its own and the API servers all take theirs here)."""
+    for _ in range(200):
+        port = random.randint(20000, 32000)  # noqa: S311 - a port, not a secret
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port in 20000-32000")
 
 
 class TcpProxy:
@@ -84,3 +94,11 @@ class TcpProxy:
         finally:
             dst.transport.abort()
             self._writers.discard(dst)
+
+
+def database_proxy(dsn: str) -> tuple[TcpProxy, str]:
+    """A proxy (not open yet) in front of the database of `dsn`, and the DSN through it."""
+    parts = urlsplit(dsn)
+    proxy = TcpProxy(parts.hostname or "127.0.0.1", parts.port or 5432)
+    creds, _, _ = parts.netloc.rpartition("@")
+    return proxy, urlunsplit(parts._replace(netloc=f"{creds}@{proxy.address}"))

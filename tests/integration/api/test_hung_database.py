@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from urllib.parse import urlsplit
 
 import asyncpg
 import httpx
@@ -17,9 +16,9 @@ import httpx
 from api.settings import ApiSettings
 from tests.integration.api.conftest import auth
 from tests.integration.api.credits_helpers import allocate
-from tests.integration.api.test_self_healing import BALANCE, _proxied_dsn
+from tests.integration.api.test_self_healing import BALANCE
 from tests.integration.api_server import ApiServer
-from tests.integration.tcp_proxy import TcpProxy
+from tests.integration.tcp_proxy import database_proxy
 
 COMMAND_TIMEOUT_S = 2.0
 CONNECT_TIMEOUT_S = 1.0
@@ -30,11 +29,10 @@ async def test_requests_to_a_hung_database_end_as_503_in_bounded_time(
     api_settings: ApiSettings, db: asyncpg.Pool, database_url: str, admin_key: str
 ) -> None:
     await allocate(db, "acme", 10_000_000)
-    target = urlsplit(database_url)
-    proxy = TcpProxy(target.hostname or "127.0.0.1", target.port or 5432)
+    proxy, proxied = database_proxy(database_url)
     await proxy.open()
     settings = api_settings.model_copy(
-        update={"database_url": _proxied_dsn(database_url, proxy), "api_key_cache_seconds": 300}
+        update={"database_url": proxied, "api_key_cache_seconds": 300}
     )
     server = await ApiServer(
         settings,

@@ -12,7 +12,6 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import httpx
@@ -22,7 +21,7 @@ from api.main import create_app
 from api.settings import ApiSettings
 from tests.integration.api.conftest import UserKeyFactory, assert_problem, auth
 from tests.integration.api.credits_helpers import allocate
-from tests.integration.tcp_proxy import TcpProxy
+from tests.integration.tcp_proxy import TcpProxy, database_proxy
 from tests.integration.worker import consume_to_end
 
 EVENTS = "/api/v1/usage/events"
@@ -45,12 +44,6 @@ async def running(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
         async with httpx.AsyncClient(transport=transport, base_url="http://meterline.test") as c:
             yield c
-
-
-def _proxied_dsn(dsn: str, proxy: TcpProxy) -> str:
-    parts = urlsplit(dsn)
-    creds, _, _ = parts.netloc.rpartition("@")
-    return urlunsplit(parts._replace(netloc=f"{creds}@{proxy.address}"))
 
 
 def _dependency_down(r: httpx.Response, code: str, dependency: str) -> dict[str, Any]:
@@ -113,12 +106,11 @@ async def test_the_pool_heals_after_postgres_drops_every_connection(
     api_settings: ApiSettings, db: asyncpg.Pool, database_url: str, admin_key: str
 ) -> None:
     await allocate(db, "acme", 10_000_000)
-    target = urlsplit(database_url)
-    proxy = TcpProxy(target.hostname or "127.0.0.1", target.port or 5432)
+    proxy, proxied = database_proxy(database_url)
     await proxy.open()
     settings = api_settings.model_copy(
         update={
-            "database_url": _proxied_dsn(database_url, proxy),
+            "database_url": proxied,
             "api_key_cache_seconds": 0,
             # More idle connections than the requests below: each one a restart leaves stale.
             "pg_pool_min": 8,
@@ -158,9 +150,8 @@ async def test_the_pool_heals_after_postgres_drops_every_connection(
 async def test_the_api_starts_without_postgres_and_serves_once_it_is_there(
     api_settings: ApiSettings, db: asyncpg.Pool, database_url: str, admin_key: str
 ) -> None:
-    target = urlsplit(database_url)
-    proxy = TcpProxy(target.hostname or "127.0.0.1", target.port or 5432)
-    settings = api_settings.model_copy(update={"database_url": _proxied_dsn(database_url, proxy)})
+    proxy, proxied = database_proxy(database_url)
+    settings = api_settings.model_copy(update={"database_url": proxied})
     try:
         async with running(create_app(settings)) as client:
             r = await client.get(BALANCE, params={"account_id": "acme"}, headers=auth(admin_key))
@@ -177,12 +168,11 @@ async def test_the_csv_export_never_starts_a_200_it_cannot_finish(
     api_settings: ApiSettings, db: asyncpg.Pool, database_url: str, admin_key: str
 ) -> None:
     await allocate(db, "acme", 10_000_000)
-    target = urlsplit(database_url)
-    proxy = TcpProxy(target.hostname or "127.0.0.1", target.port or 5432)
+    proxy, proxied = database_proxy(database_url)
     await proxy.open()
     settings = api_settings.model_copy(
         # The key stays cached, so the request reaches the export itself with Postgres away.
-        update={"database_url": _proxied_dsn(database_url, proxy), "api_key_cache_seconds": 600}
+        update={"database_url": proxied, "api_key_cache_seconds": 600}
     )
     export = "/api/v1/credits/transactions/export"
     h, params = auth(admin_key), {"account_id": "acme"}
@@ -248,11 +238,10 @@ async def test_a_refused_key_is_answered_401_without_a_lookup_for_the_cache_ttl(
     # are answered from the cache, so they keep getting 401 even with the database away.
     key = await user_key_for("acme")
     await db.execute("UPDATE api_keys SET revoked_at = now()")
-    target = urlsplit(database_url)
-    proxy = TcpProxy(target.hostname or "127.0.0.1", target.port or 5432)
+    proxy, proxied = database_proxy(database_url)
     await proxy.open()
     settings = api_settings.model_copy(
-        update={"database_url": _proxied_dsn(database_url, proxy), "api_key_cache_seconds": 600}
+        update={"database_url": proxied, "api_key_cache_seconds": 600}
     )
     try:
         async with running(create_app(settings)) as client:
