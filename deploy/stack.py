@@ -187,8 +187,15 @@ def kafka_java(libs: Path, log4j: Path) -> list[str]:
 
 
 def new_cluster_id() -> str:
-    """A KRaft cluster id (a base64url UUID, as kafka-storage random-uuid makes)."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    """A KRaft cluster id (a base64url UUID, as kafka-storage random-uuid makes).
+
+    One uuid in 64 encodes to a string that starts with "-", which a command line reads as an
+    option; Kafka's own Uuid.randomUuid() draws again for those, and so does this.
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def format_storage(
@@ -196,7 +203,15 @@ def format_storage(
 ) -> None:
     """`kafka.tools.StorageTool format` of a node's log.dirs (extra: e.g. --add-scram)."""
     proc = subprocess.run(
-        [*java, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props), *extra],
+        [
+            *java,
+            "kafka.tools.StorageTool",
+            "format",
+            f"--cluster-id={cluster_id}",
+            "-c",
+            str(props),
+            *extra,
+        ],
         capture_output=True,
         text=True,
     )
