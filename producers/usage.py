@@ -10,7 +10,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Literal
 
+from pydantic import TypeAdapter, ValidationError
+
 from producers.errors import AdapterError
+from schemas.bounds import Count
 
 Flavour = Literal["openai", "anthropic"]
 
@@ -34,6 +37,8 @@ _ANTHROPIC_KEYS = frozenset(
         "service_tier",
     }
 )
+_COUNT: TypeAdapter[int] = TypeAdapter(Count)
+_SHOWN_MAX = 40  # characters of a refused value quoted back in the message
 USAGE_KEYS = _OPENAI_KEYS | _ANTHROPIC_KEYS | {"input_tokens", "output_tokens"}
 
 
@@ -43,20 +48,26 @@ def at(path: str, key: str) -> str:
 
 
 def count(obj: Mapping[str, Any], key: str, path: str) -> int:
-    """A token count at obj[key]: absent or null is 0; otherwise a non-negative integer."""
+    """A token count at obj[key]: absent or null is 0; otherwise what the usage event's own
+    rule (schemas.bounds.Count) makes of it, so "10" is 10 here as in the event, and what the
+    event refuses (negative, past 10^12, 1.5, "1e3", a boolean, NUL) is refused naming the field.
+    """
     value = obj.get(key)
-    where = at(path, key)
     if value is None:
         return 0
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise AdapterError(where, f"must be a non-negative integer, got {value!r}")
-    if isinstance(value, float):
-        if not value.is_integer():
-            raise AdapterError(where, f"must be a whole number of tokens, got {value!r}")
-        value = int(value)
-    if value < 0:
-        raise AdapterError(where, f"must be >= 0, got {value}")
-    return value
+    try:
+        return _COUNT.validate_python(value)
+    except ValidationError as exc:
+        err = exc.errors(include_url=False)[0]
+        try:
+            shown = repr(value)
+        except ValueError:  # an int past Python's 4300-digit str() limit
+            shown = f"an integer of {value.bit_length()} bits"
+        if len(shown) > _SHOWN_MAX:
+            shown = f"{shown[:_SHOWN_MAX]}... ({len(shown)} characters)"
+        raise AdapterError(
+            at(path, key), f"{err['msg']} (value: {shown})", codes=[str(err["type"])]
+        ) from None
 
 
 def sub(obj: Mapping[str, Any], key: str, path: str) -> tuple[Mapping[str, Any], str]:

@@ -195,3 +195,53 @@ async def test_price_list_shows_current_versions_as_decimal_strings(
         "units": {"images": "0.04"},
     }
     assert_problem(await client.get(PRICES), 401)
+
+
+async def test_a_count_means_the_same_in_an_envelope_as_in_the_event(
+    client: httpx.AsyncClient, api_settings: ApiSettings, user_key_for: UserKeyFactory
+) -> None:
+    """ "10" is a count in the canonical event; an OpenAI or Anthropic envelope carrying it was
+    refused (422) before. Both now take it, and refuse alike what the event refuses, naming
+    the envelope's own field."""
+    key = await user_key_for("acme", tier="pro")
+    envelope = {
+        "event_id": "digits-1",
+        "occurred_at": "2025-03-01T12:00:01Z",
+        "model": "openai/gpt-4o",
+        "usage": {"prompt_tokens": "10", "completion_tokens": "4"},
+    }
+    anthropic = {
+        "event_id": "digits-2",
+        "occurred_at": "2025-03-01T12:00:01Z",
+        "model": "claude-sonnet-4-5",
+        "usage": {"input_tokens": "7", "output_tokens": 3, "cache_read_input_tokens": "5"},
+    }
+    r = await client.post(
+        EVENTS, json=[{**_event(0), "input_tokens": "10"}, envelope, anthropic], headers=auth(key)
+    )
+    assert r.status_code == 202, r.text
+    by_id = {
+        json.loads(rec.value)["event_id"]: json.loads(rec.value)
+        for rec in await consume(api_settings, 3)
+    }
+    assert by_id["e0"]["input_tokens"] == 10
+    assert (by_id["digits-1"]["input_tokens"], by_id["digits-1"]["output_tokens"]) == (10, 4)
+    assert (by_id["digits-2"]["input_tokens"], by_id["digits-2"]["cached_input_tokens"]) == (7, 5)
+
+    for value, rule in [
+        (-1, "greater than or equal to 0"),
+        (1.5, "fractional part"),
+        ("1e3", "valid integer"),
+        (True, "boolean"),
+        ("1\u0000", "valid integer"),
+        (2**63, "less than or equal to 1000000000000"),
+    ]:
+        bad = {**envelope, "usage": {"prompt_tokens": value, "completion_tokens": 1}}
+        problem = assert_problem(await client.post(EVENTS, json=bad, headers=auth(key)), 422)
+        assert [e["field"] for e in problem["errors"]] == ["body.usage.prompt_tokens"], problem
+        assert rule in problem["errors"][0]["message"], (value, problem)
+        as_event = {**_event(1), "input_tokens": value}
+        problem = assert_problem(await client.post(EVENTS, json=as_event, headers=auth(key)), 422)
+        assert [e["field"] for e in problem["errors"]] == ["body.input_tokens"], problem
+        assert rule in problem["errors"][0]["message"], (value, problem)
+    assert len(await consume(api_settings, 3)) == 3  # nothing refused was published

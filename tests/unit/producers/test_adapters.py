@@ -265,9 +265,9 @@ def test_openai_reasoning_more_than_completion_is_refused() -> None:
 @pytest.mark.parametrize(
     ("value", "rule"),
     [
-        (-1, "must be >= 0"),
-        ("12", "non-negative integer"),
-        (1.5, "whole number"),
+        (-1, "greater than or equal to 0"),
+        ("1e3", "valid integer"),  # a digit string such as "12" is a count (test_count_rule)
+        (1.5, "fractional part"),
         (True, "integer"),
     ],
 )
