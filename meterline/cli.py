@@ -27,6 +27,43 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+# Variables meterline reads that are no settings class's field: the local state folder, the
+# test suite's database and browser, and the bench's lean reference service.
+OTHER_VARIABLES = (
+    "METERLINE_HOME",
+    "METERLINE_TEST_DATABASE",
+    "METERLINE_CHROMIUM",
+    "METERLINE_REFERENCE_DSN",
+    "METERLINE_REFERENCE_ACCOUNTS",
+    "METERLINE_REFERENCE_TOKEN",
+)
+
+
+def known_variables() -> set[str]:
+    """Every METERLINE_* variable some part of meterline reads."""
+    from api.settings import ApiSettings
+    from deploy.stack import StackSettings
+    from processors.settings import WorkerSettings
+    from producers.client import ClientSettings
+    from producers.integrations.settings import IntegrationSettings
+    from schemas.settings import setting_names
+
+    classes = (ApiSettings, WorkerSettings, StackSettings, ClientSettings, IntegrationSettings)
+    return setting_names(classes) | set(OTHER_VARIABLES)
+
+
+@app.callback()
+def _warn_unknown_variables() -> None:
+    """Name each METERLINE_* variable that no part of meterline reads (a typo of a setting
+    would otherwise leave its default in force without a word)."""
+    import os
+
+    from schemas.settings import unknown_variables
+
+    for line in unknown_variables(os.environ, known_variables()):
+        console.print(f"[yellow]warning:[/] {line}", soft_wrap=True)
+
+
 dev.register(app)
 demo.register(app)
 migrate.register(app)

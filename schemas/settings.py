@@ -8,13 +8,15 @@ without flags. Outside such a stack nothing falls back to a local address: a ser
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import ssl
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal, Self, TypeVar, cast
 
-from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas import topics
@@ -249,3 +251,40 @@ def get_settings(cls: type[S]) -> S:
         except ValidationError as exc:
             raise InvalidSetting(exc) from None
     return cast(S, loaded)
+
+
+def setting_names(classes: Iterable[type[BaseSettings]]) -> set[str]:
+    """The environment variables these settings classes read (env_prefix + field name)."""
+    names: set[str] = set()
+    for cls in classes:
+        prefix = str(cls.model_config.get("env_prefix") or "")
+        for field, info in cls.model_fields.items():
+            alias = info.validation_alias
+            if isinstance(alias, str):  # an alias is the variable's whole name, no prefix
+                names.add(alias.upper())
+            elif isinstance(alias, AliasChoices):
+                names.update(c.upper() for c in alias.choices if isinstance(c, str))
+            else:
+                names.add((prefix + field).upper())
+    return names
+
+
+def unknown_variables(environ: Mapping[str, str], known: Iterable[str]) -> list[str]:
+    """One line per METERLINE_* variable in `environ` that is not in `known`, with the likely
+    meant names when there are any. pydantic-settings ignores such a variable, so a typo such
+    as METERLINE_USAGE_TOPIC would leave the default topic in force without a word."""
+    prefix = "METERLINE_"
+    known_names = sorted({k for k in known if k.startswith(prefix)})
+    tails = {k[len(prefix) :]: k for k in known_names}
+    lines = []
+    for name in sorted(environ):
+        if not name.startswith(prefix) or name in known_names:
+            continue
+        tail = name[len(prefix) :]
+        close = [tails[t] for t in difflib.get_close_matches(tail, list(tails), n=1, cutoff=0.75)]
+        if not close:  # the same words in another order: USAGE_TOPIC, TOPIC_USAGE_EVENTS
+            words = set(tail.split("_"))
+            close = [k for t, k in tails.items() if words <= set(t.split("_"))]
+        hint = f" (did you mean {' or '.join(close[:3])}?)" if close else ""
+        lines.append(f"{name} is not a meterline setting{hint}; it is ignored")
+    return lines

@@ -109,7 +109,7 @@ class MeterlineCallback(CustomLogger):  # type: ignore[misc]
 
     def __init__(self, **settings: Any) -> None:
         super().__init__()
-        self.settings = IntegrationSettings(**settings)
+        self.settings = IntegrationSettings.of(**settings)
         self.holds: dict[str, Hold] = {}
         self._client: MeterlineClient | None = None
         self._policy: HoldPolicy | None = None

@@ -7,11 +7,12 @@ on_unreachable="closed")``); a keyword wins over the environment.
 
 from __future__ import annotations
 
+import difflib
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from schemas import topics
@@ -20,15 +21,20 @@ from schemas.settings import meterline_home
 AccountSource = Literal["end_user", "key_user", "team"]
 
 
-def _env(name: str) -> AliasChoices:
-    # The keyword name first, then METERLINE_LITELLM_<NAME> from the environment.
-    return AliasChoices(name, f"meterline_litellm_{name}")
+def _env(name: str) -> str:
+    # METERLINE_LITELLM_<NAME> from the environment; the keyword is the field's own name
+    # (populate_by_name). An AliasChoices(name, ...) here made the bare name an environment
+    # variable too: a SOURCE or MAX_HOLD set for something else in the proxy's environment
+    # changed the events' source (their idempotency key) or the hold policy.
+    return f"meterline_litellm_{name}"
 
 
 class IntegrationSettings(BaseSettings):
     """One proxy's connection to meterline and its hold policy."""
 
-    model_config = SettingsConfigDict(env_prefix="METERLINE_", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="METERLINE_", extra="ignore", populate_by_name=True
+    )
 
     api_url: str = Field(default="", description="the meterline API (reservations, prices)")
     api_key: str = Field(
@@ -91,6 +97,20 @@ class IntegrationSettings(BaseSettings):
     source: str = Field(
         default="litellm", min_length=1, max_length=64, validation_alias=_env("source")
     )
+
+    @classmethod
+    def of(cls, **keywords: Any) -> IntegrationSettings:
+        """Settings from the environment, overridden by these keywords. An unknown keyword is
+        a TypeError naming it (and the closest setting): ignored, a typo such as
+        ``on_insuficient="hold_available"`` would leave the default policy in force."""
+        unknown = sorted(set(keywords) - set(cls.model_fields))
+        if unknown:
+            hints = []
+            for name in unknown:
+                close = difflib.get_close_matches(name, list(cls.model_fields), n=1)
+                hints.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+            raise TypeError(f"unknown meterline setting {', '.join(hints)}")
+        return cls(**keywords)
 
     @field_validator("account_from", mode="before")
     @classmethod

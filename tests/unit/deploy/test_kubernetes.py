@@ -19,6 +19,7 @@ from api.main import create_app
 from api.settings import ApiSettings
 from meterline.cli import app
 from processors.settings import WorkerSettings
+from schemas.settings import setting_names
 
 KUBE = Path(__file__).resolve().parents[3] / "deploy" / "kubernetes"
 
@@ -69,10 +70,7 @@ def _parse(args: list[str]) -> Any:
 
 
 def _setting_names() -> set[str]:
-    names = set()
-    for settings in (ApiSettings, WorkerSettings):
-        names |= {f"METERLINE_{field.upper()}" for field in settings.model_fields}
-    return names
+    return setting_names((ApiSettings, WorkerSettings))
 
 
 def test_every_manifest_file_is_listed_and_every_object_has_a_name() -> None:
