@@ -6,7 +6,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
+
+from pydantic import ValidationError
 
 from producers.client import MeterlineClient
 from producers.client_types import MeterlineError, ValidationFailed
@@ -18,6 +21,17 @@ log = logging.getLogger("meterline.integrations")
 
 RETRY_CONNECT_S = 5.0  # after a failed connection to Kafka, spool without trying for this long
 HTTP_BATCH = 1000  # the ingest route's maximum per request
+
+
+@dataclass(frozen=True)
+class Sent:
+    """What a send or a drain did with its events: each is counted once, as published (taken
+    by Kafka or the API), refused (meterline refused it for good: logged with the reason, not
+    retried) or spooled (waiting for the next drain)."""
+
+    published: int = 0
+    refused: int = 0
+    spooled: int = 0
 
 
 class UsageSink:
@@ -43,7 +57,7 @@ class UsageSink:
         self._publisher: UsagePublisher | None = None
         self._connect_lock = asyncio.Lock()
         self._down_until = 0.0
-        self._drain_task: asyncio.Task[int] | None = None
+        self._drain_task: asyncio.Task[Sent] | None = None
 
     async def _kafka(self) -> UsagePublisher:
         async with self._connect_lock:
@@ -61,23 +75,26 @@ class UsageSink:
                 self._publisher = publisher
             return self._publisher
 
-    async def _publish(self, events: list[UsageEvent]) -> list[UsageEvent]:
-        """Publish; the events that were not taken."""
+    async def _publish(self, events: list[UsageEvent]) -> tuple[list[UsageEvent], int]:
+        """Publish; the events to keep for later, and how many were refused for good."""
         if self.kafka_bootstrap:
             try:
                 publisher = await self._kafka()
             except PublishError as exc:
                 log.warning("usage not published, spooled: %s", exc)
-                return events
+                return events, 0
             result = await publisher.publish_many(events)
-            return [f.event for f in result.failed]
-        failed: list[UsageEvent] = []
+            return [f.event for f in result.failed], 0
+        kept: list[UsageEvent] = []
+        refused = 0
         for i in range(0, len(events), HTTP_BATCH):
-            failed.extend(await self._post(events[i : i + HTTP_BATCH]))
-        return failed
+            batch_kept, batch_refused = await self._post(events[i : i + HTTP_BATCH])
+            kept.extend(batch_kept)
+            refused += batch_refused
+        return kept, refused
 
-    async def _post(self, batch: list[UsageEvent]) -> list[UsageEvent]:
-        """HTTP ingest of one batch; the events to keep for later.
+    async def _post(self, batch: list[UsageEvent]) -> tuple[list[UsageEvent], int]:
+        """HTTP ingest of one batch; the events to keep for later, and how many were refused.
 
         The route publishes nothing of a batch with one invalid event (422 naming its index):
         that event is dropped, logged, and the rest is posted again — dropping the whole batch
@@ -86,16 +103,17 @@ class UsageSink:
         spool until it is fixed.
         """
         assert self.client is not None
+        refused = 0
         while batch:
             try:
                 await self.client.publish(batch)
-                return []
+                return [], refused
             except ValidationFailed as exc:
                 bad = {e.get("index") for e in exc.errors}
                 bad_positions = {n for n in bad if isinstance(n, int) and 0 <= n < len(batch)}
                 if not bad_positions:
                     log.error("usage refused by meterline, not retried: %s", exc)
-                    return []
+                    return [], refused + len(batch)
                 for n in sorted(bad_positions):
                     log.error(
                         "usage event %s refused by meterline, not retried: %s",
@@ -106,53 +124,76 @@ class UsageSink:
                             if e.get("index") == n
                         ),
                     )
+                refused += len(bad_positions)
                 batch = [e for n, e in enumerate(batch) if n not in bad_positions]
             except MeterlineError as exc:
                 if exc.status in (401, 403):
                     log.error(
                         "meterline refused the usage key (%s); usage spooled until fixed", exc
                     )
-                    return batch
+                    return batch, refused
                 if exc.status is not None and exc.status < 500 and exc.status != 429:
                     log.error("usage refused by meterline, not retried: %s", exc)
-                    return []
+                    return [], refused + len(batch)
                 log.warning("usage not published, spooled: %s", exc)
-                return batch
-        return []
+                return batch, refused
+        return [], refused
 
-    async def send(self, event: UsageEvent) -> bool:
-        """Publish one event (True), or spool it (False); SpoolFull when neither is possible."""
+    async def send(self, event: UsageEvent) -> Sent:
+        """Publish one event, or spool it; SpoolFull when neither is possible."""
         try:
-            failed = await self._publish([event])
+            kept, refused = await self._publish([event])
         except BaseException:
             # Cancelled (shutdown, LiteLLM's logging deadline) or a loop torn down: keep it.
             self.spool.append([_json(event)])
             raise
-        if failed:
-            self.spool.append([_json(e) for e in failed])
-            return False
+        if kept:
+            self.spool.append([_json(e) for e in kept])
+            return Sent(spooled=len(kept))
         self.drain_soon()
-        return True
+        return Sent(published=1 - refused, refused=refused)
 
     def drain_soon(self) -> None:
         """Start publishing the spool in the background when something waits there."""
         if self.spool.pending() and (self._drain_task is None or self._drain_task.done()):
             self._drain_task = asyncio.get_running_loop().create_task(self.drain())
 
-    async def drain(self) -> int:
-        """Publish what the spool holds; how many events were published."""
+    async def drain(self) -> Sent:
+        """Publish what the spool holds: how many events were published, refused, spooled.
+
+        A line that is no longer a valid event (written by another version, edited by hand) is
+        refused and logged; before, it failed every drain, so nothing behind it was published.
+        """
         waiting = self.spool.take()
         if not waiting:
-            return 0
-        events = [UsageEvent.model_validate(e) for e in waiting]
-        failed: list[UsageEvent] = events
+            return Sent()
+        events: list[UsageEvent] = []
+        unreadable = 0
+        for line in waiting:
+            try:
+                events.append(UsageEvent.model_validate(line))
+            except ValidationError as exc:
+                unreadable += 1
+                log.error(
+                    "usage spool: event %r is not a valid usage event, not retried: %s",
+                    line.get("event_id") if isinstance(line, dict) else None,
+                    exc.errors(include_url=False)[0]["msg"],
+                )
+        kept: list[UsageEvent] = events
+        refused = 0
         try:
-            failed = await self._publish(events)
+            kept, refused = await self._publish(events)
         finally:
-            self.spool.done([_json(e) for e in failed])
-        if failed:
-            log.warning("usage spool: %d of %d events still waiting", len(failed), len(events))
-        return len(events) - len(failed)
+            self.spool.done([_json(e) for e in kept])
+        if kept:
+            log.warning("usage spool: %d of %d events still waiting", len(kept), len(waiting))
+        sent = Sent(
+            published=len(events) - len(kept) - refused,
+            refused=refused + unreadable,
+            spooled=len(kept),
+        )
+        log.info("usage spool drained: %s", sent)
+        return sent
 
     async def close(self) -> None:
         """Wait for a running drain, flush Kafka, disconnect."""

@@ -17,6 +17,7 @@ from producers.integrations.spool import Spool
 from schemas.event import UsageEvent
 from tests.integration.api.conftest import UserKeyFactory
 from tests.integration.api_server import ApiServer
+from tests.integration.tcp_proxy import free_port
 from tests.integration.worker import consume_to_end
 
 
@@ -54,9 +55,11 @@ async def test_one_refused_event_does_not_drop_the_rest_of_its_batch(
     spool.append([e.model_dump(mode="json", exclude_none=True) for e in waiting])
     sink, client = _sink(strict_api, admin_key, spool)
     try:
-        await sink.drain()
+        sent = await sink.drain()
     finally:
         await client.aclose()
+    # drain() said 3 published: the refused one was counted as published.
+    assert (sent.published, sent.refused, sent.spooled) == (2, 1, 0)
     # Before, the 422 naming event 2 dropped all three: nothing reached the topic.
     records = await consume_to_end(api_settings.kafka_bootstrap, api_settings.topic_usage_events, 2)
     assert sorted(UsageEvent.model_validate_json(r.value).event_id for r in records) == [
@@ -73,7 +76,66 @@ async def test_usage_a_key_may_not_publish_waits_in_the_spool(
     key = await user_key_for("acme")  # a user key: it may not publish bob's usage (403)
     sink, client = _sink(strict_api, key, spool)
     try:
-        assert await sink.send(_event(1, account="bob")) is False  # was True: dropped
+        sent = await sink.send(_event(1, account="bob"))  # was "published": dropped
+        assert (sent.published, sent.refused, sent.spooled) == (0, 0, 1)
     finally:
         await client.aclose()
     assert [e["event_id"] for e in spool.take()] == ["sink-1"]
+
+
+async def test_an_event_the_api_refuses_is_counted_refused_by_send(
+    strict_api: ApiServer, admin_key: str, api_settings: ApiSettings, tmp_path: Path
+) -> None:
+    spool = Spool(tmp_path / "spool.jsonl", 1 << 20)
+    sink, client = _sink(strict_api, admin_key, spool)
+    try:
+        ahead = await sink.send(_event(1, ahead_s=120))  # 422 from the API: not retried
+        taken = await sink.send(_event(2))
+    finally:
+        await client.aclose()
+    assert (ahead.published, ahead.refused, ahead.spooled) == (0, 1, 0)  # was True: "published"
+    assert (taken.published, taken.refused, taken.spooled) == (1, 0, 0)
+    records = await consume_to_end(api_settings.kafka_bootstrap, api_settings.topic_usage_events, 1)
+    assert [UsageEvent.model_validate_json(r.value).event_id for r in records] == ["sink-2"]
+
+
+async def test_drain_over_kafka_counts_published_refused_and_spooled(
+    api_settings: ApiSettings, tmp_path: Path
+) -> None:
+    """Over Kafka: what the broker acknowledged is published; a spooled line that is no longer
+    a valid event is refused (before, it failed every drain: the spool never emptied);
+    with the broker unreachable, everything stays spooled and is counted so."""
+    spool = Spool(tmp_path / "spool.jsonl", 1 << 20)
+    good = [_event(n).model_dump(mode="json", exclude_none=True) for n in (1, 2, 3)]
+    spool.append([good[0], {**good[1], "input_tokens": -1}, good[1], good[2]])
+
+    down = UsageSink(
+        client=None,
+        kafka_bootstrap=f"127.0.0.1:{free_port()}",
+        topic=api_settings.topic_usage_events,
+        spool=spool,
+    )
+    sent = await down.drain()
+    await down.close()
+    assert (sent.published, sent.refused, sent.spooled) == (0, 1, 3)
+    assert [e["event_id"] for e in spool.take()] == ["sink-1", "sink-2", "sink-3"]
+    spool.done(good)  # put them back as they were
+
+    up = UsageSink(
+        client=None,
+        kafka_bootstrap=api_settings.kafka_bootstrap,
+        topic=api_settings.topic_usage_events,
+        spool=spool,
+    )
+    try:
+        sent = await up.drain()
+    finally:
+        await up.close()
+    assert (sent.published, sent.refused, sent.spooled) == (3, 0, 0)
+    records = await consume_to_end(api_settings.kafka_bootstrap, api_settings.topic_usage_events, 3)
+    assert sorted(UsageEvent.model_validate_json(r.value).event_id for r in records) == [
+        "sink-1",
+        "sink-2",
+        "sink-3",
+    ]
+    assert not spool.pending()
