@@ -19,7 +19,9 @@ Mapping (see litellm/types/utils.py, StandardLoggingPayload):
 - model, provider ← ``model``, ``custom_llm_provider``.
 - token buckets ← the usage object in ``metadata.usage_object``, ``hidden_params.usage_object``
   or ``response.usage`` (OpenAI-shaped, with cache reads in prompt_tokens_details and, for
-  Anthropic models, cache writes in cache_creation_input_tokens); else the top-level
+  Anthropic models, cache writes in cache_creation_input_tokens; read by
+  producers.usage.openai_buckets, which says how it tells LiteLLM's two conventions for
+  prompt_tokens apart; an Anthropic-shaped usage as Anthropic's); else the top-level
   ``prompt_tokens`` / ``completion_tokens`` with no cache breakdown.
 - reported_cost ← ``response_cost`` as a decimal string (reconciliation only).
 - metadata      ← trace_id, api_key_id (the key's hash), team, model_group, end_user, tags.
@@ -33,7 +35,7 @@ from typing import Any
 
 from producers.errors import AdapterError
 from producers.fields import decimal_text, epoch, fit_metadata, text
-from producers.usage import openai_buckets, sub
+from producers.usage import buckets, flavour, openai_buckets, sub
 
 DEFAULT_ACCOUNT_FIELD = "user_api_key_user_id"
 MARKERS = frozenset({"call_type", "startTime", "hidden_params", "model_map_information"})
@@ -96,7 +98,10 @@ def litellm_fields(
         raise AdapterError("id", "is required: the call's id (LiteLLM's) becomes the event_id")
     found = _usage(payload)
     if found is not None:
-        bucket = openai_buckets(*found)
+        usage, where = found
+        # LiteLLM's own usage object is OpenAI-shaped; Anthropic's, as a /v1/messages answer
+        # leaves it in response.usage, is read as Anthropic's (input_tokens excludes the cache).
+        bucket = buckets(usage, flavour(usage), where)
     else:
         bucket = openai_buckets(
             {k: payload.get(k) for k in ("prompt_tokens", "completion_tokens")}, ""

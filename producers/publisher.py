@@ -169,6 +169,22 @@ class UsagePublisher:
             ) from exc
         return Delivery(meta.partition, meta.offset)
 
+    async def publish_raw(
+        self,
+        topic: str,
+        *,
+        key: bytes | None,
+        value: bytes,
+        headers: list[tuple[str, bytes]],
+    ) -> Delivery:
+        """Publish bytes that are no UsageEvent (a dead letter) to `topic`; wait for the ack."""
+        try:
+            fut = await self._producer.send(topic, value=value, key=key, headers=headers)
+            meta = await fut
+        except KafkaError as exc:
+            raise PublishError(f"record not delivered to {topic}: {exc!r}") from exc
+        return Delivery(meta.partition, meta.offset)
+
     def _track(self, event: UsageEvent, fut: asyncio.Future[Any], on_done: OnDelivery) -> None:
         self._pending.add(fut)
 

@@ -39,6 +39,7 @@ _ANTHROPIC_KEYS = frozenset(
 )
 _COUNT: TypeAdapter[int] = TypeAdapter(Count)
 _SHOWN_MAX = 40  # characters of a refused value quoted back in the message
+_ANTHROPIC_CACHE_KEYS = ("cache_read_input_tokens", "cache_creation_input_tokens")
 USAGE_KEYS = _OPENAI_KEYS | _ANTHROPIC_KEYS | {"input_tokens", "output_tokens"}
 
 
@@ -99,10 +100,24 @@ def openai_buckets(usage: Mapping[str, Any], path: str = "usage") -> dict[str, A
     """OpenAI usage → buckets: input = prompt − cached (− cache writes), output = completion.
 
     Chat Completions: prompt_tokens / completion_tokens with prompt_tokens_details.cached_tokens
-    and completion_tokens_details.reasoning_tokens. Responses: input_tokens / output_tokens with
-    input_tokens_details.cached_tokens and output_tokens_details.reasoning_tokens. LiteLLM adds
-    Anthropic cache writes as cache_creation_input_tokens (or prompt_tokens_details.
-    cache_creation_tokens) and, like current LiteLLM, counts them inside prompt_tokens.
+    (and, for cache writes, prompt_tokens_details.cache_write_tokens) and
+    completion_tokens_details.reasoning_tokens. Responses: input_tokens / output_tokens with
+    input_tokens_details and output_tokens_details alike. Both count cached tokens and cache
+    writes inside the prompt.
+
+    LiteLLM's usage object has this shape for every provider and names Anthropic's counts too
+    (cache_read_input_tokens, cache_creation_input_tokens, prompt_tokens_details.
+    cache_creation_tokens). Its own transformations (Anthropic and Bedrock Converse chat,
+    Vertex Gemini, streams) count them inside prompt_tokens, read as above. But an
+    Anthropic-shaped usage that reaches LiteLLM's logging as a plain dict (a /v1/messages
+    pass-through, a custom handler) is read by ResponseAPILoggingUtils.
+    transform_response_api_usage_to_chat_usage as Responses usage: prompt_tokens becomes
+    Anthropic's input_tokens, which leaves cache reads and writes out, beside them as
+    cache_read_input_tokens and cache_creation_input_tokens (LiteLLM's own custom-pricing cost
+    path reads those so too). When the cache counts exceed prompt_tokens and stand beside it as
+    Anthropic names them, the usage can only be that convention: prompt_tokens is the
+    uncached input, billed whole, and the cache counts are billed as they are. Without those
+    names, cached tokens above the prompt contradict the OpenAI shape: AdapterError.
     """
     if "prompt_tokens" in usage or "completion_tokens" in usage:
         prompt_key, completion_key = "prompt_tokens", "completion_tokens"
@@ -127,16 +142,23 @@ def openai_buckets(usage: Mapping[str, Any], path: str = "usage") -> dict[str, A
     odet, opath = sub(usage, out_details, path)
     cached = count(idet, "cached_tokens", ipath) or count(usage, "cache_read_input_tokens", path)
     reasoning = count(odet, "reasoning_tokens", opath)
-    cache_write = count(usage, "cache_creation_input_tokens", path) or count(
-        idet, "cache_creation_tokens", ipath
+    # The same writes under LiteLLM's three names (it mirrors them): taken once, never summed.
+    cache_write = (
+        count(usage, "cache_creation_input_tokens", path)
+        or count(idet, "cache_write_tokens", ipath)
+        or count(idet, "cache_creation_tokens", ipath)
     )
-    if cached + cache_write > prompt:
-        what = f"{cached}" + (f" (+ {cache_write} cache writes)" if cache_write else "")
-        raise AdapterError(
-            at(ipath, "cached_tokens"),
-            f"{what} exceeds {at(path, prompt_key)} ({prompt}): "
-            "cached tokens are part of the prompt",
-        )
+    uncached = prompt - cached - cache_write
+    if uncached < 0:
+        if any(usage.get(k) is not None for k in _ANTHROPIC_CACHE_KEYS):
+            uncached = prompt  # Anthropic's convention: prompt_tokens left the cache out
+        else:
+            what = f"{cached}" + (f" (+ {cache_write} cache writes)" if cache_write else "")
+            raise AdapterError(
+                at(ipath, "cached_tokens"),
+                f"{what} exceeds {at(path, prompt_key)} ({prompt}): "
+                "cached tokens are part of the prompt",
+            )
     if reasoning > completion:
         raise AdapterError(
             at(opath, "reasoning_tokens"),
@@ -144,7 +166,7 @@ def openai_buckets(usage: Mapping[str, Any], path: str = "usage") -> dict[str, A
             "reasoning tokens are part of the completion",
         )
     return {
-        "input_tokens": prompt - cached - cache_write,
+        "input_tokens": uncached,
         "cached_input_tokens": cached,
         "cache_write_tokens": cache_write,
         "output_tokens": completion,

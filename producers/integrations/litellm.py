@@ -150,6 +150,7 @@ class MeterlineCallback(CustomLogger):  # type: ignore[misc]
                 client=self.client() if self.settings.api_url else None,
                 kafka_bootstrap=self.settings.kafka_bootstrap,
                 topic=self.settings.topic_usage_events,
+                dlq_topic=self.settings.topic_usage_dlq,
                 spool=self.spool,
             )
         return self._sink
@@ -329,7 +330,7 @@ class MeterlineCallback(CustomLogger):  # type: ignore[misc]
         try:
             event = self._event(payload, hold)
         except AdapterError as exc:
-            log.error("call %s not metered: %s", call_id, exc)
+            await self._not_metered(self.sink(), payload, hold.account_id if hold else None, exc)
             if hold is not None:
                 await self.policy().release(hold)
             return
@@ -337,6 +338,23 @@ class MeterlineCallback(CustomLogger):  # type: ignore[misc]
             await self.sink().send(event)
         except SpoolFull as exc:
             log.critical("usage of call %s LOST: %s", call_id, exc)
+
+    async def _not_metered(
+        self,
+        sink: UsageSink,
+        payload: Mapping[str, Any],
+        account: str | None,
+        why: Exception,
+    ) -> None:
+        """A successful call whose usage cannot become an event (its usage object contradicts
+        itself, nobody pays): its usage goes to usage.dlq, or the rejected file, never only
+        to a log line."""
+        call_id = _first(payload.get("id"), payload.get("litellm_call_id"))
+        reason = f"LiteLLM call {call_id} not metered: {why}"
+        try:
+            await sink.dead_letter(unmetered_record(payload, account), key=account, why=reason)
+        except SpoolFull as exc:
+            log.critical("usage of call %s LOST: %s (%s)", call_id, why, exc)
 
     # -- sync SDK calls (litellm.completion): metered after the call, unheld --
 
@@ -352,6 +370,8 @@ class MeterlineCallback(CustomLogger):  # type: ignore[misc]
         if payload.get("cache_hit") is True:
             return  # answered from LiteLLM's cache: no provider call, nothing to bill
         meta = _metadata(kwargs)
+        account: str | None = None
+        problem: Exception | None = None
         try:
             account = self._account(
                 {
@@ -362,21 +382,27 @@ class MeterlineCallback(CustomLogger):  # type: ignore[misc]
             )
             event = self._event(payload, Hold(account, None, Decimal(0), time.monotonic()))
         except (CallRefused, AdapterError) as exc:
-            log.error("sync call %s not metered: %s", call_id, exc)
-            return
+            problem = exc
         try:
             asyncio.get_running_loop()
         except RuntimeError:
-            asyncio.run(self._send_from_thread(event))  # LiteLLM's logging thread: no loop
+            # LiteLLM's logging thread: no loop
+            asyncio.run(self._from_thread(payload, account, event if problem is None else problem))
+            return
+        if problem is not None:
+            log.error("sync call %s not metered: %s", call_id, problem)
             return
         try:  # a loop runs in this thread: never block it; the next send drains the spool
             self.spool.append([event.model_dump(mode="json", exclude_none=True)])
         except SpoolFull as exc:
             log.critical("usage of call %s LOST: %s", call_id, exc)
 
-    async def _send_from_thread(self, event: UsageEvent) -> None:
-        """Publish one event from a thread's own event loop, with connections of its own (the
-        callback's belong to the application's loop), draining the spool on the way."""
+    async def _from_thread(
+        self, payload: Mapping[str, Any], account: str | None, outcome: UsageEvent | Exception
+    ) -> None:
+        """Publish one event (or dead-letter usage that cannot be one) from a thread's own
+        event loop, with connections of its own (the callback's belong to the application's
+        loop), draining the spool on the way."""
         client = (
             MeterlineClient(
                 self.settings.api_url,
@@ -392,12 +418,16 @@ class MeterlineCallback(CustomLogger):  # type: ignore[misc]
             client=client,
             kafka_bootstrap=self.settings.kafka_bootstrap,
             topic=self.settings.topic_usage_events,
+            dlq_topic=self.settings.topic_usage_dlq,
             spool=self.spool,
         )
         try:
-            await sink.send(event)
+            if isinstance(outcome, Exception):
+                await self._not_metered(sink, payload, account, outcome)
+            else:
+                await sink.send(outcome)
         except SpoolFull as exc:
-            log.critical("usage of call %s LOST: %s", event.event_id, exc)
+            log.critical("usage of call %s LOST: %s", payload.get("id"), exc)
         finally:
             await sink.close()
             if client is not None:
@@ -423,6 +453,49 @@ class MeterlineCallback(CustomLogger):  # type: ignore[misc]
     ) -> None:
         """Proxy: the request failed (also before the model was called): free its hold."""
         await self._release(_first(request_data.get("litellm_call_id")))
+
+
+_RECORD_FIELDS = (
+    "id",
+    "call_type",
+    "model",
+    "model_group",
+    "custom_llm_provider",
+    "startTime",
+    "endTime",
+    "response_cost",
+    "prompt_tokens",
+    "completion_tokens",
+    "total_tokens",
+    "end_user",
+)
+_RECORD_METADATA = (
+    "usage_object",
+    "user_api_key_user_id",
+    "user_api_key_team_id",
+    "user_api_key_end_user_id",
+    "user_api_key_hash",
+)
+
+
+def unmetered_record(payload: Mapping[str, Any], account: str | None) -> dict[str, Any]:
+    """What a dead letter keeps of a call's StandardLoggingPayload: who, when, which model, and
+    the usage as LiteLLM logged it (not the messages or the response text)."""
+    meta = payload.get("metadata")
+    hidden = payload.get("hidden_params")
+    return {
+        "format": "litellm",
+        "account_id": account,
+        "payload": {
+            **{k: payload.get(k) for k in _RECORD_FIELDS if payload.get(k) is not None},
+            "metadata": {k: meta.get(k) for k in _RECORD_METADATA if meta.get(k) is not None}
+            if isinstance(meta, Mapping)
+            else None,
+            "hidden_params": {"usage_object": hidden.get("usage_object")}
+            if isinstance(hidden, Mapping)
+            else None,
+        },
+    }
 
 
 proxy_handler = MeterlineCallback()

@@ -44,6 +44,10 @@ class IntegrationSettings(BaseSettings):
         default="", description="publish usage to Kafka; empty: over the API's HTTP ingest"
     )
     topic_usage_events: str = topics.USAGE_EVENTS
+    topic_usage_dlq: str = Field(
+        default=topics.USAGE_DLQ,
+        description="where usage that can never become an event is dead-lettered, with why",
+    )
 
     account_from: Annotated[tuple[AccountSource, ...], NoDecode] = Field(
         default=("end_user", "key_user", "team"),

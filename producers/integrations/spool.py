@@ -30,6 +30,8 @@ class Spool:
         self.path = Path(path)
         self.max_bytes = max_bytes
         self.draining = self.path.with_name(self.path.name + ".draining")
+        # Usage that can never become an event, kept for an operator when usage.dlq is away.
+        self.rejected = self.path.with_name(self.path.name + ".rejected")
         self._lock_path = self.path.with_name(self.path.name + ".lock")
 
     @contextmanager
@@ -69,6 +71,19 @@ class Spool:
                     f"usage spool {self.path} is full ({self.size()} of {self.max_bytes} bytes)"
                 )
             with open(self.path, "ab") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+
+    def reject(self, entry: dict[str, Any]) -> None:
+        """Keep one record of usage meterline cannot meter (reason, message, the data) in the
+        rejected file, fsynced; SpoolFull when that file is at the bound."""
+        data = (json.dumps(entry, separators=(",", ":"), default=str) + "\n").encode()
+        with self._locked():
+            size = self.rejected.stat().st_size if self.rejected.exists() else 0
+            if size + len(data) > self.max_bytes:
+                raise SpoolFull(f"rejected-usage file {self.rejected} is full ({size} bytes)")
+            with open(self.rejected, "ab") as f:
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())

@@ -4,6 +4,7 @@ the API refuses keeps the usage in the spool until the key is fixed — never lo
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -60,6 +61,9 @@ async def test_one_refused_event_does_not_drop_the_rest_of_its_batch(
         await client.aclose()
     # drain() said 3 published: the refused one was counted as published.
     assert (sent.published, sent.refused, sent.spooled) == (2, 1, 0)
+    # and it is kept, with the API's reason, for an operator (no Kafka here for usage.dlq)
+    [kept] = [json.loads(line) for line in spool.rejected.read_text().splitlines()]
+    assert kept["record"]["event_id"] == "sink-2" and "occurred_at" in kept["message"]
     # Before, the 422 naming event 2 dropped all three: nothing reached the topic.
     records = await consume_to_end(api_settings.kafka_bootstrap, api_settings.topic_usage_events, 2)
     assert sorted(UsageEvent.model_validate_json(r.value).event_id for r in records) == [
@@ -118,6 +122,8 @@ async def test_drain_over_kafka_counts_published_refused_and_spooled(
     sent = await down.drain()
     await down.close()
     assert (sent.published, sent.refused, sent.spooled) == (0, 1, 3)
+    [kept] = [json.loads(line) for line in spool.rejected.read_text().splitlines()]
+    assert kept["record"]["input_tokens"] == -1 and "input_tokens" in kept["message"]
     assert [e["event_id"] for e in spool.take()] == ["sink-1", "sink-2", "sink-3"]
     spool.done(good)  # put them back as they were
 

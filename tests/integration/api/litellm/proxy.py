@@ -33,6 +33,7 @@ class LiteLLMProxy:
             METERLINE_API_KEY=api_key,
             METERLINE_KAFKA_BOOTSTRAP=settings.kafka_bootstrap,
             METERLINE_TOPIC_USAGE_EVENTS=settings.topic_usage_events,
+            METERLINE_TOPIC_USAGE_DLQ=settings.topic_usage_dlq,
             METERLINE_LITELLM_SPOOL_PATH=str(spool),
         )
         self.env.update(env)

@@ -68,6 +68,7 @@ def make_callback(
         "api_key": key,
         "kafka_bootstrap": settings.kafka_bootstrap,
         "topic_usage_events": settings.topic_usage_events,
+        "topic_usage_dlq": settings.topic_usage_dlq,
         "spool_path": tmp_path / "spool.jsonl",
     }
     options.update(kw)
