@@ -13,12 +13,13 @@ from limits import RateLimitItem, parse
 from limits.aio.strategies import FixedWindowRateLimiter
 from limits.storage import storage_from_string
 
+from api.client_address import client_address
 from api.errors import RETRY_AFTER_S, Problem, invalid_field
 from api.key_cache import KeyCache
 from api.query import QueryParam, read_query
 from api.rate_limit import MemoryFixedWindow, RateLimiter
 from api.settings import ApiSettings
-from processors.api_keys import Principal, authenticate_key, hash_key
+from processors.api_keys import Principal, authenticate_key, hash_key, parse_key_id
 from producers.keeper import PublisherKeeper
 from producers.publisher import UsagePublisher
 from schemas.bounds import Text
@@ -122,6 +123,22 @@ def _unauthorized(detail: str) -> Problem:
     )
 
 
+async def _too_many(
+    limiter: RateLimiter, item: RateLimitItem, identifiers: tuple[str, str], what: str
+) -> Problem:
+    """The 429 once `identifiers` are past `item`: Retry-After is when their window ends."""
+    stats = await limiter.get_window_stats(item, *identifiers)
+    retry_after = max(1, math.ceil(stats.reset_time - time.time()))
+    return Problem(
+        429,
+        "rate_limited",
+        f"rate limit of {item} {what} exceeded; retry after {retry_after} s",
+        headers={"Retry-After": str(retry_after)},
+        limit=str(item),
+        retry_after=retry_after,
+    )
+
+
 async def _rate_limit(request: Request, principal: Principal, settings: ApiSettings) -> None:
     limiter: RateLimiter | None = getattr(request.app.state, "limiter", None)
     if limiter is None:
@@ -129,21 +146,31 @@ async def _rate_limit(request: Request, principal: Principal, settings: ApiSetti
     item = parse_limit(principal.rate_limit or settings.admin_rate_limit)
     if await limiter.hit(item, "key", principal.key_id):
         return
-    stats = await limiter.get_window_stats(item, "key", principal.key_id)
-    retry_after = max(1, math.ceil(stats.reset_time - time.time()))
-    raise Problem(
-        429,
-        "rate_limited",
-        f"rate limit of {item} for this key (tier {principal.tier or 'admin'}) exceeded; "
-        f"retry after {retry_after} s",
-        headers={"Retry-After": str(retry_after)},
-        limit=str(item),
-        retry_after=retry_after,
-    )
+    what = f"for this key (tier {principal.tier or 'admin'})"
+    raise await _too_many(limiter, item, ("key", principal.key_id), what)
+
+
+async def _limit_lookups(request: Request, settings: ApiSettings) -> None:
+    """Count a lookup of a key unknown here against the client's address; 429 past
+    METERLINE_API_KEY_LOOKUP_LIMIT, before anything reaches Postgres.
+
+    A refused key is answered from memory, but each new random key costs a lookup: without
+    this, one client spraying well-formed keys loads the database without bound.
+    """
+    limiter: RateLimiter | None = getattr(request.app.state, "limiter", None)
+    if limiter is None:
+        return
+    item = parse_limit(settings.api_key_lookup_limit)
+    address = client_address(request)
+    if await limiter.hit(item, "lookup", address):
+        return
+    what = "on lookups of unknown API keys from this address"
+    raise await _too_many(limiter, item, ("lookup", address), what)
 
 
 async def authenticate(request: Request) -> Principal:
-    """The principal of the Bearer key (401 when missing or wrong), rate-limited by its tier."""
+    """The principal of the Bearer key (401 when missing or wrong), rate-limited by its tier;
+    the lookups of keys not known here are limited per client address (429)."""
     pool, settings = app_pool(request), app_settings(request)
     header = request.headers.get("authorization")
     if not header:
@@ -152,6 +179,9 @@ async def authenticate(request: Request) -> Principal:
     if scheme.lower() != "bearer" or not key.strip():
         raise _unauthorized("the Authorization header must be 'Bearer <key>'")
     key = key.strip()
+    if parse_key_id(key) is None:
+        # Not a key's shape: refused without a lookup, so not counted against the address.
+        raise _unauthorized("the API key is invalid or revoked")
     cache: KeyCache = request.app.state.key_cache  # set by create_app (TTL 0: keeps nothing)
     digest = hash_key(key)
     epoch = cache.epoch
@@ -159,6 +189,8 @@ async def authenticate(request: Request) -> Principal:
     if principal is None:
         if cache.refused(digest):
             raise _unauthorized("the API key is invalid or revoked")
+        if not cache.known(digest):
+            await _limit_lookups(request, settings)
         principal = await authenticate_key(pool, key, default_tier=settings.default_tier)
         if principal is None:
             cache.refuse(digest)

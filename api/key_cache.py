@@ -22,6 +22,13 @@ A key the database refused (unknown, wrong secret, revoked) is remembered as ref
 same TTL: a proxy left with a revoked key, retrying in a loop, costs one lookup per TTL instead
 of one per request. No refused key can turn good: a new key has a new random secret, so a new
 hash, and a revoked key stays revoked.
+
+A key that authenticated is also remembered as known (its hash only, no principal, nothing
+trusted) for `KNOWN_S`, whatever the TTL: the lookup of a known key is not counted against its
+client address's limit on lookups of unknown keys (api.deps), so a client spraying random keys
+from a proxy's address never locks out the real keys behind the same proxy, even those whose
+cache entry ran out (or with the cache off). A known key is still looked up and can be refused;
+a refusal forgets it.
 """
 
 from __future__ import annotations
@@ -31,16 +38,17 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
 
+from api.bounded import make_room
 from processors.api_keys import Principal
 
 log = logging.getLogger("meterline.api")
 
 _Match = Callable[[Principal], bool]
-V = TypeVar("V")
 # Shares of the TTL between which an entry's background re-check becomes due (drawn per entry).
 REFRESH_WINDOW = (0.5, 0.9)
+# How long a key that authenticated here stays exempt from the per-address lookup limit.
+KNOWN_S = 3600.0
 
 
 class KeyCache:
@@ -57,6 +65,7 @@ class KeyCache:
         self.refresh_window = refresh_window
         self._entries: dict[bytes, tuple[float, float, Principal]] = {}
         self._refused: dict[bytes, float] = {}  # key hash -> until when it is answered 401
+        self._known: dict[bytes, float] = {}  # key hash -> until when it is known good
         self._refreshing: set[bytes] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         # Bumped by every forget and clear: a lookup that began before one does not put back
@@ -75,7 +84,9 @@ class KeyCache:
 
     def put(self, key_hash: bytes, principal: Principal, *, epoch: int | None = None) -> None:
         """Remember a verified key until the TTL runs out; `epoch` is `self.epoch` as it was
-        before the lookup (ignored if a forget or clear came in between)."""
+        before the lookup (ignored if a forget or clear came in between). The key is known
+        good for `KNOWN_S` in any case (even with a TTL of 0)."""
+        self._remember_known(key_hash)
         if self.ttl_s <= 0 or (epoch is not None and epoch != self.epoch):
             return
         if len(self._entries) >= self.max_entries:
@@ -94,12 +105,31 @@ class KeyCache:
             return False
         return True
 
+    def known(self, key_hash: bytes) -> bool:
+        """Whether the key authenticated here less than `KNOWN_S` ago (and was not refused
+        since): its lookup is not one of an unknown key."""
+        until = self._known.get(key_hash)
+        if until is None:
+            return False
+        if until <= time.monotonic():
+            self._known.pop(key_hash, None)
+            return False
+        return True
+
+    def _remember_known(self, key_hash: bytes) -> None:
+        # Popped and put back, so the record stays in order of last verification (the oldest
+        # half is what make_room drops from a record full of live entries).
+        if self._known.pop(key_hash, None) is None and len(self._known) >= self.max_entries:
+            make_room(self._known, lambda until: until, self.max_entries, time.monotonic())
+        self._known[key_hash] = time.monotonic() + KNOWN_S
+
     def refuse(self, key_hash: bytes) -> None:
-        """Remember that the database refused this key (for `ttl_s`)."""
+        """Remember that the database refused this key (for `ttl_s`); it is no longer known."""
+        self._known.pop(key_hash, None)
         if self.ttl_s <= 0:
             return
         if len(self._refused) >= self.max_entries:
-            _make_room(self._refused, lambda until: until, self.max_entries)
+            make_room(self._refused, lambda until: until, self.max_entries, time.monotonic())
         self._refused[key_hash] = time.monotonic() + self.ttl_s
 
     def refresh_due(
@@ -128,6 +158,7 @@ class KeyCache:
             self._refreshing.discard(key_hash)
         if principal is None:
             self._entries.pop(key_hash, None)
+            self._known.pop(key_hash, None)
         else:
             self.put(key_hash, principal, epoch=epoch)
 
@@ -144,6 +175,7 @@ class KeyCache:
         self.epoch += 1
         self._entries.clear()
         self._refused.clear()
+        self._known.clear()
 
     def _drop(self, match: _Match) -> None:
         self.epoch += 1
@@ -151,14 +183,4 @@ class KeyCache:
             self._entries.pop(digest, None)
 
     def _evict(self) -> None:
-        _make_room(self._entries, lambda entry: entry[1], self.max_entries)
-
-
-def _make_room(entries: dict[bytes, V], expiry: Callable[[V], float], max_entries: int) -> None:
-    """Expired entries go first; if the record is full of live ones, the oldest half goes."""
-    now = time.monotonic()
-    for digest in [d for d, value in entries.items() if expiry(value) <= now]:
-        del entries[digest]
-    if len(entries) >= max_entries:
-        for digest in list(entries)[: max_entries // 2]:
-            del entries[digest]
+        make_room(self._entries, lambda entry: entry[1], self.max_entries, time.monotonic())

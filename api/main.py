@@ -35,7 +35,11 @@ PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {"model": ProblemOut, "description": "missing, malformed, unknown or revoked API key"},
     403: {"model": ProblemOut, "description": "the key may not use this route or account"},
     422: {"model": ProblemOut, "description": "invalid input: each field and the rule it broke"},
-    429: {"model": ProblemOut, "description": "rate limit of the key's tier exceeded"},
+    429: {
+        "model": ProblemOut,
+        "description": "rate limit of the key's tier exceeded, or too many lookups of "
+        "unknown keys from the client's address",
+    },
 }
 
 

@@ -7,6 +7,12 @@ This one keeps the same windows and the same answers (a fixed window opens on a 
 hit and lasts the item's expiry; every hit counts, refused or not; allowed while the count
 is within the limit) and sweeps expired windows at most once a minute. Other storages
 (redis://, ...) still go through limits.
+
+It holds at most `max_keys` windows: the per-address limit on lookups of unknown API keys
+opens one per client address, and a client may come from any number of them. When it is full,
+expired windows go, then the oldest half (api.bounded): a dropped window starts again from
+zero, so an address gets at most its limit once more per window for each time the record
+filled, which takes `max_keys / 2` new windows.
 """
 
 from __future__ import annotations
@@ -17,7 +23,10 @@ from typing import Protocol
 from limits import RateLimitItem
 from limits.util import WindowStats
 
+from api.bounded import make_room
+
 SWEEP_EVERY_S = 60.0
+MAX_KEYS = 100_000
 
 
 class RateLimiter(Protocol):
@@ -31,7 +40,8 @@ class RateLimiter(Protocol):
 class MemoryFixedWindow:
     """Fixed windows in a dict: key -> [window end (epoch seconds), hits in the window]."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_keys: int = MAX_KEYS) -> None:
+        self.max_keys = max_keys
         self._windows: dict[str, list[float]] = {}
         self._next_sweep = 0.0
 
@@ -43,6 +53,9 @@ class MemoryFixedWindow:
         if window is None or window[0] <= now:
             if now >= self._next_sweep:
                 self._sweep(now)
+            self._windows.pop(key, None)  # a new window goes to the end (the newest)
+            if len(self._windows) >= self.max_keys:
+                make_room(self._windows, lambda w: w[0], self.max_keys, now)
             window = self._windows[key] = [now + item.get_expiry(), 0]
         window[1] += cost
         return window[1] <= item.amount

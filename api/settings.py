@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from processors.settings import LedgerSettings
+from schemas.api_admin import RateLimit
 
 
 class ApiSettings(LedgerSettings):
@@ -25,6 +26,12 @@ class ApiSettings(LedgerSettings):
         ge=0,
         description="How long a verified key is trusted without a database lookup; a key "
         "revoked (or an account re-tiered) elsewhere takes effect within this time. 0: off.",
+    )
+    api_key_lookup_limit: RateLimit = Field(
+        default="100/second",
+        description="How many lookups of API keys not verified here lately one client address "
+        "(an IPv6 /64) may cause per window; past it 429 with Retry-After and no lookup. Keys "
+        "in the cache, refused lately or verified within the hour are not counted.",
     )
     max_body_bytes: int = Field(
         default=32 * 1024 * 1024,

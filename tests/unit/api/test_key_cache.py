@@ -185,3 +185,55 @@ async def test_a_lookup_begun_before_a_forget_does_not_put_the_key_back(
     assert cache.get(b"h-alice") is None
     cache.put(b"h-alice", ALICE, epoch=cache.epoch)
     assert cache.get(b"h-alice") is ALICE
+
+
+def test_a_verified_key_stays_known_past_its_ttl_and_with_the_cache_off(
+    clock: list[float],
+) -> None:
+    """Known keys skip the per-address lookup limit: an hour, whatever the TTL (even 0)."""
+    for ttl in (5, 0):
+        cache = KeyCache(ttl_s=ttl)
+        assert not cache.known(b"h-alice")
+        cache.put(b"h-alice", ALICE)
+        clock[0] += key_cache.KNOWN_S - 1
+        assert cache.get(b"h-alice") is None and cache.known(b"h-alice")
+        clock[0] += 1
+        assert not cache.known(b"h-alice")
+
+
+def test_a_refused_or_cleared_key_is_no_longer_known(clock: list[float]) -> None:
+    cache = KeyCache(ttl_s=5)
+    cache.put(b"h-alice", ALICE)
+    cache.put(b"h-bob", BOB)
+    cache.refuse(b"h-alice")  # revoked since: its next lookup counts again
+    assert not cache.known(b"h-alice") and cache.known(b"h-bob")
+    cache.clear()
+    assert not cache.known(b"h-bob")
+
+
+async def test_a_key_revoked_at_its_background_recheck_is_no_longer_known(
+    clock: list[float],
+) -> None:
+    cache = KeyCache(ttl_s=4, refresh_window=AT_3_4)
+    cache.put(b"h-alice", ALICE)
+    clock[0] += 3
+
+    async def revoked() -> Principal | None:
+        return None
+
+    cache.refresh_due(b"h-alice", revoked)
+    await _settle()
+    assert cache.get(b"h-alice") is None and not cache.known(b"h-alice")
+
+
+def test_the_known_record_stays_bounded_and_keeps_the_latest_verified(
+    clock: list[float],
+) -> None:
+    cache = KeyCache(ttl_s=5, max_entries=10)
+    cache.put(b"h-first", ALICE)
+    for i in range(100):
+        cache.put(f"h{i}".encode(), ALICE)
+        cache.put(b"h-first", ALICE)  # verified again: among the newest
+        clock[0] += 0.01
+    assert len(cache._known) <= 10
+    assert cache.known(b"h99") and cache.known(b"h-first")

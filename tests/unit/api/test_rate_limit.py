@@ -52,3 +52,16 @@ async def test_expired_windows_are_swept(monkeypatch: pytest.MonkeyPatch) -> Non
     await asyncio.sleep(1.05)
     await limiter.hit(item, "key", "new")
     assert list(limiter._windows) == [item.key_for("key", "new")]
+
+
+async def test_the_windows_stay_bounded_whatever_the_number_of_addresses() -> None:
+    """One window per client address: a client may come from any number of them."""
+    item = parse_limit("5/minute")
+    limiter = MemoryFixedWindow(max_keys=100)
+    for n in range(10_000):
+        assert await limiter.hit(item, "lookup", f"10.0.{n // 256}.{n % 256}")
+        assert len(limiter._windows) <= 100
+    # The newest windows are kept, counts and all.
+    for _ in range(4):
+        assert await limiter.hit(item, "lookup", "10.0.39.15")
+    assert not await limiter.hit(item, "lookup", "10.0.39.15")
