@@ -41,6 +41,7 @@ __all__ = [
     "bare_model",
     "plain",
     "price_event",
+    "unpriced_unit",
 ]
 
 # Exact arithmetic: 200 digits is far beyond any real cost, and Inexact/Rounded are traps, so
@@ -280,6 +281,20 @@ def _tokens(count: int, rate: Decimal) -> Decimal:
     return _mul(count, rate).scaleb(_MTOK_EXP, _EXACT)
 
 
+def unpriced_unit(event: UsageLike, version: PriceVersion) -> Unpriced | None:
+    """Why the version cannot price the event (a unit used that it has no price for), or None.
+
+    The one rule for it: price_event raises what this returns, and the batch debit asks it
+    before it decides which copy of an idempotency key is debited (an unpriced copy holds none).
+    """
+    if event.units:
+        prices = version.units
+        for name, count in event.units.items():
+            if count and name not in prices:  # a unit not used costs nothing, priced or not
+                return Unpriced.no_unit_price(version.model, name, version)
+    return None
+
+
 def price_event(
     event: UsageLike, version: PriceVersion, terms: Terms = LIST_PRICE
 ) -> CostBreakdown:
@@ -301,14 +316,14 @@ def price_event(
     subtotal = _add(_add(_add(b_in, c_in), _add(c_wr, b_out)), b_req)
     b_units: dict[str, Decimal] = {}
     if event.units:
+        unpriced = unpriced_unit(event, version)
+        if unpriced is not None:
+            raise unpriced
         prices = version.units
         for name, count in event.units.items():
             if not count:
-                continue  # a unit not used costs nothing, priced or not
-            unit_price = prices.get(name)
-            if unit_price is None:
-                raise Unpriced.no_unit_price(version.model, name, version)
-            amount = _mul(count, unit_price)
+                continue
+            amount = _mul(count, prices[name])
             b_units[name] = amount
             subtotal = _add(subtotal, amount)
 

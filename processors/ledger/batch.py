@@ -14,7 +14,7 @@ from processors.ledger.grants import GrantBook
 from processors.ledger.json_rows import json_rows
 from processors.ledger.models import BatchResult, LedgerPolicy, month_of
 from processors.ledger.state import evaluate
-from processors.pricing import PriceVersion, Terms, Unpriced, price_event
+from processors.pricing import PriceVersion, Terms, price_event, unpriced_unit
 from schemas.event import UsageEvent
 
 
@@ -100,10 +100,13 @@ async def debit_batch(
 ) -> BatchResult:
     """Debit every event not debited before, in one transaction, in input order per account.
 
-    Duplicates — within the batch or already in usage_events, for the same account — are
-    counted, not debited. An event whose (source, event_id) was debited (or comes earlier in
-    the batch) for another account is not a duplicate: it is named in result.conflicting, by
-    position, for the caller to dead-letter as `conflicting_event`, and not debited.
+    Duplicates — an event whose (source, event_id) and account match an event debited before
+    or earlier in the batch — are counted, not debited. An event whose (source, event_id) was
+    debited before (or earlier in the batch) for another account is not a duplicate: it is
+    named in result.conflicting, by position, for the caller to dead-letter as
+    `conflicting_event`, and not debited. An unpriced event (a unit with no price, named in
+    result.unpriced) is debited by no one, so it holds no key: a later copy of its key is
+    judged as if it were not in the batch, as it would be in a batch of its own.
     Accounts seen for the first time are created with the policy's default tier. Usage is a
     fact: it is recorded even when it overdraws or passes the cap; the account is then blocked.
     """
@@ -113,19 +116,26 @@ async def debit_batch(
     at = now or datetime.now(UTC)
     current_month = month_of(at)
     async with conn.transaction():
-        # Only a key's first occurrence in the batch is a candidate; a later one is a duplicate
-        # when the key's owner (below) is its account, else a conflict.
-        seen: dict[tuple[str, str], int] = {}  # key -> its first position
-        later: list[tuple[int, int]] = []  # (position, its key's first position)
+        # Only a key's first priced occurrence in the batch is a candidate; a later one is a
+        # duplicate when the key's owner (below) is its account, else a conflict. An unpriced
+        # occurrence is debited by no one, so it holds no key: when it did, another account's
+        # later copy was dead-lettered as conflicting, and debited in a batch of its own.
+        seen: dict[tuple[str, str], int] = {}  # key -> its first priced position
+        later: list[tuple[int, int]] = []  # (position, its key's first priced position)
         candidates: list[tuple[int, RatedEvent]] = []
         for position, rated in enumerate(events):
             key = (rated.event.source, rated.event.event_id)
             first = seen.get(key)
-            if first is None:
-                seen[key] = position
-                candidates.append((position, rated))
-            else:
+            if first is not None:
                 later.append((position, first))
+                continue
+            if rated.event.units:
+                unpriced = unpriced_unit(rated.event, rated.version)
+                if unpriced is not None:
+                    result.unpriced.append((position, str(unpriced)))
+                    continue
+            seen[key] = position
+            candidates.append((position, rated))
 
         accounts = sorted({r.event.account_id for _, r in candidates})
         await queries.ensure_accounts(conn, account_ids=accounts, tier=policy.default_tier)
@@ -140,11 +150,7 @@ async def debit_batch(
             terms = terms_at.get(multiplier)
             if terms is None:
                 terms = terms_at[multiplier] = policy.terms(multiplier)
-            try:
-                cost = price_event(rated.event, rated.version, terms)
-            except Unpriced as exc:
-                result.unpriced.append((position, str(exc)))
-                continue
+            cost = price_event(rated.event, rated.version, terms)  # priceable: checked above
             docs.append(_row(len(priced), rated, cost.cost_micros, terms))
             priced.append((rated, cost.cost_micros))
             priced_at.append(position)

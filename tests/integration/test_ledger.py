@@ -177,6 +177,39 @@ async def test_a_key_debited_for_another_account_is_a_conflict_not_a_duplicate(
         await ledger_matches_balances(conn)
 
 
+def with_unit(rated: RatedEvent) -> RatedEvent:
+    """The same event using one image, a unit VERSION has no price for: unpriced."""
+    return rated._replace(event=rated.event.model_copy(update={"units": {"images": 1}}))
+
+
+async def test_an_unpriced_copy_of_a_key_holds_it_for_no_account(db: asyncpg.Pool) -> None:
+    """What a batch decides is what the records would get one by one: an unpriced record is
+    debited by no one, so a later copy of its key is judged as if it were not there."""
+    async with db.acquire() as conn:
+        batch = await debit_batch(
+            conn,
+            [
+                with_unit(ev("1", "a", inp=10**6)),  # unpriced
+                ev("1", "b", inp=10**6),  # the first priced copy: debited for b
+                ev("1", "b", inp=10**6),  # b's redelivery: a duplicate
+                ev("1", "a", inp=10**6),  # b holds the key now: conflicting
+                with_unit(ev("2", "a", inp=10**6)),  # unpriced
+                with_unit(ev("2", "a", inp=10**6)),  # a's redelivery, still unpriced
+                ev("2", "a", inp=10**6),  # the first priced copy of key 2: debited for a
+            ],
+            policy=POLICY,
+        )
+        assert [p for p, _ in batch.unpriced] == [0, 4, 5]
+        assert "'images'" in batch.unpriced[0][1]
+        assert [p for p, _ in batch.conflicting] == [3]
+        assert (batch.debited, batch.duplicates) == (2, 1)
+        usage = await conn.fetch("SELECT account_id, event_id FROM credit_transactions ORDER BY id")
+        assert [tuple(r) for r in usage] == [("b", "1"), ("a", "2")]
+        balances = dict(await conn.fetch("SELECT account_id, balance_micros FROM user_credits"))
+        assert balances == {"a": -2_000_000, "b": -2_000_000}
+        await ledger_matches_balances(conn)
+
+
 async def test_overdraw_is_recorded_blocks_and_alerts_once(db: asyncpg.Pool) -> None:
     async with db.acquire() as conn:
         await allocate(conn, "a", 3_000_000, reason=None, policy=POLICY)

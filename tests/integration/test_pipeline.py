@@ -188,6 +188,49 @@ async def test_a_key_debited_for_another_account_goes_to_the_dlq_not_to_duplicat
     await ledger_matches_balances(db)
 
 
+@pytest.mark.parametrize("batches", ["one batch", "one record at a time"])
+async def test_an_unpriced_copy_of_a_key_holds_it_for_no_account(
+    test_settings: CommonSettings, db: asyncpg.Pool, batches: str
+) -> None:
+    """A duplicate matches an event debited before or earlier in the batch, account and all.
+    An unpriced record is debited by no one: another account's later copy of its key is
+    debited (not dead-lettered as conflicting), in one batch as one record at a time."""
+    async with db.acquire() as conn:
+        await add_test_price(conn)  # test/model prices no unit
+    alice = event("1", "alice", input_tokens=10, units={"images": 1})  # unpriced: no images price
+    bob = event("1", "bob", input_tokens=1_500_000)  # 3.0
+    carol = event("1", "carol", input_tokens=500_000)  # bob holds the key: conflicting
+    records = [alice, bob, bob, carol]  # bob's second record is a redelivery
+    raw = [(b"same", json.dumps(e).encode()) for e in records]  # one partition: in this order
+    bootstrap, topic = test_settings.kafka_bootstrap, test_settings.topic_usage_events
+    worker = Worker(test_settings)
+    try:
+        if batches == "one batch":
+            await publish_raw(bootstrap, topic, raw)  # before the worker starts: one fetch
+            worker.start()
+        else:
+            worker.start()
+            for record in raw:
+                await publish_raw(bootstrap, topic, [record])
+                await wait_until_consumed(test_settings, worker)
+        dead = await consume_all(bootstrap, test_settings.topic_usage_dlq, expected=2)
+        await wait_until_consumed(test_settings, worker)
+    finally:
+        worker.stop()
+    reasons = [(json.loads(r.value), dict(r.headers)[topics.DLQ_HEADER_REASON]) for r in dead]
+    assert reasons == [(alice, b"unpriced"), (carol, b"conflicting_event")]
+    assert "'images'" in dict(dead[0].headers)[topics.DLQ_HEADER_MESSAGE].decode()
+    rows = await db.fetch(
+        "SELECT account_id, event_id, amount_micros FROM credit_transactions ORDER BY id"
+    )
+    assert [tuple(r) for r in rows] == [("bob", "1", -3_000_000)]
+    # (Alone, carol's record creates her account, empty, before the key is found taken.)
+    balances = await db.fetch("SELECT account_id, balance_micros FROM user_credits")
+    assert {a: b for a, b in balances if b} == {"bob": -3_000_000}
+    assert await db.fetchval("SELECT sum(times_seen) FROM duplicate_events") == 1
+    await ledger_matches_balances(db)
+
+
 @pytest.mark.parametrize("disruption", ["sigkill", "sigterm", "rebalance"])
 async def test_disruption_mid_stream_loses_nothing_and_debits_nothing_twice(
     test_settings: CommonSettings, db: asyncpg.Pool, disruption: str
