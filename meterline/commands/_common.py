@@ -149,20 +149,59 @@ def run_work(work: Coroutine[Any, Any, T], *, done: Callable[[], str] | None = N
 
 def unreachable(exc: BaseException, settings: CommonSettings) -> str | None:
     """The message for a Kafka or Postgres that cannot be reached (or was lost mid-run), naming
-    the setting that points at it; None when exc is something else."""
+    the setting that points at it, or for a file that cannot be read or written, naming the
+    file; None when exc is something else (or an OSError of none of them: it is shown whole).
+
+    An OSError or TimeoutError is laid at the door of the library it was raised in (asyncpg
+    or aiokafka, the deepest of their frames in its traceback): aiokafka wraps most of its
+    socket errors in KafkaConnectionError, but not all, and a missing file is an OSError too.
+    """
     import asyncpg
     from aiokafka.errors import KafkaError
 
+    kafka = (
+        f"cannot reach Kafka at {settings.kafka_bootstrap} (METERLINE_KAFKA_BOOTSTRAP): "
+        f"{type(exc).__name__}: {exc}"
+    )
+    postgres = (
+        f"cannot reach Postgres at {postgres_address(settings.database_url)} "
+        f"(METERLINE_DATABASE_URL): {type(exc).__name__}: {exc}"
+    )
     if isinstance(exc, KafkaError):
-        return (
-            f"cannot reach Kafka at {settings.kafka_bootstrap} (METERLINE_KAFKA_BOOTSTRAP): "
-            f"{type(exc).__name__}: {exc}"
-        )
-    if isinstance(exc, OSError | TimeoutError | asyncpg.PostgresError | asyncpg.InterfaceError):
-        return (
-            f"cannot reach Postgres at {postgres_address(settings.database_url)} "
-            f"(METERLINE_DATABASE_URL): {type(exc).__name__}: {exc}"
-        )
+        return kafka
+    if isinstance(exc, asyncpg.PostgresError | asyncpg.InterfaceError):
+        return postgres
+    if not isinstance(exc, OSError | TimeoutError):
+        return None
+    origin = raised_in(exc, ("asyncpg", "aiokafka"))
+    if origin == "aiokafka":
+        return kafka
+    if origin == "asyncpg":
+        return postgres
+    filename = getattr(exc, "filename", None)
+    if filename is not None:
+        return f"cannot use the file {filename!r}: {exc.strerror or exc}"
+    return None
+
+
+def raised_in(exc: BaseException, packages: tuple[str, ...]) -> str | None:
+    """Which of `packages` has the deepest frame in exc's traceback (or in the exceptions it
+    was raised from, or during), or None."""
+    found: str | None = None
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        tb = current.__traceback__
+        while tb is not None:
+            module = tb.tb_frame.f_globals.get("__name__", "")
+            top = module.partition(".")[0] if isinstance(module, str) else ""
+            if top in packages:
+                found = top
+            tb = tb.tb_next
+        if found is not None:
+            return found
+        current = current.__cause__ or current.__context__
     return None
 
 
