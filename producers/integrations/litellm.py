@@ -16,14 +16,18 @@ publishes one usage event built from the StandardLoggingPayload by producers.ada
 ``reservation_id``: debiting it settles the hold. After a failure it releases the hold.
 A sync SDK call (``litellm.completion``) has no hook before it that can stop it (LiteLLM runs
 only async hooks there and swallows what ``log_pre_api_call`` raises), so it runs unheld; its
-usage is published after it (``log_success_event``, in LiteLLM's logging thread), or spooled.
+usage is published after it (``log_success_event``, in LiteLLM's logging thread), or spooled,
+through one long-lived sink in a thread of its own (background.py), flushed at exit.
 Importing this module imports LiteLLM; nothing else in meterline does.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
+import os
+import threading
 import time
 from collections.abc import Mapping
 from decimal import Decimal
@@ -35,6 +39,7 @@ from litellm.integrations.custom_logger import CustomLogger
 from producers.adapters import to_event
 from producers.client import MeterlineClient
 from producers.errors import AdapterError
+from producers.integrations.background import BackgroundSink
 from producers.integrations.holds import CallRefused, Hold, HoldPolicy
 from producers.integrations.settings import IntegrationSettings
 from producers.integrations.sink import UsageSink
@@ -54,6 +59,7 @@ _PAYLOAD_FIELDS = {
     "team": "user_api_key_team_id",
 }
 _MAX_TRACKED = 10_000
+SYNC_WAIT_S = 30.0  # the longest a sync call's logging thread waits for its usage to be taken
 
 
 def _first(*values: Any) -> str | None:
@@ -114,6 +120,8 @@ class MeterlineCallback(CustomLogger):  # type: ignore[misc]
         self._client: MeterlineClient | None = None
         self._policy: HoldPolicy | None = None
         self._sink: UsageSink | None = None
+        self._background_sink: BackgroundSink | None = None
+        self._background_lock = threading.Lock()
         self.spool = Spool(self.settings.spool_path, self.settings.spool_max_bytes)
 
     # -- plumbing, created on first use inside the running event loop --
@@ -156,7 +164,12 @@ class MeterlineCallback(CustomLogger):  # type: ignore[misc]
         return self._sink
 
     async def aclose(self) -> None:
-        """Publish what waits, flush, close connections (SDK users call it at exit)."""
+        """Publish what waits, flush, close connections (SDK users call it at exit; the sync
+        path's own sink is also closed at interpreter exit without it)."""
+        with self._background_lock:
+            background, self._background_sink = self._background_sink, None
+        if background is not None:
+            await asyncio.to_thread(background.close)
         if self._sink is not None:
             await self._sink.close()
         if self._client is not None:
@@ -383,44 +396,46 @@ class MeterlineCallback(CustomLogger):  # type: ignore[misc]
             event = self._event(payload, Hold(account, None, Decimal(0), time.monotonic()))
         except (CallRefused, AdapterError) as exc:
             problem = exc
+        outcome: UsageEvent | Exception = event if problem is None else problem
+        try:
+            background = self._background()
+            done = background.run(self._deliver(background.sink, payload, account, outcome))
+        except (RuntimeError, ValueError) as exc:  # closed, or nowhere to publish
+            log.error("sync call %s: usage not published (%s), spooled", call_id, exc)
+            try:
+                if problem is None:
+                    self.spool.append([event.model_dump(mode="json", exclude_none=True)])
+            except SpoolFull as full:
+                log.critical("usage of call %s LOST: %s", call_id, full)
+            return
         try:
             asyncio.get_running_loop()
+            return  # a loop runs in this thread: never block it; close() waits for the work
         except RuntimeError:
-            # LiteLLM's logging thread: no loop
-            asyncio.run(self._from_thread(payload, account, event if problem is None else problem))
-            return
-        if problem is not None:
-            log.error("sync call %s not metered: %s", call_id, problem)
-            return
-        try:  # a loop runs in this thread: never block it; the next send drains the spool
-            self.spool.append([event.model_dump(mode="json", exclude_none=True)])
-        except SpoolFull as exc:
-            log.critical("usage of call %s LOST: %s", call_id, exc)
-
-    async def _from_thread(
-        self, payload: Mapping[str, Any], account: str | None, outcome: UsageEvent | Exception
-    ) -> None:
-        """Publish one event (or dead-letter usage that cannot be one) from a thread's own
-        event loop, with connections of its own (the callback's belong to the application's
-        loop), draining the spool on the way."""
-        client = (
-            MeterlineClient(
-                self.settings.api_url,
-                self.settings.api_key,
-                timeout=self.settings.api_timeout_seconds,
-                retries=1,
-                max_backoff=1.0,
+            pass
+        try:
+            # LiteLLM's logging thread: wait, so usage is published in step with the calls
+            done.result(timeout=SYNC_WAIT_S)
+        except concurrent.futures.TimeoutError:
+            log.warning(
+                "usage of sync call %s still being published after %ss", call_id, SYNC_WAIT_S
             )
-            if self.settings.api_url
-            else None
-        )
-        sink = UsageSink(
-            client=client,
-            kafka_bootstrap=self.settings.kafka_bootstrap,
-            topic=self.settings.topic_usage_events,
-            dlq_topic=self.settings.topic_usage_dlq,
-            spool=self.spool,
-        )
+
+    def _background(self) -> BackgroundSink:
+        """The sync path's long-lived sink, in a thread of its own (one per process)."""
+        with self._background_lock:
+            if self._background_sink is None or self._background_sink.pid != os.getpid():
+                self._background_sink = BackgroundSink(self.settings, self.spool)
+            return self._background_sink
+
+    async def _deliver(
+        self,
+        sink: UsageSink,
+        payload: Mapping[str, Any],
+        account: str | None,
+        outcome: UsageEvent | Exception,
+    ) -> None:
+        """Publish one event, or dead-letter usage that cannot be one."""
         try:
             if isinstance(outcome, Exception):
                 await self._not_metered(sink, payload, account, outcome)
@@ -428,10 +443,9 @@ class MeterlineCallback(CustomLogger):  # type: ignore[misc]
                 await sink.send(outcome)
         except SpoolFull as exc:
             log.critical("usage of call %s LOST: %s", payload.get("id"), exc)
-        finally:
-            await sink.close()
-            if client is not None:
-                await client.aclose()
+        except Exception:  # noqa: BLE001 - nobody may wait for this result: say it here
+            log.exception("usage of call %s not published", payload.get("id"))
+            raise
 
     async def _release(self, call_id: str | None) -> None:
         hold = self.holds.pop(call_id, None) if call_id else None

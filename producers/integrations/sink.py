@@ -75,7 +75,7 @@ class UsageSink:
                 if time.monotonic() < self._down_until:
                     raise PublishError(f"Kafka at {self.kafka_bootstrap} was unreachable just now")
                 publisher = UsagePublisher(
-                    self.kafka_bootstrap, self.topic, request_timeout_ms=10_000
+                    self.kafka_bootstrap, self.topic, request_timeout_ms=10_000, linger_ms=0
                 )
                 try:
                     await publisher.start()
