@@ -179,15 +179,14 @@ async def authenticate(request: Request) -> Principal:
     if scheme.lower() != "bearer" or not key.strip():
         raise _unauthorized("the Authorization header must be 'Bearer <key>'")
     key = key.strip()
-    if parse_key_id(key) is None:
-        # Not a key's shape: refused without a lookup, so not counted against the address.
-        raise _unauthorized("the API key is invalid or revoked")
     cache: KeyCache = request.app.state.key_cache  # set by create_app (TTL 0: keeps nothing)
     digest = hash_key(key)
     epoch = cache.epoch
     principal = cache.get(digest)
     if principal is None:
-        if cache.refused(digest):
+        # Not a key's shape: refused without a lookup, so not counted against the address
+        # (checked past the cache, which holds only keys that authenticated).
+        if parse_key_id(key) is None or cache.refused(digest):
             raise _unauthorized("the API key is invalid or revoked")
         if not cache.known(digest):
             await _limit_lookups(request, settings)
