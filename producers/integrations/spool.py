@@ -70,10 +70,7 @@ class Spool:
                 raise SpoolFull(
                     f"usage spool {self.path} is full ({self.size()} of {self.max_bytes} bytes)"
                 )
-            with open(self.path, "ab") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
+            _append_lines(self.path, data)
 
     def reject(self, entry: dict[str, Any]) -> None:
         """Keep one record of usage meterline cannot meter (reason, message, the data) in the
@@ -88,24 +85,42 @@ class Spool:
                 f.flush()
                 os.fsync(f.fileno())
 
-    def take(self) -> list[dict[str, Any]]:
-        """Start a drain: the events waiting (an unfinished drain's first). Call done() or
-        put_back() after."""
+    def take(self) -> list[Any]:
+        """Start a drain: the events waiting (an unfinished drain's first), each as its JSON
+        value, or as the line's text when it is not JSON (a process killed mid-append tears
+        its last line: it used to fail every drain after it). Call done() after."""
         with self._locked():
             if not self.draining.exists():
                 if not self.path.exists():
                     return []
                 os.replace(self.path, self.draining)
             lines = self.draining.read_bytes().splitlines()
-        return [json.loads(line) for line in lines if line.strip()]
+        return [_parse(line) for line in lines if line.strip()]
 
     def done(self, failed: list[dict[str, Any]]) -> None:
         """Finish a drain: `failed` go back to the spool, the drained file is removed."""
         with self._locked():
             if failed:
                 data = "".join(json.dumps(e, separators=(",", ":")) + "\n" for e in failed)
-                with open(self.path, "ab") as f:
-                    f.write(data.encode())
-                    f.flush()
-                    os.fsync(f.fileno())
+                _append_lines(self.path, data.encode())
             self.draining.unlink(missing_ok=True)
+
+
+def _append_lines(path: Path, data: bytes) -> None:
+    """Append whole lines, fsynced; after a torn last line (no newline: a process killed
+    mid-write) a line of their own, so the torn text does not swallow the first of them."""
+    with open(path, "ab+") as f:
+        if f.tell() > 0:
+            f.seek(-1, os.SEEK_END)
+            if f.read(1) != b"\n":
+                data = b"\n" + data
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _parse(line: bytes) -> Any:
+    try:
+        return json.loads(line)
+    except ValueError:  # JSONDecodeError, or bytes that are not UTF-8
+        return line.decode("utf-8", "replace")

@@ -43,6 +43,12 @@ def _event(n: int, account: str = "acme", ahead_s: float = 0) -> UsageEvent:
     )
 
 
+def _tear(path: Path, text: bytes) -> None:
+    """Append text without its end of line, as a process killed mid-append leaves it."""
+    with open(path, "ab") as f:
+        f.write(text)
+
+
 def _sink(server: ApiServer, key: str, spool: Spool) -> tuple[UsageSink, MeterlineClient]:
     client = MeterlineClient(server.url, key, retries=0)
     return UsageSink(client=client, kafka_bootstrap="", topic="unused", spool=spool), client
@@ -144,4 +150,36 @@ async def test_drain_over_kafka_counts_published_refused_and_spooled(
         "sink-2",
         "sink-3",
     ]
+    assert not spool.pending()
+
+
+async def test_a_torn_spool_line_is_refused_and_the_events_around_it_published(
+    api_settings: ApiSettings, tmp_path: Path
+) -> None:
+    """A proxy killed mid-append leaves a line that is not JSON: every drain failed on it and
+    the spool never emptied (in fail-open mode, calls were refused 503 once it was full)."""
+    spool = Spool(tmp_path / "spool.jsonl", 1 << 20)
+    spool.append([_event(1).model_dump(mode="json", exclude_none=True)])
+    _tear(spool.path, b'{"event_id": "sink-2", "acc')
+    spool.append([_event(3).model_dump(mode="json", exclude_none=True)])
+    sink = UsageSink(
+        client=None,
+        kafka_bootstrap=api_settings.kafka_bootstrap,
+        topic=api_settings.topic_usage_events,
+        dlq_topic=api_settings.topic_usage_dlq,
+        spool=spool,
+    )
+    try:
+        sent = await sink.drain()
+    finally:
+        await sink.close()
+    assert (sent.published, sent.refused, sent.spooled) == (2, 1, 0)
+    records = await consume_to_end(api_settings.kafka_bootstrap, api_settings.topic_usage_events, 2)
+    assert sorted(UsageEvent.model_validate_json(r.value).event_id for r in records) == [
+        "sink-1",
+        "sink-3",
+    ]
+    [letter] = await consume_to_end(api_settings.kafka_bootstrap, api_settings.topic_usage_dlq, 1)
+    assert json.loads(letter.value) == '{"event_id": "sink-2", "acc'
+    assert dict(letter.headers)["meterline.reason"] == b"invalid_event"
     assert not spool.pending()

@@ -48,3 +48,19 @@ def test_the_spool_is_bounded_and_refuses_rather_than_drops(tmp_path: Path) -> N
     with pytest.raises(SpoolFull, match="full"):
         spool.append([ev(0)])
     assert len(spool.take()) == fits  # every accepted event is still there
+
+
+def test_a_torn_line_is_handed_over_as_text_not_a_drain_that_fails_for_ever(
+    tmp_path: Path,
+) -> None:
+    """A process killed mid-append leaves a line that is not JSON. take() raised on it, and
+    the next take() found the same .draining file: no drain ever passed it again."""
+    spool = Spool(tmp_path / "s.jsonl", 1 << 20)
+    spool.append([ev(1)])
+    with open(spool.path, "ab") as f:
+        f.write(b'{"event_id": "e2", "acc')  # torn: no end, no newline
+    spool.append([ev(3)])
+    # the torn text alone (the next append starts a line of its own), the events around it whole
+    assert spool.take() == [ev(1), '{"event_id": "e2", "acc', ev(3)]
+    spool.done([])
+    assert not spool.pending()
