@@ -127,3 +127,38 @@ async def test_usage_of_the_last_sync_calls_is_flushed_at_interpreter_exit(
     records = await consume_to_end(api_settings.kafka_bootstrap, api_settings.topic_usage_events, 3)
     assert [json.loads(r.value)["account_id"] for r in records] == ["acme"] * 3
     assert not spool.exists() or spool.read_text() == ""
+
+
+async def test_concurrent_sync_calls_from_many_threads_share_the_one_producer(
+    served: ApiServer,
+    admin_key: str,
+    api_settings: ApiSettings,
+    db: asyncpg.Pool,
+    worker: Worker,
+    installed: list[Recording],  # noqa: F811 - the fixture
+    tmp_path: Path,
+) -> None:
+    await fund(db, "acme", 5_000_000)
+    host, port = api_settings.kafka_bootstrap.split(",")[0].rsplit(":", 1)
+    proxy = CountingProxy(host, int(port))
+    await proxy.open()
+    try:
+        use(
+            installed,
+            make_callback(served, admin_key, api_settings, tmp_path, kafka_bootstrap=proxy.address),
+        )
+
+        def five() -> None:
+            for _ in range(5):
+                litellm.completion(model=MODEL, messages=MESSAGES, mock_response="x", user="acme")
+
+        await asyncio.gather(*(asyncio.to_thread(five) for _ in range(4)))
+        await wait_for(db, USAGE_ROWS, 20, worker=worker)
+        assert proxy.accepted == 1
+    finally:
+        await proxy.close()
+    assert await usage_debits(db, "acme") == [MOCK_COST] * 20
+    records = await consume_to_end(
+        api_settings.kafka_bootstrap, api_settings.topic_usage_events, 20
+    )
+    assert len({json.loads(r.value)["event_id"] for r in records}) == len(records) == 20
