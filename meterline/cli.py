@@ -17,7 +17,7 @@ from meterline.commands import (
     reconcile,
     worker,
 )
-from meterline.commands._common import console
+from meterline.commands._common import console, tagged
 
 app = typer.Typer(
     name="meterline",
@@ -61,7 +61,7 @@ def _warn_unknown_variables() -> None:
     from schemas.settings import unknown_variables
 
     for line in unknown_variables(os.environ, known_variables()):
-        console.print(f"[yellow]warning:[/] {line}", soft_wrap=True)
+        console.print(tagged("warning:", "yellow", f" {line}"), soft_wrap=True)
 
 
 dev.register(app)
@@ -84,5 +84,5 @@ def main() -> None:
     try:
         app(prog_name="meterline")
     except InvalidSetting as exc:
-        console.print(f"[bold red]error:[/] {exc}")
+        console.print(tagged("error:", "bold red", f" {exc}"))
         raise SystemExit(2) from None

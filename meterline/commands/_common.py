@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 if TYPE_CHECKING:
     from schemas.settings import CommonSettings
@@ -15,9 +16,18 @@ if TYPE_CHECKING:
 S = TypeVar("S", bound="CommonSettings")
 T = TypeVar("T")
 
-console = Console(stderr=True)
+# No rich markup in what is printed: messages carry values from outside (paths, account and
+# event ids, Kafka's and Postgres' errors), and one holding "[/]" raised MarkupError (a
+# traceback, after `admin create-key` had stored the key it then never showed) while "[red]"
+# vanished from what was shown. Styles are set with `tagged` instead.
+console = Console(stderr=True, markup=False)
 # Results go to stdout unwrapped, so a pipe or a script reads whole lines.
-out = Console(soft_wrap=True)
+out = Console(soft_wrap=True, markup=False)
+
+
+def tagged(tag: str, style: str, rest: str = "") -> Text:
+    """`tag` in `style`, then `rest` as it is (the consoles read no markup)."""
+    return Text.assemble((tag, style), rest)
 
 
 PLAIN_PROGRESS_EVERY_S = 10.0
@@ -100,7 +110,7 @@ def quiet_repeated_warnings(every_s: float = REPEAT_EVERY_S) -> None:
 
 def fail(message: str, code: int = 1) -> NoReturn:
     """Print an error the user can act on and exit non-zero."""
-    console.print(f"[bold red]error:[/] {message}")
+    console.print(tagged("error:", "bold red", f" {message}"))
     raise typer.Exit(code)
 
 
@@ -138,7 +148,7 @@ def run_work(work: Coroutine[Any, Any, T], *, done: Callable[[], str] | None = N
     except KeyboardInterrupt:
         if done is None:
             raise
-        console.print(f"[yellow]interrupted[/]: {done()}")
+        console.print(tagged("interrupted", "yellow", f": {done()}"))
         raise typer.Exit(130) from None
     except Exception as exc:
         message = unreachable(exc, get_settings(CommonSettings))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import typer
+from rich.text import Text
 
 from meterline.commands._common import console, fail, out
 
@@ -66,8 +67,10 @@ def _print_status(st: object) -> None:
     from deploy.stack import StackStatus
 
     assert isinstance(st, StackStatus)
-    k = "[green]running[/]" if st.kafka_running else "[red]stopped[/]"
-    p = "[green]running[/]" if st.postgres_running else "[red]stopped[/]"
+    k = ("running", "green") if st.kafka_running else ("stopped", "red")
+    p = ("running", "green") if st.postgres_running else ("stopped", "red")
     pid = f"  pid={st.kafka_pid}" if st.kafka_pid else ""
-    out.print(f"kafka     {k}  bootstrap={st.kafka_bootstrap}{pid}", soft_wrap=True)
-    out.print(f"postgres  {p}  uri={st.database_url}", soft_wrap=True)
+    out.print(
+        Text.assemble("kafka     ", k, f"  bootstrap={st.kafka_bootstrap}{pid}"), soft_wrap=True
+    )
+    out.print(Text.assemble("postgres  ", p, f"  uri={st.database_url}"), soft_wrap=True)

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 import typer
 
-from meterline.commands._common import addresses, bounded_time, console, fail, out
+from meterline.commands._common import addresses, bounded_time, console, fail, out, tagged
 
 if TYPE_CHECKING:
     from decimal import Decimal
@@ -170,8 +170,11 @@ def list_prices(
     versions, unusable = _run(work, "pricing list")
     for bad in unusable:
         console.print(
-            f"[yellow]unusable price version {bad.id} of {bad.model!r} is skipped:[/] "
-            f"{bad.reason}; add a correct version with a later effective_from"
+            tagged(
+                f"unusable price version {bad.id} of {bad.model!r} is skipped:",
+                "yellow",
+                f" {bad.reason}; add a correct version with a later effective_from",
+            )
         )
     if not versions:
         if model is not None:

@@ -17,6 +17,7 @@ from meterline.commands._common import (
     out,
     plain_progress,
     quiet_repeated_warnings,
+    tagged,
 )
 
 if TYPE_CHECKING:
@@ -109,7 +110,11 @@ def register(app: typer.Typer) -> None:
         )
         for failure in summary.failed[:_SHOW_BAD]:
             console.print(
-                f"[red]not delivered:[/] event {failure.event.event_id!r}: {failure.error!r}"
+                tagged(
+                    "not delivered:",
+                    "red",
+                    f" event {failure.event.event_id!r}: {failure.error!r}",
+                )
             )
         out.print(
             f"published {summary.published}, bad {len(summary.bad)}, failed {len(summary.failed)}"
@@ -218,9 +223,9 @@ def _run(
             nonlocal shown
             shown += 1
             if shown <= _SHOW_BAD:
-                progress.console.print(f"[yellow]bad[/] {bad}")
+                progress.console.print(tagged("bad", "yellow", f" {bad}"))
             elif shown == _SHOW_BAD + 1:
-                progress.console.print("[yellow]more bad lines: only counted from here[/]")
+                progress.console.print(tagged("more bad lines: only counted from here", "yellow"))
 
         summary = ProduceSummary()
         quiet_repeated_warnings()
@@ -239,10 +244,14 @@ def _run(
         except KeyboardInterrupt:
             again = f"the same --seed {seed}" if synthetic is not None else "the same input"
             console.print(
-                f"[yellow]interrupted[/]: published {summary.published} events (acknowledged "
-                f"by Kafka), {len(summary.bad)} bad lines; the rest was not sent. Publishing "
-                f"{again} again is safe: an event published twice is debited once "
-                "(source, event_id)"
+                tagged(
+                    "interrupted",
+                    "yellow",
+                    f": published {summary.published} events (acknowledged by Kafka), "
+                    f"{len(summary.bad)} bad lines; the rest was not sent. Publishing "
+                    f"{again} again is safe: an event published twice is debited once "
+                    "(source, event_id)",
+                )
             )
             raise typer.Exit(130) from None
         except PublishError as exc:

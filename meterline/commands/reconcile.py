@@ -19,6 +19,7 @@ from meterline.commands._common import (
     out,
     plain_progress,
     run_work,
+    tagged,
 )
 
 if TYPE_CHECKING:
@@ -171,8 +172,11 @@ def register(app: typer.Typer) -> None:
 
         for p, first in sorted(summary.truncated.items()):
             console.print(
-                f"[yellow]partition {p} starts at offset {first}: older records were "
-                "deleted by retention[/]"
+                tagged(
+                    f"partition {p} starts at offset {first}: older records were deleted by "
+                    "retention",
+                    "yellow",
+                )
             )
         out.print(
             f"read {summary.read}, debited {summary.debited} "
@@ -276,7 +280,7 @@ def register(app: typer.Typer) -> None:
                 )
             )
             for c in fixed.conflicts:
-                console.print(f"[red]conflict:[/] {c}")
+                console.print(tagged("conflict:", "red", f" {c}"))
             if fixed.conflicts:
                 raise typer.Exit(1)
         elif not result.clean:
@@ -317,25 +321,35 @@ def _print_result(result: ReconcileResult) -> None:
         " events/s)"
     )
     for source, event_id, why in result.unpriceable[:20]:
-        console.print(f"[yellow]cannot price[/] event {source}/{event_id}: {why}")
+        console.print(tagged("cannot price", "yellow", f" event {source}/{event_id}: {why}"))
     if len(result.unpriceable) > 20:
         console.print(f"… {len(result.unpriceable) - 20} more events cannot be priced (--report)")
     for source, event_id, account in result.conflicting[:20]:
         console.print(
-            f"[yellow]conflicting[/] event {source}/{event_id} of {account}: its key was debited"
-            " for another account; not debited, in usage.dlq as conflicting_event"
+            tagged(
+                "conflicting",
+                "yellow",
+                f" event {source}/{event_id} of {account}: its key was debited for another"
+                " account; not debited, in usage.dlq as conflicting_event",
+            )
         )
     if len(result.conflicting) > 20:
         console.print(f"… {len(result.conflicting) - 20} more conflicting events (--report)")
     for p, first in sorted(result.truncated.items()):
         console.print(
-            f"[yellow]partition {p} starts at offset {first}: older records were "
-            "deleted; debits of their events show as extra[/]"
+            tagged(
+                f"partition {p} starts at offset {first}: older records were deleted; debits "
+                "of their events show as extra",
+                "yellow",
+            )
         )
     if result.clean:
         out.print(
-            "[green]clean[/]: the ledger matches the stream, every balance its ledger and its"
-            " grants"
+            tagged(
+                "clean",
+                "green",
+                ": the ledger matches the stream, every balance its ledger and its grants",
+            )
         )
         return
     out.print(
