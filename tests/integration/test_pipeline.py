@@ -13,6 +13,7 @@ import pytest
 from schemas import topics
 from schemas.settings import CommonSettings
 from tests.integration.ledger_helpers import allocate, ledger_matches_balances
+from tests.integration.reconcile_helpers import run_reconcile, window
 from tests.integration.worker import (
     Worker,
     add_test_price,
@@ -229,6 +230,11 @@ async def test_an_unpriced_copy_of_a_key_holds_it_for_no_account(
     assert {a: b for a, b in balances if b} == {"bob": -3_000_000}
     assert await db.fetchval("SELECT sum(times_seen) FROM duplicate_events") == 1
     await ledger_matches_balances(db)
+    # Reconcile agrees: bob's debit is no finding, alice's record is unpriced, carol's apart.
+    found = await run_reconcile(test_settings, *window())
+    assert found.clean, found.findings
+    assert found.conflicting == [("default", "1", "carol")]
+    assert (found.in_range, found.distinct, found.duplicates, found.unpriced) == (4, 3, 1, 1)
 
 
 @pytest.mark.parametrize("disruption", ["sigkill", "sigterm", "rebalance"])
