@@ -19,7 +19,13 @@ from api.key_cache import KeyCache
 from api.query import QueryParam, read_query
 from api.rate_limit import MemoryFixedWindow, RateLimiter
 from api.settings import ApiSettings
-from processors.api_keys import Principal, authenticate_key, hash_key, parse_key_id
+from processors.api_keys import (
+    MAX_KEY_CHARS,
+    Principal,
+    authenticate_key,
+    hash_key,
+    parse_key_id,
+)
 from producers.keeper import PublisherKeeper
 from producers.publisher import UsagePublisher
 from schemas.bounds import Text
@@ -179,6 +185,9 @@ async def authenticate(request: Request) -> Principal:
     if scheme.lower() != "bearer" or not key.strip():
         raise _unauthorized("the Authorization header must be 'Bearer <key>'")
     key = key.strip()
+    if len(key) > MAX_KEY_CHARS:
+        # Longer than any key (the HTTP server may pass megabytes): not hashed, not looked up.
+        raise _unauthorized("the API key is invalid or revoked")
     cache: KeyCache = request.app.state.key_cache  # set by create_app (TTL 0: keeps nothing)
     digest = hash_key(key)
     epoch = cache.epoch

@@ -15,7 +15,10 @@ from processors import api_key_queries as q
 
 KEY_PREFIX = "ml_"
 Scope = Literal["user", "admin"]
-_KEY_RE = re.compile(r"^ml_([0-9a-f]{16})_([A-Za-z0-9_-]{43,})$")
+# Secrets are 43 characters (token_urlsafe(32)); up to 128 leaves room for longer ones later.
+_KEY_RE = re.compile(r"^ml_([0-9a-f]{16})_([A-Za-z0-9_-]{43,128})$")
+MAX_KEY_CHARS = len(KEY_PREFIX) + 16 + 1 + 128
+"""No key is longer: a longer Authorization value is refused before it is hashed or looked up."""
 
 
 @dataclass(frozen=True)
