@@ -216,14 +216,15 @@ def grant_monthly(
     month: str | None = typer.Option(None, "--month", help="YYYY-MM (default: this UTC month)"),
 ) -> None:
     """Give every account its tier's monthly allocation, once per month (safe to rerun)."""
+    this_month = datetime.now(UTC).date().replace(day=1)
     if month is None:
-        first = datetime.now(UTC).date().replace(day=1)
+        first = this_month
     else:
         try:
             first = datetime.strptime(month, "%Y-%m").date()
         except ValueError:
             fail(f"--month must be YYYY-MM, got {month!r}", code=2)
-        if first > datetime.now(UTC).date().replace(day=1):
+        if first > this_month:
             fail(f"--month {month} is in the future; a month is granted once it has begun", code=2)
 
     async def run(first: date) -> MonthlyGrant:

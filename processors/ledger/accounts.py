@@ -98,6 +98,7 @@ async def grant_monthly_allocations(
     month: date,
     policy: LedgerPolicy,
     on_progress: Callable[[int, int], None] | None = None,
+    now: datetime | None = None,
 ) -> MonthlyGrant:
     """Give every account its tier's monthly_allocation for `month`, at most once.
 
@@ -105,10 +106,16 @@ async def grant_monthly_allocations(
     burns before paid credit, and what is left leaves through an expiration row). The
     idempotency key `monthly:<YYYY-MM>` makes reruns no-ops: an account already granted
     (even an amount since changed on its tier) is counted as `already`, not granted twice.
+    The whole run reads one clock (`now`, default the real one): the terms and every batch's
+    effective time agree even when the month ends during the run.
     """
     label = f"{month.year:04d}-{month.month:02d}"
     key = f"monthly:{label}"
-    terms = monthly_terms(month, datetime.now(UTC))
+    # One instant for the terms and the writes: with a second reading, a run still going at
+    # 00:00 UTC on the 1st gave grants effective after they expired, which the table refuses
+    # (expires_at > effective_at) and the run stopped half done.
+    at = now or datetime.now(UTC)
+    terms = monthly_terms(month, at)
     rows = await aq.accounts_with_monthly_allocation(conn)
     granted = already = granted_micros = 0
     # Batches of accounts, each one transaction of a few statements (post_credits): a rerun or a
@@ -125,7 +132,7 @@ async def grant_monthly_allocations(
             )
             for r in batch
         ]
-        results = await post_credits(conn, credits, policy=policy, create_accounts=False)
+        results = await post_credits(conn, credits, policy=policy, create_accounts=False, now=at)
         for c, result in zip(credits, results, strict=True):
             if isinstance(result, EntryResult) and not result.replayed:
                 granted += 1
