@@ -67,14 +67,19 @@ def read_query(request: Request, *params: QueryParam[Any], errors: list[Any]) ->
 
 
 def day_range(
-    day_from: date | None, day_to: date | None, *, max_days: int | None = None
+    day_from: date | None,
+    day_to: date | None,
+    *,
+    max_days: int | None = None,
+    today: date | None = None,
 ) -> tuple[date, date]:
     """The UTC days from..to (both inclusive) a report covers, for every route that takes
     `from` and `to` as days: `from` defaults to this month's 1st, `to` to today, or to `from`
     when that is later (a future `from` alone is one day, not an error about a `to` nobody
     sent). A 422 naming `to` (rule `range`) when it is before `from` or, with `max_days`, the
-    range spans more days than that."""
-    today = datetime.now(UTC).date()
+    range spans more days than that. `today`: the route's own reading of the clock, when it
+    reads it for something else too (default: read here)."""
+    today = today or datetime.now(UTC).date()
     start = day_from or today.replace(day=1)
     end = day_to or max(today, start)
     if end < start:

@@ -166,8 +166,11 @@ async def system_analytics(
     pool: Pool, _: AdminKey, day_from: DayFrom = None, day_to: DayTo = None
 ) -> SystemAnalyticsOut:
     """Accounts and total balance now; usage spend, events and active accounts in the period."""
-    start, end = day_range(day_from, day_to)
-    totals = await q.system_totals(pool, month=month_of(datetime.now(UTC)))
+    # One reading of the clock: at 00:00 UTC on the 1st the default period and the month whose
+    # cap decides "blocked" are of the same month.
+    now = datetime.now(UTC)
+    start, end = day_range(day_from, day_to, today=now.date())
+    totals = await q.system_totals(pool, month=month_of(now))
     usage = await q.usage_totals(pool, day_from=start, day_to=end)
     return SystemAnalyticsOut.model_validate(
         {

@@ -37,12 +37,19 @@ async def list_grants(
     something left: by priority, then soonest expiry (never last), then oldest.
     """
     before = decode_cursor(cursor) if cursor is not None else None
+    # One instant for which grants are open and for each one's status: a grant expiring
+    # between two readings was listed as open with the status "expired".
+    now = datetime.now(UTC)
     grants = await q.page_grants(
-        pool, account_id=account_id, before_id=before, open_only=open_only, limit=limit + 1
+        pool,
+        account_id=account_id,
+        before_id=before,
+        open_only=open_only,
+        limit=limit + 1,
+        at=now,
     )
     more = len(grants) > limit
     grants = grants[:limit]
-    now = datetime.now(UTC)
     return GrantsPage(
         items=[grant_out(g, now) for g in grants],
         next_cursor=encode_cursor(grants[-1].grant_id) if more else None,
