@@ -1,7 +1,10 @@
-"""Shared test configuration: hypothesis profiles."""
+"""Shared test configuration: hypothesis profiles, and no test across 00:00 UTC."""
 
 import os
+import time
+from datetime import UTC, datetime, timedelta
 
+import pytest
 from hypothesis import settings
 
 settings.register_profile("ci", max_examples=200, deadline=None)
@@ -16,3 +19,26 @@ def pytest_sessionfinish(session, exitstatus):  # type: ignore[no-untyped-def]
     if os.environ.get("CI") and skipped and session.exitstatus == 0:
         reporter.write_line(f"CI: {skipped} test(s) were skipped; failing the run", red=True)
         session.exitstatus = 1
+
+
+# A test reads "today" or "this month" (to seed a daily rollup, to name the month a grant is
+# for, to expect a cap to bind) and the API, the worker or a CLI process it drives reads its
+# own clock again, up to seconds later. Across 00:00 UTC the two disagree, on the 1st of a
+# month about the month too, and the test fails although each side was right at its instant.
+# So a test that would start in the last MIDNIGHT_MARGIN_S of a UTC day starts just after
+# midnight instead. What the ledger does at the turn itself is tested with a clock passed in
+# (tests/integration/test_month_turn.py); tests that write with a clock of their own pass it.
+MIDNIGHT_MARGIN_S = 60.0
+
+
+def seconds_to_utc_midnight(now: datetime) -> float:
+    """Seconds from `now` to the next 00:00 UTC."""
+    midnight = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    return (midnight - now).total_seconds()
+
+
+@pytest.fixture(autouse=True)
+def _clear_of_utc_midnight() -> None:
+    left = seconds_to_utc_midnight(datetime.now(UTC))
+    if left < MIDNIGHT_MARGIN_S:
+        time.sleep(left + 0.5)

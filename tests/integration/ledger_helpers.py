@@ -32,11 +32,13 @@ async def allocate(
     *,
     reason: str | None = "test grant",
     policy: LedgerPolicy = POLICY,
+    now: datetime | None = None,
 ) -> None:
-    """Credit an account through the ledger (as the admin route does)."""
+    """Credit an account through the ledger (as the admin route does); `now`: the ledger's
+    clock (default: the real one)."""
     if isinstance(db, asyncpg.Pool):
         async with db.acquire() as conn:
-            await allocate(conn, account_id, micros, key, reason=reason, policy=policy)
+            await allocate(conn, account_id, micros, key, reason=reason, policy=policy, now=now)
         return
     await post_entry(
         db,
@@ -46,6 +48,7 @@ async def allocate(
         reason=reason,
         idempotency_key=key,
         policy=policy,
+        now=now,
     )
 
 

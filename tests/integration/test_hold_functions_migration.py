@@ -14,7 +14,10 @@ from schemas import migrate
 from tests.integration import services as svc
 
 HOLD_FUNCTIONS = 10
-MONTH = datetime.now(UTC).date().replace(day=1)
+# The reserves below are made with this clock, whenever they run: the month of the spend
+# written here is the month they read, even when 00:00 UTC on the 1st passes in between.
+NOW = datetime.now(UTC)
+MONTH = NOW.date().replace(day=1)
 
 
 async def _populate(conn: asyncpg.Connection) -> None:
@@ -131,4 +134,5 @@ async def _reserve(
         idempotency_key=key,
         request_hash=request_hash,
         metadata=None,
+        now=NOW,
     )

@@ -27,7 +27,6 @@ from schemas.event import UsageEvent
 from tests.integration.ledger_helpers import allocate, ledger_matches_balances
 
 POLICY = LedgerPolicy(low_balance_micros=1_000_000)
-NOW = datetime.now(UTC)
 # 2 credits per M input, 1 per M cached, 8 per M output: easy to compute by hand.
 VERSION = PriceVersion(
     id=None,
@@ -49,13 +48,13 @@ def ev(
     cached: int = 0,
     out: int = 0,
     source: str = "default",
-    when: datetime = NOW,
+    when: datetime | None = None,
 ) -> RatedEvent:
     e = UsageEvent(
         event_id=event_id,
         source=source,
         account_id=account,
-        occurred_at=when,
+        occurred_at=when or datetime.now(UTC),
         model="test/model",
         input_tokens=inp,
         cached_input_tokens=cached,
@@ -64,8 +63,11 @@ def ev(
     return RatedEvent(e, VERSION, "test")
 
 
-async def deduct(conn: asyncpg.Connection, micros: int, key: str, *, reason: str) -> EntryResult:
-    """A deduction with the limits enforced, as the API's deduct route makes it."""
+async def deduct(
+    conn: asyncpg.Connection, micros: int, key: str, *, reason: str, now: datetime | None = None
+) -> EntryResult:
+    """A deduction with the limits enforced, as the API's deduct route makes it (`now`: the
+    ledger's clock, default the real one)."""
     return await post_entry(
         conn,
         account_id="a",
@@ -75,6 +77,7 @@ async def deduct(conn: asyncpg.Connection, micros: int, key: str, *, reason: str
         idempotency_key=key,
         policy=POLICY,
         enforce_limits=True,
+        now=now,
     )
 
 
@@ -165,7 +168,9 @@ async def test_a_key_debited_for_another_account_is_a_conflict_not_a_duplicate(
         assert [p for p, _ in later.conflicting] == [0]
         # b's event published at another time (another partition of usage_events) too.
         moved = await debit_batch(
-            conn, [ev("1", "b", inp=10**6, when=NOW - timedelta(days=40))], policy=POLICY
+            conn,
+            [ev("1", "b", inp=10**6, when=datetime.now(UTC) - timedelta(days=40))],
+            policy=POLICY,
         )
         assert (moved.debited, moved.duplicates, len(moved.conflicting)) == (0, 0, 1)
         balances = dict(await conn.fetch("SELECT account_id, balance_micros FROM user_credits"))
@@ -211,13 +216,18 @@ async def test_an_unpriced_copy_of_a_key_holds_it_for_no_account(db: asyncpg.Poo
 
 
 async def test_overdraw_is_recorded_blocks_and_alerts_once(db: asyncpg.Pool) -> None:
+    # One clock for the whole scenario: its spend and its cap are of one month, even when the
+    # test runs across 00:00 UTC on the 1st.
+    now = datetime.now(UTC)
     async with db.acquire() as conn:
-        await allocate(conn, "a", 3_000_000, reason=None, policy=POLICY)
-        await set_monthly_cap(conn, account_id="a", cap_micros=4_000_000, policy=POLICY)
+        await allocate(conn, "a", 3_000_000, reason=None, policy=POLICY, now=now)
+        await set_monthly_cap(conn, account_id="a", cap_micros=4_000_000, policy=POLICY, now=now)
         # 1.0 each (500k input at 2/M): spend 1,2,3,4 = 25%, 50%, 75%, 100% of the cap and
         # balance 2,1,0,-1; the last event crosses 80 % and 100 % at once: both are alerted.
         for i in range(4):
-            await debit_batch(conn, [ev(f"e{i}", "a", inp=500_000)], policy=POLICY)
+            await debit_batch(
+                conn, [ev(f"e{i}", "a", inp=500_000, when=now)], policy=POLICY, now=now
+            )
         state = await conn.fetchrow(
             "SELECT balance_micros, blocked, blocked_reason FROM user_credits"
         )
@@ -236,11 +246,11 @@ async def test_overdraw_is_recorded_blocks_and_alerts_once(db: asyncpg.Pool) -> 
             ("blocked", None),
         ]
         # A top-up unblocks only if the cap allows: spend is at the cap, so still blocked.
-        await allocate(conn, "a", 5_000_000, reason=None, policy=POLICY)
+        await allocate(conn, "a", 5_000_000, reason=None, policy=POLICY, now=now)
         assert (
             await conn.fetchval("SELECT blocked_reason FROM user_credits") == "monthly_cap_reached"
         )
-        await set_monthly_cap(conn, account_id="a", cap_micros=None, policy=POLICY)
+        await set_monthly_cap(conn, account_id="a", cap_micros=None, policy=POLICY, now=now)
         assert await conn.fetchval("SELECT blocked FROM user_credits") is False
         assert (
             await conn.fetchval("SELECT kind FROM alert_outbox ORDER BY id DESC LIMIT 1")
@@ -250,17 +260,18 @@ async def test_overdraw_is_recorded_blocks_and_alerts_once(db: asyncpg.Pool) -> 
 
 
 async def test_events_of_a_past_month_count_to_that_month(db: asyncpg.Pool) -> None:
-    last_month = NOW.replace(day=1) - timedelta(days=1)
+    now = datetime.now(UTC)
+    last_month = now.replace(day=1) - timedelta(days=1)
     async with db.acquire() as conn:
         await debit_batch(
             conn,
-            [ev("old", "a", inp=10**6, when=last_month), ev("new", "a", inp=10**6)],
+            [ev("old", "a", inp=10**6, when=last_month), ev("new", "a", inp=10**6, when=now)],
             policy=POLICY,
         )
         rows = dict(await conn.fetch("SELECT month, spend_micros FROM monthly_spend"))
     assert rows == {
         last_month.date().replace(day=1): 2_000_000,
-        NOW.date().replace(day=1): 2_000_000,
+        now.date().replace(day=1): 2_000_000,
     }
 
 
@@ -286,15 +297,17 @@ async def test_deduction_limits_and_idempotency(db: asyncpg.Pool) -> None:
 async def _race_deductions(
     db: asyncpg.Pool, calls: int, *, cap_micros: int | None, refusal: type[Exception]
 ) -> int:
-    """`calls` deductions of 1.0 at once from an account holding 50.0: how many went through."""
+    """`calls` deductions of 1.0 at once from an account holding 50.0: how many went through.
+    One clock for all of them: the race is within one month whenever it runs."""
+    now = datetime.now(UTC)
     async with db.acquire() as conn:
-        await allocate(conn, "a", 50_000_000, reason=None, policy=POLICY)
-        await set_monthly_cap(conn, account_id="a", cap_micros=cap_micros, policy=POLICY)
+        await allocate(conn, "a", 50_000_000, reason=None, policy=POLICY, now=now)
+        await set_monthly_cap(conn, account_id="a", cap_micros=cap_micros, policy=POLICY, now=now)
 
     async def one(i: int) -> bool:
         async with db.acquire() as conn:
             try:
-                await deduct(conn, 1_000_000, f"d{i}", reason="call")
+                await deduct(conn, 1_000_000, f"d{i}", reason="call", now=now)
                 return True
             except refusal:
                 return False

@@ -42,7 +42,6 @@ from tests.integration.ledger_helpers import (
 
 POLICY = LedgerPolicy()
 PARTITIONED = 9
-NOW = datetime.now(UTC)
 FAR_PAST = datetime(2001, 6, 15, 12, tzinfo=UTC)
 
 
@@ -59,14 +58,19 @@ async def fresh_database(services: svc.Services) -> AsyncIterator[tuple[asyncpg.
 
 
 def usage(
-    event_id: str, account: str, micros: int, *, when: datetime = NOW, hold: str | None = None
+    event_id: str,
+    account: str,
+    micros: int,
+    *,
+    when: datetime | None = None,
+    hold: str | None = None,
 ) -> RatedEvent:
     """A usage event costing `micros` (COST_IS_INPUT: 1 micro per input token)."""
     return RatedEvent(
         UsageEvent(
             event_id=event_id,
             account_id=account,
-            occurred_at=when,
+            occurred_at=when or datetime.now(UTC),
             model="any",
             input_tokens=micros,
             reservation_id=hold,
@@ -80,6 +84,7 @@ async def _populate(pool: asyncpg.Pool) -> dict[str, Any]:
     priced deduction, grants (one expired by the expiry run), a coupon, a settled hold, and
     usage across several months, one of them far in the past."""
     out: dict[str, Any] = {}
+    now = datetime.now(UTC)
     async with pool.acquire() as conn:
         for account in ("alice", "bob", "carol"):
             await post_entry(
@@ -97,7 +102,7 @@ async def _populate(pool: asyncpg.Pool) -> dict[str, Any]:
             policy=POLICY,
         )
         events = [
-            usage(f"m{k}-{a}", a, 1000 + k, when=NOW - timedelta(days=31 * k))
+            usage(f"m{k}-{a}", a, 1000 + k, when=now - timedelta(days=31 * k))
             for k in range(4)
             for a in ("alice", "bob")
         ]
@@ -137,8 +142,8 @@ async def _populate(pool: asyncpg.Pool) -> dict[str, Any]:
             grant=GrantTerms(
                 category="promotional",
                 priority=10,
-                effective_at=NOW - timedelta(hours=2),
-                expires_at=NOW - timedelta(hours=1),
+                effective_at=now - timedelta(hours=2),
+                expires_at=now - timedelta(hours=1),
             ),
         )
         await conn.execute(
@@ -346,11 +351,13 @@ async def test_conversion_of_a_populated_ledger_keeps_every_row_key_and_page(
 async def test_partitions_are_created_ahead_idempotently_and_default_rows_never_block(
     services: svc.Services,
 ) -> None:
+    # This test's own time, not the module's import time: a month may have turned since.
+    now = datetime.now(UTC)
     async with fresh_database(services) as (pool, _):
         async with pool.acquire() as conn:
             await migrate.up(conn)
             # A fresh database has this month and the next two, before any worker runs.
-            month = datetime(NOW.year, NOW.month, 1, tzinfo=UTC)
+            month = datetime(now.year, now.month, 1, tzinfo=UTC)
             ahead = [(month + timedelta(days=32 * k)).strftime("y%Ym%m") for k in range(3)]
             for table in ("credit_transactions", "usage_events"):
                 names = await partition_months(conn, table=table)
@@ -362,7 +369,7 @@ async def test_partitions_are_created_ahead_idempotently_and_default_rows_never_
             # months' partitions still works with it there.
             old = datetime(2003, 2, 10, tzinfo=UTC)
             await debit_batch(conn, [usage("old-1", "acme", 5, when=old)], policy=POLICY)
-            later = NOW + timedelta(days=200)
+            later = now + timedelta(days=200)
             assert await ensure_partitions(conn, at=later) == 6
             assert await ensure_partitions(conn, at=later) == 0
             assert await conn.fetchval(
@@ -372,19 +379,19 @@ async def test_partitions_are_created_ahead_idempotently_and_default_rows_never_
             # Creating the partition of a month that already has rows in DEFAULT moves them.
             await conn.execute(
                 "UPDATE credit_transactions SET created_at = $1 WHERE event_id = 'old-1'",
-                NOW + timedelta(days=400),
+                now + timedelta(days=400),
             )
             row = await conn.fetchrow(
                 "SELECT id, tableoid::regclass::text AS part FROM credit_transactions"
             )
             assert row["part"] == "credit_transactions_default"
             assert await ensure_partitions(conn, at=old, months_ahead=0) == 2
-            assert await ensure_partitions(conn, at=NOW + timedelta(days=400), months_ahead=0) == 2
+            assert await ensure_partitions(conn, at=now + timedelta(days=400), months_ahead=0) == 2
             placed = await conn.fetch(
                 "SELECT tableoid::regclass::text FROM credit_transactions UNION ALL"
                 " SELECT tableoid::regclass::text FROM usage_events ORDER BY 1"
             )
-            target = NOW + timedelta(days=400)
+            target = now + timedelta(days=400)
             assert [r[0] for r in placed] == [
                 f"credit_transactions_{target:y%Ym%m}",
                 "usage_events_y2003m02",
@@ -401,17 +408,18 @@ async def test_rating_terms_are_found_by_event_whatever_occurred_at_a_record_car
 ) -> None:
     """Reconcile looks terms up in the event's month partition first, then by key alone: a
     republication with another occurred_at still finds the debited row's terms."""
+    now = datetime.now(UTC)
     async with db.acquire() as conn:
         await debit_batch(
             conn,
-            [usage("t-now", "acme", 5), usage("t-old", "acme", 7, when=FAR_PAST)],
+            [usage("t-now", "acme", 5, when=now), usage("t-old", "acme", 7, when=FAR_PAST)],
             policy=POLICY,
         )
         terms = await reconcile_queries.fetch_rating_terms(
             conn,
             sources=["default"] * 3,
             event_ids=["t-now", "t-old", "never"],
-            occurred_ats=[NOW, NOW, NOW],  # t-old republished with another occurred_at
+            occurred_ats=[now, now, now],  # t-old republished with another occurred_at
         )
     assert sorted(terms) == [("default", "t-now"), ("default", "t-old")]
     assert set(terms.values()) == {POLICY.terms(Decimal(1))}
