@@ -26,6 +26,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from schemas.settings import get_settings, meterline_home, read_stack_state, stack_state_file
 
 KAFKA_VERSION = "4.0.1"
+# Resolving the broker's jars is the stack's one download (first use on a machine): a network
+# hiccup gets another try.
+MAVEN_ATTEMPTS = 3
+MAVEN_PAUSE_S = 10.0
 Progress = Callable[[str], None]
 
 
@@ -119,24 +123,37 @@ def kafka_jars(progress: Progress) -> Path:
     progress(f"resolving Kafka {KAFKA_VERSION} jars from Maven Central (once)")
     pom = resources.files("deploy").joinpath("kafka/pom.xml")
     tmp = libs.with_name("libs.partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    with resources.as_file(pom) as pom_path:
-        proc = subprocess.run(
-            [
-                mvn,
-                "-q",
-                "-B",
-                "-f",
-                str(pom_path),
-                f"-Dkafka.version={KAFKA_VERSION}",
-                "dependency:copy-dependencies",
-                f"-DoutputDirectory={tmp}",
-            ],
-            capture_output=True,
-            text=True,
-        )
-    if proc.returncode != 0:
-        raise StackError(f"Maven could not resolve the Kafka jars:\n{proc.stdout}{proc.stderr}")
+    for attempt in range(1, MAVEN_ATTEMPTS + 1):
+        shutil.rmtree(tmp, ignore_errors=True)
+        with resources.as_file(pom) as pom_path:
+            proc = subprocess.run(
+                [
+                    mvn,
+                    "-q",
+                    "-B",
+                    # Wagon retries a request that failed on the connection (3 times) and
+                    # drops pooled connections a middlebox may have cut (WAGON-545).
+                    "-Dmaven.wagon.http.retryHandler.count=3",
+                    "-Dmaven.wagon.httpconnectionManager.ttlSeconds=25",
+                    "-f",
+                    str(pom_path),
+                    f"-Dkafka.version={KAFKA_VERSION}",
+                    "dependency:copy-dependencies",
+                    f"-DoutputDirectory={tmp}",
+                ],
+                capture_output=True,
+                text=True,
+            )
+        if proc.returncode == 0:
+            break
+        if attempt == MAVEN_ATTEMPTS:
+            raise StackError(
+                f"Maven could not resolve the Kafka jars ({attempt} tries):\n"
+                f"{proc.stdout}{proc.stderr}"
+            )
+        # What was downloaded stays in ~/.m2: the next try fetches only what is missing.
+        progress(f"Maven failed (try {attempt} of {MAVEN_ATTEMPTS}); again in {MAVEN_PAUSE_S:g} s")
+        time.sleep(MAVEN_PAUSE_S)
     shutil.rmtree(libs, ignore_errors=True)
     tmp.rename(libs)
     return libs
