@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import asyncpg
@@ -143,7 +143,7 @@ async def test_monthly_grants_in_batches_once_per_account(
             await ensure_account(conn, account_id=f"p{n}", tier="pro")
         await overdraw(conn, "p0", 1_000_000)
         seen: list[tuple[int, int]] = []
-        month = date.today().replace(day=1)
+        month = datetime.now(UTC).date().replace(day=1)  # the ledger's months are UTC's
         done = await grant_monthly_allocations(
             conn, month=month, policy=POLICY, on_progress=lambda i, n: seen.append((i, n))
         )

@@ -190,6 +190,16 @@ async def test_the_csv_export_never_starts_a_200_it_cannot_finish(
         await proxy.close()
 
 
+async def _until_a_backend_waits_on_a_lock(db: asyncpg.Pool, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not await db.fetchval(
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    ):
+        assert time.monotonic() < deadline, "no statement ever waited on the lock"
+        await asyncio.sleep(0.02)
+
+
 async def test_a_request_that_finds_every_connection_busy_answers_503_not_waits(
     api_settings: ApiSettings, db: asyncpg.Pool, admin_key: str
 ) -> None:
@@ -217,7 +227,9 @@ async def test_a_request_that_finds_every_connection_busy_answers_503_not_waits(
                 "/api/v1/credits/deduct", params={"account_id": "acme"}, json=deduct, headers=h
             )
         )
-        await asyncio.sleep(0.5)  # the deduction has the connection and waits on the lock
+        # The deduction has the pool's one connection and waits on the lock (a fixed 0.5 s
+        # sleep stood here: on a busy box the balance below could take the connection first).
+        await _until_a_backend_waits_on_a_lock(db)
         started = time.monotonic()
         r = await asyncio.wait_for(
             client.get(BALANCE, params={"account_id": "other"}, headers=h), 10
