@@ -5,7 +5,8 @@ nothing, and an account that cannot pay gets a 402 with the reason."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Iterator
 from decimal import Decimal
 from pathlib import Path
 
@@ -13,12 +14,18 @@ import asyncpg
 import litellm
 import openai
 import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from cryptography.fernet import Fernet
 
 from api.settings import ApiSettings
+from processors.api_key_queries import insert_key
+from processors.api_keys import hash_key, new_key
 from producers.client import MeterlineClient
 from tests.integration.api.litellm.helpers import (
     DEMO_MODEL,
     MOCK_COST,
+    add_prices,
     balance,
     fund,
     usage_debits,
@@ -31,15 +38,143 @@ MESSAGES = [{"role": "user", "content": "What is metering?"}]
 CHAT = "demo-chat"  # deploy/litellm/config.yaml: openai/meterline-demo, mocked
 
 
-@pytest.fixture
-async def proxy(
-    served: ApiServer, admin_key: str, api_settings: ApiSettings, tmp_path: Path
-) -> AsyncIterator[LiteLLMProxy]:
-    p = LiteLLMProxy(api_settings, served.url, admin_key, tmp_path / "spool.jsonl").start()
+# One LiteLLM proxy (10-15 s of imports to start) and one API for the module, on the module's
+# own topics and admin key, instead of one of each per test. What a test could leave for the
+# next is cut off by the fixtures below: the database is emptied before each test (the `db`
+# fixture) and the admin key and prices written again; each test's worker starts at the end
+# of the usage topic, so it meters only what its own test publishes; the spool is empty at the
+# end of every test (asserted).
+
+
+@pytest.fixture(scope="module")
+async def module_settings(kafka_bootstrap: str, database_url: str) -> AsyncIterator[ApiSettings]:
+    """ApiSettings on the test database and topics of this module's own."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await admin.start()
+    run = uuid.uuid4().hex[:10]
+    specs = {"usage.events": 4, "usage.dlq": 1, "credit.alerts": 1}
+    topics = {name: f"t{run}.{name}" for name in specs}
+    await admin.create_topics(
+        [NewTopic(topics[n], num_partitions=p, replication_factor=1) for n, p in specs.items()]
+    )
+    try:
+        yield ApiSettings(
+            kafka_bootstrap=kafka_bootstrap,
+            database_url=database_url,
+            topic_usage_events=topics["usage.events"],
+            topic_usage_dlq=topics["usage.dlq"],
+            topic_credit_alerts=topics["credit.alerts"],
+            usage_events_partitions=4,
+            encryption_keys=Fernet.generate_key().decode(),
+            pg_pool_min=1,
+            pg_pool_max=20,
+        )
+    finally:
+        try:
+            await admin.delete_topics(list(topics.values()))
+        finally:
+            await admin.close()
+
+
+@pytest.fixture(scope="module")
+def module_key() -> tuple[str, str]:
+    """(key_id, key) of the module's admin key; stored again after each test's reset."""
+    return new_key()
+
+
+@pytest.fixture(scope="module")
+def module_api(module_settings: ApiSettings) -> Iterator[ApiServer]:
+    server = ApiServer(module_settings, METERLINE_PG_POOL_MAX="10").start_blocking()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def spool(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("litellm-spool") / "spool.jsonl"
+
+
+@pytest.fixture(scope="module")
+def module_proxy(
+    module_settings: ApiSettings, module_api: ApiServer, module_key: tuple[str, str], spool: Path
+) -> Iterator[LiteLLMProxy]:
+    p = LiteLLMProxy(module_settings, module_api.url, module_key[1], spool).start()
     try:
         yield p
     finally:
         p.stop()
+
+
+@pytest.fixture
+def api_settings(module_settings: ApiSettings) -> ApiSettings:
+    return module_settings
+
+
+@pytest.fixture
+async def admin_key(db: asyncpg.Pool, module_key: tuple[str, str]) -> str:
+    """The module's admin key, stored in the freshly emptied database, and the test models
+    priced (as the `served` fixture of the other LiteLLM tests does)."""
+    key_id, key = module_key
+    await insert_key(db, key_id=key_id, key_hash=hash_key(key), account_id=None, scope="admin")
+    await add_prices(db)
+    return key
+
+
+@pytest.fixture
+def served(module_api: ApiServer, admin_key: str) -> ApiServer:
+    return module_api
+
+
+def spooled(spool: Path) -> int:
+    """How many events wait in the spool."""
+    return len(spool.read_text().splitlines()) if spool.exists() else 0
+
+
+@pytest.fixture
+def proxy(module_proxy: LiteLLMProxy, served: ApiServer, spool: Path) -> Iterator[LiteLLMProxy]:
+    if module_proxy.proc is None or module_proxy.proc.poll() is not None:
+        module_proxy.start()  # a test stopped it and failed before starting it again
+    yield module_proxy
+    assert spooled(spool) == 0, "usage left in the spool for the next test"
+
+
+async def usage_topic_end(settings: ApiSettings) -> dict[TopicPartition, int]:
+    """Where the module's usage topic ends now: what this test publishes comes after."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
+    await consumer.start()
+    try:
+        topic = settings.topic_usage_events
+        parts = [TopicPartition(topic, p) for p in range(settings.usage_events_partitions)]
+        return dict(await consumer.end_offsets(parts))
+    finally:
+        await consumer.stop()
+
+
+async def worker_from(settings: ApiSettings, start: dict[TopicPartition, int]) -> Worker:
+    """The real worker in a new group that reads the usage topic from `start` on: it meters
+    this test's usage only."""
+    group = f"w-{uuid.uuid4().hex[:8]}"
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap, group_id=group, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        consumer.assign(list(start))
+        await consumer.commit(start)
+    finally:
+        await consumer.stop()
+    return Worker(settings, group=group).start()
+
+
+@pytest.fixture
+async def worker(api_settings: ApiSettings, admin_key: str) -> AsyncIterator[Worker]:
+    w = await worker_from(api_settings, await usage_topic_end(api_settings))
+    try:
+        yield w
+    finally:
+        w.stop()
 
 
 def openai_client(proxy: LiteLLMProxy) -> openai.AsyncOpenAI:
@@ -123,12 +258,13 @@ async def test_50_concurrent_calls_on_credit_for_20_holds(
             refusals.append(exc.message)
             return exc.status_code
 
+    start = await usage_topic_end(api_settings)
     async with openai_client(proxy) as ai:
         codes = await asyncio.gather(*(call(ai) for _ in range(50)))
     # No worker yet: no hold settles during the burst, so exactly 20 fit.
     assert codes.count(200) == 20 and codes.count(402) == 30, (codes, refusals[:3])
     assert all("insufficient_credit" in r or "available" in r for r in refusals), refusals[:3]
-    worker = Worker(api_settings).start()
+    worker = await worker_from(api_settings, start)
     try:
         await wait_for(db, USAGE_ROWS, 20, worker=worker)
     finally:
@@ -197,7 +333,7 @@ async def test_usage_spooled_by_a_proxy_is_published_by_the_next_one(
     api_settings: ApiSettings,
     db: asyncpg.Pool,
     worker: Worker,
-    tmp_path: Path,
+    spool: Path,
 ) -> None:
     await fund(db, "acme", 50_000_000)
     # This proxy's Kafka is unreachable (fail-open): its usage can only go to the spool.
@@ -205,7 +341,7 @@ async def test_usage_spooled_by_a_proxy_is_published_by_the_next_one(
         api_settings,
         served.url,
         admin_key,
-        tmp_path / "spool.jsonl",  # the spool of the `proxy` fixture too
+        spool,  # the spool of the `proxy` fixture too
         METERLINE_KAFKA_BOOTSTRAP=f"127.0.0.1:{free_port()}",
     ).start()
     try:
@@ -214,12 +350,11 @@ async def test_usage_spooled_by_a_proxy_is_published_by_the_next_one(
                 await ai.chat.completions.create(
                     model=CHAT, messages=MESSAGES, user="acme", max_tokens=20
                 )
-        spool = tmp_path / "spool.jsonl"
         for _ in range(200):
-            if spool.exists() and len(spool.read_text().splitlines()) == 5:
+            if spooled(spool) == 5:
                 break
             await asyncio.sleep(0.05)
-        assert len(spool.read_text().splitlines()) == 5, cut_off.log()
+        assert spooled(spool) == 5, cut_off.log()
     finally:
         cut_off.stop()
     assert await db.fetchval(USAGE_ROWS) == 0
