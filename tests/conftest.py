@@ -1,7 +1,10 @@
-"""Shared test configuration: hypothesis profiles, and no test across 00:00 UTC."""
+"""Shared test configuration: hypothesis profiles, no test across 00:00 UTC, and no logging
+handler left behind by a command run in-process."""
 
+import logging
 import os
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -42,3 +45,16 @@ def _clear_of_utc_midnight() -> None:
     left = seconds_to_utc_midnight(datetime.now(UTC))
     if left < MIDNIGHT_MARGIN_S:
         time.sleep(left + 0.5)
+
+
+@pytest.fixture(autouse=True)
+def _no_quiet_handler_left_behind() -> Iterator[None]:
+    """A command run in-process (run_work) installs the CLI's rate-limited stderr handler on
+    the root logger, as its process would; it outlived the test and swallowed the lines a later
+    test of that handler expected (test_quiet_warnings failed after test_cli_unreachable)."""
+    root = logging.getLogger()
+    before = list(root.handlers)
+    yield
+    for handler in [h for h in root.handlers if h not in before]:
+        if getattr(handler, "meterline_quiet", False):
+            root.removeHandler(handler)
