@@ -8,6 +8,8 @@ on_unreachable="closed")``); a keyword wins over the environment.
 from __future__ import annotations
 
 import difflib
+import logging
+import os
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -16,7 +18,10 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from schemas import topics
-from schemas.settings import meterline_home
+from schemas.settings import meterline_home, setting_names, unknown_variables
+
+log = logging.getLogger("meterline.integrations")
+LITELLM_PREFIX = "METERLINE_LITELLM_"
 
 AccountSource = Literal["end_user", "key_user", "team"]
 
@@ -26,7 +31,7 @@ def _env(name: str) -> str:
     # (populate_by_name). An AliasChoices(name, ...) here made the bare name an environment
     # variable too: a SOURCE or MAX_HOLD set for something else in the proxy's environment
     # changed the events' source (their idempotency key) or the hold policy.
-    return f"meterline_litellm_{name}"
+    return LITELLM_PREFIX.lower() + name
 
 
 class IntegrationSettings(BaseSettings):
@@ -114,6 +119,11 @@ class IntegrationSettings(BaseSettings):
                 close = difflib.get_close_matches(name, list(cls.model_fields), n=1)
                 hints.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
             raise TypeError(f"unknown meterline setting {', '.join(hints)}")
+        for line in unknown_variables(
+            {k: v for k, v in os.environ.items() if k.startswith(LITELLM_PREFIX)},
+            setting_names([cls]),
+        ):
+            log.warning("%s", line)  # the proxy runs no `meterline` command that would say so
         return cls(**keywords)
 
     @field_validator("account_from", mode="before")

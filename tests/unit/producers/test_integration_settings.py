@@ -52,3 +52,18 @@ def test_an_unknown_keyword_is_an_error_naming_it_and_the_closest_setting() -> N
         MeterlineCallback(on_insuficient="hold_available")
     with pytest.raises(TypeError, match="'colour'"):
         IntegrationSettings.of(colour="blue")
+
+
+def test_a_misspelt_litellm_variable_is_logged_with_what_was_meant(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The proxy runs no `meterline` command, so the callback itself names the variable."""
+    monkeypatch.setenv("METERLINE_LITELLM_ON_UNREACHEABLE", "closed")
+    monkeypatch.setenv("METERLINE_LITELLM_SOURCE", "proxy-eu")
+    with caplog.at_level("WARNING", logger="meterline.integrations"):
+        s = IntegrationSettings.of()
+    assert s.on_unreachable == "open" and s.source == "proxy-eu"
+    assert [r.getMessage() for r in caplog.records] == [
+        "METERLINE_LITELLM_ON_UNREACHEABLE is not a meterline setting "
+        "(did you mean METERLINE_LITELLM_ON_UNREACHABLE?); it is ignored"
+    ]
