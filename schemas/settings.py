@@ -269,22 +269,29 @@ def setting_names(classes: Iterable[type[BaseSettings]]) -> set[str]:
     return names
 
 
+def likely_meant(name: str, candidates: Iterable[str]) -> list[str]:
+    """The candidates `name` was likely meant as (at most 3): the closest spelling, else those
+    holding the same words in another order (USAGE_TOPIC → TOPIC_USAGE_EVENTS)."""
+    candidates = list(candidates)
+    close = difflib.get_close_matches(name, candidates, n=1, cutoff=0.75)
+    if not close:
+        words = set(name.split("_"))
+        close = [c for c in candidates if words <= set(c.split("_"))]
+    return close[:3]
+
+
 def unknown_variables(environ: Mapping[str, str], known: Iterable[str]) -> list[str]:
     """One line per METERLINE_* variable in `environ` that is not in `known`, with the likely
     meant names when there are any. pydantic-settings ignores such a variable, so a typo such
     as METERLINE_USAGE_TOPIC would leave the default topic in force without a word."""
     prefix = "METERLINE_"
     known_names = sorted({k for k in known if k.startswith(prefix)})
-    tails = {k[len(prefix) :]: k for k in known_names}
+    tails = [k[len(prefix) :] for k in known_names]  # the shared prefix would match anything
     lines = []
     for name in sorted(environ):
         if not name.startswith(prefix) or name in known_names:
             continue
-        tail = name[len(prefix) :]
-        close = [tails[t] for t in difflib.get_close_matches(tail, list(tails), n=1, cutoff=0.75)]
-        if not close:  # the same words in another order: USAGE_TOPIC, TOPIC_USAGE_EVENTS
-            words = set(tail.split("_"))
-            close = [k for t, k in tails.items() if words <= set(t.split("_"))]
-        hint = f" (did you mean {' or '.join(close[:3])}?)" if close else ""
+        close = [prefix + t for t in likely_meant(name[len(prefix) :], tails)]
+        hint = f" (did you mean {' or '.join(close)}?)" if close else ""
         lines.append(f"{name} is not a meterline setting{hint}; it is ignored")
     return lines

@@ -7,7 +7,6 @@ on_unreachable="closed")``); a keyword wins over the environment.
 
 from __future__ import annotations
 
-import difflib
 import logging
 import os
 from decimal import Decimal
@@ -18,7 +17,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from schemas import topics
-from schemas.settings import meterline_home, setting_names, unknown_variables
+from schemas.settings import likely_meant, meterline_home, setting_names, unknown_variables
 
 log = logging.getLogger("meterline.integrations")
 LITELLM_PREFIX = "METERLINE_LITELLM_"
@@ -116,8 +115,8 @@ class IntegrationSettings(BaseSettings):
         if unknown:
             hints = []
             for name in unknown:
-                close = difflib.get_close_matches(name, list(cls.model_fields), n=1)
-                hints.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+                close = " or ".join(repr(c) for c in likely_meant(name, cls.model_fields))
+                hints.append(f"{name!r}" + (f" (did you mean {close}?)" if close else ""))
             raise TypeError(f"unknown meterline setting {', '.join(hints)}")
         for line in unknown_variables(
             {k: v for k, v in os.environ.items() if k.startswith(LITELLM_PREFIX)},
