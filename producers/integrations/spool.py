@@ -80,10 +80,7 @@ class Spool:
             size = self.rejected.stat().st_size if self.rejected.exists() else 0
             if size + len(data) > self.max_bytes:
                 raise SpoolFull(f"rejected-usage file {self.rejected} is full ({size} bytes)")
-            with open(self.rejected, "ab") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
+            _append_lines(self.rejected, data)
 
     def take(self) -> list[Any]:
         """Start a drain: the events waiting (an unfinished drain's first), each as its JSON
